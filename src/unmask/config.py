@@ -1,0 +1,419 @@
+"""The one typed, validated configuration of a pipeline, read from ``params.yaml``.
+
+``load_params(path, overrides)`` parses the YAML, applies overrides and validates everything
+into a :class:`Params` object. Sections come from the modules that own them
+(:class:`~unmask.models.config.ModelConfig`, :class:`~unmask.training.config.TrainConfig`)
+plus the pipeline's own (``data``, ``tokenizer``, ``sample``, ``evaluate``, ``tracking``,
+``report``). Every model forbids unknown keys, and every failure becomes one
+:class:`ConfigError` line naming the file and the dotted key::
+
+    params.yaml: unknown key 'train.lr_rate' (did you mean 'train.lr'?)
+    params.yaml: sample.temperature must be > 0 (got -1)
+
+The model section holds the architecture only: ``vocab_size``, ``grid`` and ``num_classes``
+are derived from the tokenizer and the dataset (an explicit value must agree with them).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from unmask import schedules
+from unmask.data import fashion_mnist
+from unmask.models.config import ModelConfig
+from unmask.sampling import METHODS
+from unmask.training.config import TrainConfig
+
+__all__ = [
+    "ConfigError",
+    "Section",
+    "DataConfig",
+    "TokenizerConfig",
+    "SampleConfig",
+    "EvaluateConfig",
+    "TrackingConfig",
+    "ReportConfig",
+    "Params",
+    "load_params",
+    "parse_overrides",
+]
+
+DATASETS = {
+    "fashion_mnist": {
+        "train": 60_000,
+        "test": 10_000,
+        "classes": 10,
+        "size": (28, 28),
+        "class_names": fashion_mnist.CLASS_NAMES,
+    }
+}
+
+
+class ConfigError(Exception):
+    """An invalid params file or override; ``str(err)`` is one line naming the file and key."""
+
+
+class Section(BaseModel):
+    """Base of the pipeline's own sections: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_schedule(name: str | None) -> str | None:
+    if name is not None and name not in schedules.NAMES:
+        raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(schedules.NAMES)}")
+    return name
+
+
+class DataConfig(Section):
+    """Which dataset, and the sizes of the train / val / test subsets drawn by ``prepare``.
+
+    ``train`` and ``val`` are disjoint random subsets of the dataset's training split, ``test``
+    a random subset of its test split (all drawn with ``seed``).
+    """
+
+    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    root: str = str(fashion_mnist.DEFAULT_ROOT)
+    n_train: int = Field(default=59_000, gt=0)
+    n_val: int = Field(default=1_000, gt=0)
+    n_test: int = Field(default=1_000, gt=0)
+    seed: int = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(DATASETS[self.dataset]["class_names"])
+
+    @model_validator(mode="after")
+    def _fits(self) -> DataConfig:
+        sizes = DATASETS[self.dataset]
+        if self.n_train + self.n_val > sizes["train"]:
+            raise ValueError(
+                f"n_train + n_val = {self.n_train + self.n_val} exceeds the "
+                f"{sizes['train']} training images of {self.dataset}"
+            )
+        if self.n_test > sizes["test"]:
+            raise ValueError(f"n_test = {self.n_test} exceeds the {sizes['test']} test images")
+        return self
+
+
+class TokenizerConfig(Section):
+    """Per-pixel quantising tokenizer (:class:`~unmask.tokenizers.PixelTokenizer`)."""
+
+    kind: Literal["pixel"] = "pixel"
+    levels: int = Field(default=8, ge=2, le=256)
+    size: tuple[int, int] | int | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int] | int | None) -> tuple[int, int] | int | None:
+        if v is not None and min((v, v) if isinstance(v, int) else v) < 1:
+            raise ValueError(f"size must be positive (got {v})")
+        return v
+
+    def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Token grid (h, w) for images of ``image_size`` (grayscale)."""
+        if self.size is None:
+            return image_size
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+    def build(self) -> Any:
+        from unmask.tokenizers import PixelTokenizer
+
+        return PixelTokenizer(levels=self.levels, size=self.size)
+
+
+class SampleConfig(Section):
+    """Sampling of the class grid (arguments of :func:`unmask.sampling.sample`).
+
+    ``schedule`` None uses the training schedule (``train.schedule``). ``chain_frames`` is the
+    number of snapshots in the unmasking-chain strip.
+    """
+
+    method: str = "mdm"
+    steps: int = Field(default=32, gt=0)
+    schedule: str | None = None
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    cfg_scale: float = Field(default=0.0, ge=0)
+    cfg_schedule: Literal["constant", "linear", "interval"] = "constant"
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    choice_temperature: float = Field(default=4.5, ge=0)
+    n_per_class: int = Field(default=8, gt=0)
+    seed: int = 0
+    chain_frames: int = Field(default=10, ge=2)
+    checkpoint: Literal["ema", "raw"] = "ema"
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown sampling method {v!r}; valid: {', '.join(METHODS)}")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        return _check_schedule(v)
+
+    @field_validator("cfg_interval")
+    @classmethod
+    def _interval(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"must satisfy 0 <= lo <= hi <= 1 (got {list(v)})")
+        return v
+
+
+class EvaluateConfig(Section):
+    """Held-out NELBO (Monte-Carlo, ``num_samples`` stratified times per sequence) and sample
+    statistics. ``n_sequences`` caps the held-out sequences scored; ``schedule`` None uses the
+    training schedule."""
+
+    split: Literal["val", "test"] = "test"
+    n_sequences: int = Field(default=1000, gt=0)
+    num_samples: int = Field(default=4, gt=0)
+    batch_size: int = Field(default=250, gt=0)
+    schedule: str | None = None
+    seed: int = 0
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        return _check_schedule(v)
+
+
+class TrackingConfig(Section):
+    """MLflow: experiment name; ``enabled: false`` logs nothing (a NullTracker).
+    The store is ``$MLFLOW_TRACKING_URI`` or a local sqlite store under ``root``."""
+
+    enabled: bool = True
+    experiment: str = Field(default="default", min_length=1)
+    root: str = "mlruns"
+
+
+class ReportConfig(Section):
+    """The HTML report."""
+
+    title: str = "unmask — default pipeline"
+
+
+class Params(BaseModel):
+    """Everything ``params.yaml`` holds; each top-level key is one section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = SampleConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_model_shape(cls, data: Any) -> Any:
+        """Fill model.vocab_size / grid / num_classes from the tokenizer and dataset."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        try:
+            tok = TokenizerConfig(**(data.get("tokenizer") or {}))
+            ds = DataConfig(**(data.get("data") or {})).dataset
+        except (ValidationError, TypeError):
+            return data  # reported by the section's own validation
+        derived = {
+            "vocab_size": tok.levels,
+            "grid": tok.grid(DATASETS[ds]["size"]),
+            "num_classes": DATASETS[ds]["classes"],
+        }
+        model = dict(data.get("model") or {})
+        for key, value in derived.items():
+            given = model.get(key)
+            if given is not None and _normal(given) != _normal(value):
+                raise ValueError(
+                    f"model.{key} = {given} disagrees with the value {_normal(value)} derived "
+                    "from the tokenizer/data sections (leave it out)"
+                )
+            model[key] = value
+        data["model"] = model
+        return data
+
+    def flat(self) -> dict[str, Any]:
+        """JSON-able nested dict (for logging)."""
+        return self.model_dump(mode="json")
+
+
+def _normal(v: Any) -> Any:
+    return list(v) if isinstance(v, list | tuple) else v
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and one-line errors
+
+
+def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["train.steps=10", "sample.method=euler"]`` or ``{"train.steps": 10}`` (dotted or nested
+    keys) → a nested dict. String values are parsed as YAML (``10`` → int, ``[1, 2]`` → list)."""
+    out: dict[str, Any] = {}
+    if items is None:
+        return out
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        pairs = []
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. train.steps=100)")
+            try:
+                pairs.append((key.strip(), yaml.safe_load(value)))
+            except yaml.YAMLError:
+                raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+    for key, value in pairs:
+        if isinstance(value, Mapping):
+            value = parse_overrides({f"{key}.{k}": v for k, v in value.items()})
+            _merge(out, value)
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_params(
+    path: str | Path = "params.yaml",
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+) -> Params:
+    """Read, override and validate a params file. Raises :class:`ConfigError` (one line)."""
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{name}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise ConfigError(f"{name}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of sections at the top level")
+    data = _merge(raw, parse_overrides(overrides))
+    return validate_params(data, source=name)
+
+
+def validate_params(data: Mapping[str, Any], source: str = "params") -> Params:
+    """Validate an already-parsed params mapping (see :func:`load_params`)."""
+    try:
+        return Params.model_validate(dict(data))
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_describe(e)}") from None
+    except ValueError as e:  # raised by a 'before' validator
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _describe(err: ValidationError) -> str:
+    # The first error only: later ones are often consequences of it (a union's other members,
+    # model fields that could not be derived from an invalid tokenizer section).
+    return _describe_one(err.errors()[0])
+
+
+# Union members and validator wrappers appear in pydantic's error locations: drop them.
+_TYPE_TAG = re.compile(r"^(int|float|str|bool|none|(tuple|list|dict|function-\w+)\[.*\])$")
+_OPS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _describe_one(e: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in e["loc"] if not _TYPE_TAG.match(str(p))]
+    key = ".".join(loc)
+    kind, ctx, got = e["type"], e.get("ctx") or {}, e.get("input")
+    if kind == "extra_forbidden":
+        parent, leaf = loc[:-1], loc[-1]
+        hint = ""
+        fields = _fields_at(parent)
+        if fields:
+            close = _closest(leaf, fields)
+            if close:
+                hint = f" (did you mean '{'.'.join([*parent, close])}'?)"
+            else:
+                hint = f" (valid keys: {', '.join(sorted(fields))})"
+        return f"unknown key '{key}'{hint}"
+    if kind == "missing":
+        return f"{key} is required"
+    if kind in _OPS:
+        field, op = _OPS[kind]
+        return f"{key} must be {op} {_num(ctx.get(field))} (got {_num(got)})"
+    if kind == "literal_error":
+        return f"{key} must be one of {ctx.get('expected')} (got {got!r})"
+    msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not key:
+        return msg
+    if kind in ("value_error", "assertion_error"):
+        return f"{key}: {msg}"
+    return f"{key}: {msg[:1].lower() + msg[1:]} (got {got!r})"
+
+
+def _num(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _closest(key: str, fields: list[str]) -> str | None:
+    """The field a mistyped key most likely meant: a close spelling, else a shared prefix
+    (``lr_rate`` → ``lr``)."""
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    head = key.split("_")[0]
+    prefixed = [f for f in fields if key.startswith(f) or f.startswith(key) or f == head]
+    return max(prefixed, key=len) if prefixed else None
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """Field names of the model at a dotted location inside :class:`Params`."""
+    model: Any = Params
+    for part in loc:
+        field = model.model_fields.get(part) if _is_model(model) else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _model_in(tp: Any) -> Any:
+    if _is_model(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if _is_model(arg):
+            return arg
+    return None

@@ -1,0 +1,130 @@
+"""Likelihood bounds: the continuous-time negative ELBO of a masked model (MDLM eq. 10,
+DI eq. 9) and the perplexity / bits per token derived from it.
+
+For a clean sequence x (L tokens) and schedule κ,
+
+    −log p_θ(x) ≤ NELBO(x) = ∫_0^1 κ̇_t / (1 − κ_t) · E_{x_t ~ p_t(·|x)} [ Σ_{i: x_t^i=[M]} −log p_θ(x^i | x_t) ] dt,
+
+with equality when p_θ is the true conditional of the data distribution (the integral is then
+the expectation, over uniformly random orders, of an exact autoregressive factorisation).
+The integral is estimated with K stratified times per sequence, t_k = (k + u_k)/K, so the
+estimate is unbiased and its variance shrinks faster than 1/K for smooth integrands.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from unmask.corruption import mask_independent
+from unmask.losses import masked_cross_entropy
+from unmask.schedules import Schedule
+from unmask.schedules import get as get_schedule
+
+__all__ = ["nelbo", "nelbo_with_stderr", "NelboEstimate", "perplexity", "bits_per_token"]
+
+
+@dataclass
+class NelboEstimate:
+    """Per-sequence NELBO in nats (B,) and the Monte-Carlo standard error of each (B,)."""
+
+    nelbo: Tensor
+    stderr: Tensor
+    num_tokens: int
+
+    @property
+    def per_token(self) -> float:
+        """Mean NELBO per token (nats)."""
+        return float(self.nelbo.mean()) / self.num_tokens
+
+    @property
+    def per_token_stderr(self) -> float:
+        """Standard error of ``per_token`` (independent sequences and MC draws)."""
+        b = self.nelbo.numel()
+        # Between-sequence spread plus MC noise, both captured by the spread of the per-row values.
+        spread = float(self.nelbo.std()) / math.sqrt(b) if b > 1 else float(self.stderr[0])
+        return spread / self.num_tokens
+
+
+@torch.no_grad()
+def nelbo_with_stderr(
+    denoiser: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    *,
+    mask_id: int,
+    schedule: Schedule | str,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+    progress: bool = False,
+) -> NelboEstimate:
+    """NELBO of each sequence of ``x0`` (B, ...) with its MC standard error.
+
+    ``t_min``/``t_max`` restrict the integral (a truncated bound, as eMIGM trains); the default
+    [0, 1] is the full ELBO.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if isinstance(schedule, str):
+        schedule = get_schedule(schedule)
+    b = x0.shape[0]
+    n_tok = x0[0].numel()
+    width = t_max - t_min
+    draws = torch.empty(num_samples, b, dtype=torch.float64, device=x0.device)
+    for k in tqdm(range(num_samples), disable=not progress, desc="nelbo", leave=False):
+        u = torch.rand(b, generator=generator, device=x0.device, dtype=torch.float64)
+        t = t_min + width * (k + u) / num_samples  # stratum k of K
+        t = t.clamp(1e-7, 1 - 1e-7)
+        x_t, masked = mask_independent(x0, schedule.kappa(t).float(), mask_id, generator=generator)
+        logits = denoiser(x_t, t.float())
+        w = schedule.elbo_weight(t) * width
+        _, per_row = masked_cross_entropy(logits, x0, masked, w.float(), normalize="tokens")
+        draws[k] = per_row.double() * n_tok
+    mean = draws.mean(0)
+    # Stratified draws: the variance of the mean is bounded by the plain MC variance / K.
+    stderr = draws.std(0) / math.sqrt(num_samples) if num_samples > 1 else torch.zeros_like(mean)
+    return NelboEstimate(mean, stderr, n_tok)
+
+
+def nelbo(
+    denoiser: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    *,
+    mask_id: int,
+    schedule: Schedule | str,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Monte-Carlo estimate of the continuous-time negative ELBO of each sequence, in nats.
+
+    Args:
+        denoiser: ``denoiser(x_t, t) -> logits`` over the clean vocabulary.
+        x0: (B, L) (or (B, ...)) clean token ids.
+        mask_id: the mask token id.
+        schedule: κ schedule the model was trained with (object or name).
+        num_samples: number K of stratified Monte-Carlo times per sequence.
+        generator: torch.Generator for reproducibility.
+
+    Returns:
+        FloatTensor (B,): NELBO(x) in nats (summed over the sequence's tokens).
+    """
+    return nelbo_with_stderr(
+        denoiser, x0, mask_id=mask_id, schedule=schedule, num_samples=num_samples,
+        generator=generator,
+    ).nelbo
+
+
+def perplexity(nelbo_nats: Tensor, num_tokens: int) -> float:
+    """ELBO perplexity exp(Σ NELBO / Σ tokens) over a set of sequences."""
+    return math.exp(float(nelbo_nats.sum()) / (nelbo_nats.numel() * num_tokens))
+
+
+def bits_per_token(nelbo_nats: Tensor, num_tokens: int) -> float:
+    """Mean NELBO in bits per token (bits per dimension for pixel-token models)."""
+    return float(nelbo_nats.sum()) / (nelbo_nats.numel() * num_tokens) / math.log(2.0)

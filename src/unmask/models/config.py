@@ -1,0 +1,91 @@
+"""Typed, validated model configuration (an unknown key is an error that names it)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from unmask.models import presets
+
+__all__ = ["ModelConfig"]
+
+
+class ModelConfig(BaseModel):
+    """Architecture of the :class:`~unmask.models.Transformer` denoiser.
+
+    Exactly one of ``seq_len`` (1-D sequences) and ``grid`` ((h, w) token grids) is set.
+    ``preset`` names a size in :mod:`unmask.models.presets` whose fields fill in whatever is not
+    given explicitly.
+
+    Attributes:
+        vocab_size: V, the number of clean token ids (0..V−1); the mask id is V.
+        seq_len: L for 1-D data.
+        grid: (h, w) for 2-D token grids (L = h·w, row-major).
+        num_classes: class labels 0..C−1; C is the null ("unconditional") class. 0 means an
+            unconditional model (the single null row then acts as a learned constant).
+        dim, depth, heads, mlp_ratio, dropout: transformer width, blocks, attention heads,
+            MLP hidden = mlp_ratio·dim, dropout on attention and residual branches.
+        timestep: ``explicit`` (ETM: the network sees t) or ``implicit`` (ITM: it ignores t and
+            infers the noise level from the number of [MASK] tokens, DI §3).
+        cond_dropout: probability that a training label is replaced by the null class (CFG).
+        pos: ``learned1d`` = one learned vector per position (L·dim); ``learned2d`` = separable
+            row + column tables, pos[i, j] = row[i] + col[j] ((h + w)·dim; needs ``grid``),
+            which shares statistics across rows/columns of the grid.
+        preset: the preset the defaults came from (kept for logging).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vocab_size: int = Field(gt=0)
+    seq_len: int | None = Field(default=None, gt=0)
+    grid: tuple[int, int] | None = None
+    num_classes: int = Field(default=0, ge=0)
+    dim: int = Field(default=128, gt=0)
+    depth: int = Field(default=4, ge=0)
+    heads: int = Field(default=4, gt=0)
+    mlp_ratio: float = Field(default=4.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    timestep: Literal["explicit", "implicit"] = "explicit"
+    cond_dropout: float = Field(default=0.1, ge=0, le=1)
+    pos: Literal["learned1d", "learned2d"] = "learned1d"
+    preset: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            base = presets.get(data["preset"])
+            # An explicit 1-D length replaces a preset's grid (and its 2-D positions).
+            if data.get("seq_len") is not None and "grid" not in data:
+                base.pop("grid", None)
+                if base.get("pos") == "learned2d":
+                    base.pop("pos")
+            data = {**base, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if (self.seq_len is None) == (self.grid is None):
+            raise ValueError("set exactly one of 'seq_len' (1-D) and 'grid' (2-D (h, w))")
+        if self.grid is not None and min(self.grid) <= 0:
+            raise ValueError(f"'grid' sides must be positive, got {self.grid}")
+        if self.pos == "learned2d" and self.grid is None:
+            raise ValueError("'pos' = 'learned2d' needs 'grid' (h, w)")
+        if self.dim % self.heads:
+            raise ValueError(f"'dim' ({self.dim}) must be divisible by 'heads' ({self.heads})")
+        return self
+
+    @property
+    def length(self) -> int:
+        """L, the number of tokens per sample."""
+        return self.seq_len if self.seq_len is not None else math.prod(self.grid)
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes

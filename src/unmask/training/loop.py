@@ -1,0 +1,368 @@
+"""The training loop: deterministic data order, AdamW + warm-up, EMA, exact resume.
+
+Each step draws a batch x_1 (and labels y), drops labels to the null class with probability
+``cond_dropout`` (CFG), and minimises one Monte-Carlo sample of the unified objective
+(:func:`unmask.losses.diffusion_loss`):
+
+    L(θ) = E_t E_{x_t ~ p_t(·|x_1)} [ w(t) Σ_{i masked} −log p_θ(x_1^i | x_t, y) ]
+
+Determinism: the batch at step s is a pure function of (seed, s) — epoch e = s // (N // B)
+uses ``randperm(N)`` from a generator seeded with seed + e — and every random draw of the
+objective (t, masks, label dropout) comes from one ``torch.Generator`` whose state is
+checkpointed together with the global torch / CUDA / python / numpy states (dropout). Resuming
+from a checkpoint therefore reproduces the uninterrupted run bit for bit (on the same device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from unmask import schedules
+from unmask.losses import diffusion_loss
+from unmask.training.checkpoint import (
+    check_model_config,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from unmask.training.config import TrainConfig
+from unmask.training.ema import EMA
+
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "lr_factor", "BatchOrder"]
+
+# Config fields that may change between a run and its resumption without changing the result.
+_RESUME_SAFE = {"steps", "log_every", "ckpt_every", "keep_last", "num_workers", "device", "compile"}
+_LOSS_EMA_BETA = 0.95
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or gradient norm) became NaN / inf."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``loss`` is a bias-corrected EMA of the per-step loss."""
+
+    step: int
+    loss: float | None
+    checkpoint: Path | None
+    checkpoints: list[Path]
+    out_dir: Path
+    tokens_per_s: float
+    elapsed_s: float
+    ema: EMA | None = field(default=None, repr=False)
+
+
+def lr_factor(step: int, *, warmup_steps: int, steps: int, schedule: str) -> float:
+    """Multiplier of the base lr for the update with 0-based index ``step``:
+    (step + 1) / warmup during warm-up, then 1 (``constant``) or ½(1 + cos(π p)) with
+    p = (step − warmup) / (steps − warmup) (``cosine``)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    p = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+class BatchOrder:
+    """Batch indices as a pure function of (seed, step); the last partial batch of an epoch
+    is dropped so every batch has ``batch_size`` rows."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < batch_size:
+            raise ValueError(f"dataset has {n} samples, fewer than batch_size={batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = n // batch_size
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, step: int) -> Tensor:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+class _StepBatches(Dataset):
+    """Map-style dataset whose item ``step`` is that step's whole batch (for DataLoader
+    workers; the order stays a function of the step)."""
+
+    def __init__(self, tokens: Tensor, labels: Tensor | None, order: BatchOrder) -> None:
+        self.tokens, self.labels, self.order = tokens, labels, order
+
+    def __getitem__(self, step: int) -> tuple[Tensor, Tensor]:
+        idx = self.order(step)
+        y = self.labels[idx] if self.labels is not None else torch.empty(0, dtype=torch.long)
+        return self.tokens[idx], y
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if device.type != "cuda":
+        if precision == "bf16":
+            warnings.warn("precision 'bf16' needs CUDA; training in fp32", stacklevel=3)
+        return False
+    return precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported())
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # nanoGPT: decay matrices and embeddings, not biases (or other vectors).
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generator": gen.get_state(),
+        "python": random.getstate(),
+        "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(
+            np.int64)), "pos": int(np_state["state"]["pos"])}},
+    }
+
+
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    gen.set_state(state["generator"])
+    random.setstate(state["python"])
+    np_state = dict(state["numpy"])
+    np_state["state"] = {"key": state["numpy"]["state"]["key"].numpy().astype(np.uint32),
+                         "pos": state["numpy"]["state"]["pos"]}
+    np.random.set_state(np_state)
+
+
+def _check_data(model: nn.Module, tokens: Tensor, labels: Tensor | None) -> None:
+    cfg = model.cfg
+    if tokens.is_floating_point():
+        raise TypeError(f"tokens must be an integer tensor, got {tokens.dtype}")
+    if tokens[0].numel() != cfg.length:
+        raise ValueError(f"each sample has {tokens[0].numel()} tokens; the model expects "
+                         f"{cfg.length} ({tuple(tokens.shape[1:])} vs the model config)")
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= cfg.vocab_size:
+        raise ValueError(f"token ids must be clean ids in [0, {cfg.vocab_size}), got [{lo}, {hi}]")
+    if cfg.num_classes > 0 and labels is None:
+        raise ValueError(f"the model has num_classes={cfg.num_classes} but no labels were given")
+    if labels is not None:
+        if cfg.num_classes == 0:
+            raise ValueError("labels were given but the model is unconditional (num_classes=0)")
+        if labels.shape != (tokens.shape[0],):
+            raise ValueError(f"labels shape {tuple(labels.shape)} != ({tokens.shape[0]},)")
+        if int(labels.min()) < 0 or int(labels.max()) >= cfg.num_classes:
+            raise ValueError(f"labels must lie in [0, {cfg.num_classes})")
+
+
+def train(
+    model: nn.Module,
+    tokens: Tensor,
+    labels: Tensor | None,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    tracker: Any = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train ``model`` (a :class:`~unmask.models.Transformer` or anything with ``.cfg``,
+    ``drop_labels`` and ``forward(x, t, y)``) on ``tokens`` (N, L) or (N, h, w).
+
+    Args:
+        model: the network; moved to the training device, updated in place (raw weights).
+        tokens: clean token ids (any integer dtype), kept on the CPU and batched per step.
+        labels: (N,) class ids for a class-conditional model, else None.
+        cfg: the :class:`TrainConfig`.
+        out_dir: run folder; checkpoints go to ``out_dir/checkpoints``.
+        tracker: an object with ``log_metrics(dict, step)`` (see :mod:`unmask.tracking`).
+        resume: continue from the newest valid checkpoint in ``out_dir/checkpoints``.
+        progress: show a tqdm bar.
+        stop_at: stop after this step (an interruption: lr schedule and data order still
+            follow ``cfg.steps``); a checkpoint is written there.
+
+    The global torch / python / numpy RNGs are seeded with ``cfg.seed`` (they drive dropout);
+    initialise the model before calling.
+
+    Raises:
+        NonFiniteLossError: on a NaN/inf loss or gradient norm, after saving a checkpoint of
+            the last good state; the message names the step and that checkpoint.
+    """
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    device = _device(cfg.device)
+    bf16 = _use_bf16(cfg.precision, device)
+    _check_data(model, tokens, labels)
+    schedule = schedules.get(cfg.schedule, **cfg.schedule_kwargs)
+    end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    model.to(device)
+    opt = _optimizer(model, cfg, device)
+    factor = partial(lr_factor, warmup_steps=cfg.warmup_steps, steps=cfg.steps,
+                     schedule=cfg.lr_schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    ema = EMA(model, cfg.ema_decay)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    start, loss_ema, n_loss = 0, 0.0, 0
+    last_ckpt: Path | None = None
+
+    found = latest_checkpoint(ckpt_dir) if resume else None
+    if found is not None:
+        last_ckpt, state = found
+        check_model_config(state["model_config"], model.cfg, last_ckpt)
+        changed = {k: v for k, v in cfg.changed(state["train_config"]).items()
+                   if k not in _RESUME_SAFE}
+        if changed:
+            warnings.warn(f"resuming {last_ckpt} with changed training config "
+                          f"{ {k: f'{a} -> {b}' for k, (a, b) in changed.items()} }: "
+                          "the run will not match an uninterrupted one", stacklevel=2)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        _set_rng_state(state["rng"], gen)
+        start, loss_ema, n_loss = int(state["step"]), state["loss_ema"], state["loss_count"]
+
+    def snapshot(step: int) -> Path:
+        path = save_checkpoint(
+            {
+                "step": step,
+                "model_config": model.cfg.model_dump(mode="json"),
+                "train_config": cfg.model_dump(mode="json"),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "ema": ema.state_dict(),
+                "rng": _rng_state(gen),
+                "loss_ema": loss_ema,
+                "loss_count": n_loss,
+            },
+            checkpoint_path(ckpt_dir, step),
+        )
+        prune_checkpoints(ckpt_dir, cfg.keep_last)
+        return path
+
+    def smoothed() -> float | None:
+        return loss_ema / (1 - _LOSS_EMA_BETA**n_loss) if n_loss else None
+
+    fwd = torch.compile(model) if cfg.compile else model
+    order = BatchOrder(tokens.shape[0], cfg.batch_size, cfg.seed)
+    # A private generator: DataLoader would otherwise draw its base seed from the global RNG
+    # and shift the dropout stream of a resumed run.
+    loader = DataLoader(
+        _StepBatches(tokens, labels, order), sampler=range(start, end), batch_size=None,
+        num_workers=cfg.num_workers, pin_memory=device.type == "cuda" and not tokens.is_cuda,
+        generator=torch.Generator(),
+    )
+    tokens_per_step = cfg.batch_size * model.cfg.length
+    mask_id = model.cfg.vocab_size
+    was_training = model.training
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress,
+               dynamic_ncols=True)
+    t_run = t_win = time.perf_counter()
+    win_loss, win_steps, step = 0.0, 0, start
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+    try:
+        for step, (x0, y) in enumerate(loader, start=start):
+            x0 = x0.to(device, non_blocking=True).long()
+            y = y.to(device, non_blocking=True).long() if labels is not None else None
+            if y is not None:
+                y = model.drop_labels(y, gen)
+            with autocast:
+                out = diffusion_loss(
+                    lambda x, t, y=y: fwd(x, t, y), x0, schedule=schedule, mask_id=mask_id,
+                    weighting=cfg.weighting, normalize=cfg.normalize, t_min=cfg.t_min,
+                    t_max=cfg.t_max, masking=cfg.masking, keep_ratio=cfg.keep_ratio,
+                    stratified=cfg.stratified, generator=gen,
+                )
+            loss = out.loss.item()
+            if not math.isfinite(loss):
+                raise _nonfinite(f"loss is {loss}", step, ckpt_dir, snapshot)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+            if not math.isfinite(grad_norm):
+                raise _nonfinite(f"gradient norm is {grad_norm}", step, ckpt_dir, snapshot)
+            lr = opt.param_groups[0]["lr"]
+            opt.step()
+            sched.step()
+            ema.update(model)
+
+            done = step + 1
+            loss_ema = _LOSS_EMA_BETA * loss_ema + (1 - _LOSS_EMA_BETA) * loss
+            n_loss += 1
+            win_loss, win_steps = win_loss + loss, win_steps + 1
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == end:
+                now = time.perf_counter()
+                tok_s = tokens_per_step * win_steps / max(now - t_win, 1e-9)
+                metrics = {"loss": win_loss / win_steps, "lr": lr, "grad_norm": grad_norm,
+                           "tokens_per_s": tok_s}
+                if tracker is not None:
+                    tracker.log_metrics(metrics, step=done)
+                bar.set_postfix(loss=f"{smoothed():.4f}", tok_s=f"{tok_s:.3g}")
+                t_win, win_loss, win_steps = now, 0.0, 0
+            if done % cfg.ckpt_every == 0 or done == end:
+                last_ckpt = snapshot(done)
+            step = done
+    finally:
+        bar.close()
+        model.train(was_training)
+
+    elapsed = time.perf_counter() - t_run
+    return TrainResult(
+        step=step,
+        loss=smoothed(),
+        checkpoint=last_ckpt,
+        checkpoints=list_checkpoints(ckpt_dir),
+        out_dir=out_dir,
+        tokens_per_s=tokens_per_step * (step - start) / max(elapsed, 1e-9),
+        elapsed_s=elapsed,
+        ema=ema,
+    )
+
+
+def _nonfinite(what: str, step: int, ckpt_dir: Path, snapshot) -> NonFiniteLossError:
+    # The weights are still those before this step: keep them as the last good checkpoint.
+    path = checkpoint_path(ckpt_dir, step)
+    if not path.exists():
+        path = snapshot(step)
+    return NonFiniteLossError(
+        f"{what} at step {step} (0-based update index); last good checkpoint: {path}"
+    )
