@@ -320,24 +320,33 @@ def load_params(
         raise ConfigError(f"{name}: invalid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping of sections at the top level")
-    data = _merge(raw, parse_overrides(overrides))
-    return validate_params(data, source=name)
+    extra = parse_overrides(overrides)
+    return validate_params(_merge(raw, extra), source=name, overridden=_dotted(extra))
 
 
-def validate_params(data: Mapping[str, Any], source: str = "params") -> Params:
-    """Validate an already-parsed params mapping (see :func:`load_params`)."""
+def validate_params(
+    data: Mapping[str, Any], source: str = "params", overridden: set[str] | None = None
+) -> Params:
+    """Validate an already-parsed params mapping (see :func:`load_params`). An error on a key
+    in ``overridden`` is attributed to the override rather than to ``source``."""
     try:
         return Params.model_validate(dict(data))
     except ValidationError as e:
-        raise ConfigError(f"{source}: {_describe(e)}") from None
+        # The first error only: later ones are often consequences of it (a union's other
+        # members, model fields that could not be derived from an invalid tokenizer section).
+        key, msg = _describe(e.errors()[0])
+        hit = any(key == o or key.startswith(f"{o}.") for o in overridden or ())
+        where = "override" if hit else source
+        raise ConfigError(f"{where}: {msg}") from None
     except ValueError as e:  # raised by a 'before' validator
         raise ConfigError(f"{source}: {e}") from None
 
 
-def _describe(err: ValidationError) -> str:
-    # The first error only: later ones are often consequences of it (a union's other members,
-    # model fields that could not be derived from an invalid tokenizer section).
-    return _describe_one(err.errors()[0])
+def _dotted(tree: Mapping[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in tree.items():
+        out |= _dotted(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}"}
+    return out
 
 
 # Union members and validator wrappers appear in pydantic's error locations: drop them.
@@ -350,9 +359,14 @@ _OPS = {
 }
 
 
-def _describe_one(e: Mapping[str, Any]) -> str:
+def _describe(e: Mapping[str, Any]) -> tuple[str, str]:
+    """(dotted key, one-line message) of a pydantic error."""
     loc = [str(p) for p in e["loc"] if not _TYPE_TAG.match(str(p))]
     key = ".".join(loc)
+    return key, _message(e, loc, key)
+
+
+def _message(e: Mapping[str, Any], loc: list[str], key: str) -> str:
     kind, ctx, got = e["type"], e.get("ctx") or {}, e.get("input")
     if kind == "extra_forbidden":
         parent, leaf = loc[:-1], loc[-1]

@@ -40,11 +40,9 @@ def majority_pool(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if h % th or w % tw:
         raise ValueError(f"mask {h}×{w} is not divisible into {th}×{tw} blocks")
     blocks = masks.reshape(n, th, h // th, tw, w // tw).transpose(0, 1, 3, 2, 4)
-    blocks = blocks.reshape(n, th, tw, -1).astype(np.int64)
+    blocks = blocks.reshape(n, th, tw, -1)
     k = int(masks.max(initial=0)) + 1
-    counts = np.zeros((n, th, tw, k), dtype=np.int64)
-    np.put_along_axis(counts, blocks, 0, axis=-1)  # shape helper, overwritten below
-    counts = (blocks[..., None] == np.arange(k)).sum(axis=-2)
+    counts = np.stack([(blocks == c).sum(axis=-1) for c in range(k)], axis=-1)
     best = k - 1 - np.argmax(counts[..., ::-1], axis=-1)  # argmax, ties → larger id
     return best.astype(masks.dtype)
 

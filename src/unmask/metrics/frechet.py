@@ -8,7 +8,8 @@ For N(μ₁, Σ₁) and N(μ₂, Σ₂) the squared 2-Wasserstein (Fréchet) dis
 Σ₁Σ₂ = A (A Σ₂ A) A⁻¹ is similar to the symmetric PSD matrix M = A Σ₂ A, so
 ``Tr((Σ₁Σ₂)^{1/2}) = Σᵢ √λᵢ(M)``. This needs only symmetric eigen-decompositions (no complex
 ``sqrtm``, no ε-regularisation), and it is exact when Σ₁ is singular — the usual case when the
-number of samples is below the feature dimension. Eigenvalues that round below zero are clipped.
+number of samples is below the feature dimension. Eigenvalues below D·eps·λ_max are rounding
+noise of a zero eigenvalue and are set to 0 (their square roots would otherwise add ~√eps each).
 
 FID uses the 2048-d Inception pool3 features; FVD the 400-d I3D logits features. Statistics use
 the unbiased covariance (``np.cov(features, rowvar=False)``), as TTUR/pytorch-fid/torch-fidelity do.
@@ -30,10 +31,17 @@ def gaussian_statistics(features: ArrayLike) -> tuple[NDArray[np.float64], NDArr
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
+def _psd_eigvals_clean(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Eigenvalues of a PSD matrix with rounding noise removed: those below
+    ``D · eps · max|λ|`` (numerically zero, possibly negative) are set to 0."""
+    tol = w.shape[0] * np.finfo(np.float64).eps * max(float(np.abs(w).max(initial=0.0)), 1e-300)
+    return np.where(w > tol, w, 0.0)
+
+
 def _sym_sqrt(s: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Principal square root of a symmetric PSD matrix (negative rounding clipped to 0)."""
+    """Principal square root of a symmetric PSD matrix."""
     w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_psd_eigvals_clean(w))) @ v.T
 
 
 def frechet_distance(
@@ -51,8 +59,8 @@ def frechet_distance(
         )
     a = _sym_sqrt(s1)
     m = a @ s2 @ a
-    eig = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    eig = _psd_eigvals_clean(np.linalg.eigvalsh((m + m.T) / 2))
+    tr_covmean = float(np.sqrt(eig).sum())
     diff = m1 - m2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 

@@ -1,0 +1,159 @@
+"""FID/KID/precision-recall through torch-fidelity on real images, and the reference cache.
+
+One reference set of 32 Fashion-MNIST images goes through Inception once; the noisy sets are then
+scored against its cached statistics (counted: the extractor sees only the samples)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from unmask.metrics import as_mlflow_metrics, as_mlflow_params
+from unmask.metrics.fidelity import (
+    cached_reference,
+    compute_fidelity,
+    reference_key,
+    to_uint8_nchw,
+)
+
+N = 32
+NOISE_STDS = (8.0, 24.0, 64.0)  # Gaussian noise std in uint8 units
+
+
+@pytest.fixture(scope="module")
+def counted() -> Iterator[list[int]]:
+    """Counts images passed through torch-fidelity's Inception extractor."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    seen: list[int] = []
+    original = FeatureExtractorInceptionV3.forward
+
+    def forward(self: Any, x: torch.Tensor) -> Any:
+        seen.append(int(x.shape[0]))
+        return original(self, x)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FeatureExtractorInceptionV3, "forward", forward)
+        yield seen
+
+
+@pytest.fixture(scope="module")
+def runs(counted: list[int], metrics_cache: Path, converted_weights: Path,
+         fmnist: np.ndarray) -> dict[str, Any]:
+    ref = fmnist[:N]
+    key = reference_key("0123456789abcdef", split="test", resolution=28, dataset="fmnist")
+    out: dict[str, Any] = {"key": key, "counts": []}
+    kw = dict(cache_root=metrics_cache, verbose=False, batch_size=N)
+
+    counted.clear()
+    # the set against itself; the reference goes through Inception and is cached under `key`
+    out["self"] = compute_fidelity(ref, ref, metrics=("fid", "kid", "pr"), reference_key=key, **kw)
+    out["counts"].append(sum(counted))
+    rng = np.random.default_rng(0)
+    out["noisy"] = []
+    for i, std in enumerate(NOISE_STDS):
+        noisy = np.clip(ref + rng.normal(0.0, std, ref.shape), 0, 255).round().astype(np.uint8)
+        last = i == len(NOISE_STDS) - 1
+        counted.clear()
+        res = compute_fidelity(
+            noisy, key,  # the reference by its cache key only
+            metrics=("fid", "kid", "pr") if last else ("fid",),
+            samples_key="noisy-samples" if last else None,
+            **kw,
+        )
+        out["counts"].append(sum(counted))
+        out["noisy"].append(res)
+    return out
+
+
+def test_fid_of_a_set_against_itself_is_zero(runs: dict[str, Any]) -> None:
+    r = runs["self"]
+    assert abs(r["fid"].value) < 1e-2
+    assert r["precision"].value == 1.0 and r["recall"].value == 1.0
+    assert r["kid"].params["kid_subset_size"] == N  # min(1000, N, N_ref)
+
+
+def test_fid_grows_monotonically_with_noise(runs: dict[str, Any]) -> None:
+    fids = [runs["self"]["fid"].value] + [r["fid"].value for r in runs["noisy"]]
+    assert all(a < b for a, b in zip(fids, fids[1:], strict=False)), fids
+    assert fids[1] > 1.0  # even std 8/255 is visible to Inception
+    last = runs["noisy"][-1]
+    assert last["kid"].value > runs["self"]["kid"].value
+    assert last["precision"].value < 1.0 and last["recall"].value < 1.0
+
+
+def test_reference_statistics_are_cached_and_reused(runs: dict[str, Any],
+                                                    metrics_cache: Path) -> None:
+    # first call: samples + reference; later calls: only the samples reach the extractor
+    assert runs["counts"] == [2 * N, N, N, N]
+    ref = cached_reference(runs["key"], metrics_cache)
+    assert ref["meta"]["num_samples"] == N and ref["meta"]["resolution"] == "28x28"
+    assert tuple(ref["features"].shape) == (N, 2048)
+    assert runs["noisy"][0]["fid"].params["reference"] == runs["key"]
+    assert runs["noisy"][0]["fid"].params["num_reference"] == N
+
+
+def test_fid_equals_an_independent_computation_on_the_features(
+    runs: dict[str, Any], metrics_cache: Path
+) -> None:
+    """FID from torch-fidelity vs the sqrtm-free nuclear-norm identity on the cached features:
+    Tr((S1 S2)^1/2) = ||X1 X2^T||_* / sqrt((n1-1)(n2-1)) for centred feature matrices X."""
+    f_ref = cached_reference(runs["key"], metrics_cache)["features"].double().numpy()
+    f_gen = torch.load(
+        metrics_cache / "fidelity" / "noisy-samples-inception-v3-compat-features-2048.pt",
+        weights_only=False,
+    ).double().numpy()
+    x1, x2 = f_gen - f_gen.mean(0), f_ref - f_ref.mean(0)
+    n1, n2 = len(x1), len(x2)
+    nuclear = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
+    d = f_gen.mean(0) - f_ref.mean(0)
+    fid = d @ d + (x1**2).sum() / (n1 - 1) + (x2**2).sum() / (n2 - 1) - 2 * nuclear
+    assert runs["noisy"][-1]["fid"].value == pytest.approx(fid, rel=1e-4)
+
+
+def test_mlflow_params_carry_settings(runs: dict[str, Any]) -> None:
+    res = runs["noisy"][-1]
+    metrics = as_mlflow_metrics(res)
+    assert set(metrics) == {"fid", "kid", "kid_std", "precision", "recall"}
+    params = as_mlflow_params(res)
+    assert params["fid.num_samples"] == str(N)
+    assert params["fid.reference"] == runs["key"]
+    assert params["fid.features"] == "inception-v3-2015-12-05-pool3-2048"
+    assert params["kid.kid_subset_size"] == str(N)
+
+
+def test_uncached_or_changed_reference_is_an_error(runs: dict[str, Any], metrics_cache: Path,
+                                                   fmnist: np.ndarray) -> None:
+    with pytest.raises(FileNotFoundError, match="not cached"):
+        compute_fidelity(fmnist[:4], "no-such-key", metrics=("fid",), cache_root=metrics_cache)
+    with pytest.raises(ValueError, match="key must change"):
+        compute_fidelity(fmnist[:4], fmnist[:5], metrics=("fid",), reference_key=runs["key"],
+                         cache_root=metrics_cache)
+
+
+def test_reference_key_is_file_safe() -> None:
+    k = reference_key("ab/cd ef", split="val", resolution=(32, 64), dataset="city scapes")
+    assert k == "city_scapes-val-32x64-ab_cd_ef"
+
+
+def test_image_layouts() -> None:
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (2, 5, 7), dtype=np.uint8)
+    x = to_uint8_nchw(gray)
+    assert x.shape == (2, 3, 5, 7) and torch.equal(x[:, 0], x[:, 2])
+    assert torch.equal(x[:, 1], torch.from_numpy(gray))
+    nhwc = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    assert torch.equal(to_uint8_nchw(nhwc), torch.from_numpy(nhwc).permute(0, 3, 1, 2))
+    nchw = torch.from_numpy(nhwc).permute(0, 3, 1, 2).contiguous()
+    assert torch.equal(to_uint8_nchw(nchw), nchw)
+    assert to_uint8_nchw(rng.integers(0, 256, (2, 1, 5, 7), dtype=np.uint8)).shape == (2, 3, 5, 7)
+    with pytest.raises(TypeError):
+        to_uint8_nchw(np.zeros((2, 5, 7), np.float32))
+    with pytest.raises(ValueError, match="ambiguous"):
+        to_uint8_nchw(np.zeros((2, 3, 5, 3), np.uint8))
+    assert to_uint8_nchw(np.zeros((2, 3, 5, 3), np.uint8), layout="nhwc").shape == (2, 3, 3, 5)
