@@ -22,7 +22,10 @@ def test_bounce_reflects_at_borders() -> None:
 
 def test_deterministic_per_index_and_seed() -> None:
     ds = MovingFashionMNIST(_sprites(), np.arange(5), num_videos=4, num_frames=6, seed=3)
-    a, b = ds[2], MovingFashionMNIST(_sprites(), np.arange(5), num_videos=4, num_frames=6, seed=3)[2]
+    a, b = (
+        ds[2],
+        MovingFashionMNIST(_sprites(), np.arange(5), num_videos=4, num_frames=6, seed=3)[2],
+    )
     np.testing.assert_array_equal(a["video"], b["video"])
     assert not np.array_equal(ds[1]["video"], a["video"])
     other = MovingFashionMNIST(_sprites(), num_videos=4, num_frames=6, seed=4)[2]
@@ -35,8 +38,9 @@ def test_deterministic_per_index_and_seed() -> None:
 
 def test_single_item_is_the_sprite_moving_inside_the_canvas() -> None:
     sprites = _sprites()
-    ds = MovingFashionMNIST(sprites, num_videos=3, num_frames=20, size=48, num_items=1,
-                            speed=(3.0, 3.0))
+    ds = MovingFashionMNIST(
+        sprites, num_videos=3, num_frames=20, size=48, num_items=1, speed=(3.0, 3.0)
+    )
     for i in range(3):
         item = ds[i]
         sprite = sprites[item["items"][0]]
@@ -62,8 +66,11 @@ def test_two_items_combine_by_maximum() -> None:
     frame = np.zeros((64, 64), np.uint8)
     for k in range(2):
         r, c = np.rint(item["positions"][k, 0]).astype(int)
-        np.maximum(frame[r : r + 28, c : c + 28], sprites[item["items"][k]],
-                   out=frame[r : r + 28, c : c + 28])
+        np.maximum(
+            frame[r : r + 28, c : c + 28],
+            sprites[item["items"][k]],
+            out=frame[r : r + 28, c : c + 28],
+        )
     np.testing.assert_array_equal(item["video"][0], frame)
 
 

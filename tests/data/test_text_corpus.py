@@ -37,7 +37,9 @@ def test_python_doc_sources_one_document_per_file(tmp_path: Path) -> None:
     _python_doc(tmp_path)
     docs = list(TextCorpus("python-doc", tmp_path))
     assert [d["key"] for d in docs] == [
-        "about.rst.txt", "library/os.rst.txt", "tutorial/index.rst.txt"
+        "about.rst.txt",
+        "library/os.rst.txt",
+        "tutorial/index.rst.txt",
     ]
     assert docs[2]["text"].startswith(".. _tutorial-index:")
 

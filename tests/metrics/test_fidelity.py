@@ -15,7 +15,7 @@ import torch
 
 from unmask.metrics import as_mlflow_metrics, as_mlflow_params
 from unmask.metrics.fidelity import (
-    cached_reference,
+    cached_features,
     compute_fidelity,
     reference_key,
     to_uint8_nchw,
@@ -91,29 +91,31 @@ def test_reference_statistics_are_cached_and_reused(runs: dict[str, Any],
                                                     metrics_cache: Path) -> None:
     # first call: samples + reference; later calls: only the samples reach the extractor
     assert runs["counts"] == [2 * N, N, N, N]
-    ref = cached_reference(runs["key"], metrics_cache)
+    ref = cached_features(runs["key"], metrics_cache)
     assert ref["meta"]["num_samples"] == N and ref["meta"]["resolution"] == "28x28"
     assert tuple(ref["features"].shape) == (N, 2048)
     assert runs["noisy"][0]["fid"].params["reference"] == runs["key"]
     assert runs["noisy"][0]["fid"].params["num_reference"] == N
 
 
-def test_fid_equals_an_independent_computation_on_the_features(
+def test_fid_equals_an_independent_scipy_computation_on_the_features(
     runs: dict[str, Any], metrics_cache: Path
 ) -> None:
-    """FID from torch-fidelity vs the sqrtm-free nuclear-norm identity on the cached features:
-    Tr((S1 S2)^1/2) = ||X1 X2^T||_* / sqrt((n1-1)(n2-1)) for centred feature matrices X."""
-    f_ref = cached_reference(runs["key"], metrics_cache)["features"].double().numpy()
-    f_gen = torch.load(
-        metrics_cache / "fidelity" / "noisy-samples-inception-v3-compat-features-2048.pt",
-        weights_only=False,
-    ).double().numpy()
-    x1, x2 = f_gen - f_gen.mean(0), f_ref - f_ref.mean(0)
-    n1, n2 = len(x1), len(x2)
-    nuclear = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
-    d = f_gen.mean(0) - f_ref.mean(0)
-    fid = d @ d + (x1**2).sum() / (n1 - 1) + (x2**2).sum() / (n2 - 1) - 2 * nuclear
-    assert runs["noisy"][-1]["fid"].value == pytest.approx(fid, rel=1e-4)
+    """FID vs the TTUR/pytorch-fid recipe (scipy sqrtm of S1 S2, real part of the trace) on the
+    same cached features. Both covariances live in the span of the centred features, so sqrtm is
+    taken on them restricted to an orthonormal basis Q of that span (exact: S = Q (QᵀSQ) Qᵀ)."""
+    import scipy.linalg
+
+    f_ref = cached_features(runs["key"], metrics_cache)["features"].double().numpy()
+    f_gen = cached_features("noisy-samples", metrics_cache)["features"].double().numpy()
+    mu1, mu2 = f_gen.mean(0), f_ref.mean(0)
+    s1, s2 = np.cov(f_gen, rowvar=False), np.cov(f_ref, rowvar=False)
+    q, _ = np.linalg.qr(np.concatenate([f_gen - mu1, f_ref - mu2]).T)  # [2048, 2N]
+    p1, p2 = q.T @ s1 @ q, q.T @ s2 @ q
+    covmean = scipy.linalg.sqrtm(p1 @ p2)
+    d = mu1 - mu2
+    fid = float(np.real(d @ d + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)))
+    assert runs["noisy"][-1]["fid"].value == pytest.approx(fid, rel=1e-5)
 
 
 def test_mlflow_params_carry_settings(runs: dict[str, Any]) -> None:

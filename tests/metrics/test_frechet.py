@@ -34,19 +34,23 @@ def test_matches_scipy_sqrtm_on_full_rank_covariances(n: int, d: int) -> None:
     ours = frechet_distance(mu1, s1, mu2, s2)
     assert ours == pytest.approx(scipy_frechet(mu1, s1, mu2, s2), rel=1e-8)
     assert ours == pytest.approx(frechet_distance_from_features(a, b), rel=1e-12)
+    # the nuclear-norm path on the same features (forced by using the first 10 samples of each)
+    small = frechet_distance_from_features(a[:10], b[:10])
+    assert small == pytest.approx(frechet_distance(*gaussian_statistics(a[:10]),
+                                                   *gaussian_statistics(b[:10])), rel=1e-9)
 
 
-def test_rank_deficient_covariances_match_the_gram_identity() -> None:
-    # N < D (as with few samples of 2048-d features): Tr((S1 S2)^1/2) equals the nuclear norm of
-    # X1 X2^T / sqrt((n1-1)(n2-1)) for centred feature matrices X — an exact, sqrtm-free identity.
-    rng = np.random.default_rng(0)
-    f1, f2 = rng.normal(size=(20, 50)), rng.normal(size=(25, 50)) * 1.5 + 0.2
-    x1, x2 = f1 - f1.mean(0), f2 - f2.mean(0)
-    n1, n2 = len(f1), len(f2)
-    nuclear = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
-    diff = f1.mean(0) - f2.mean(0)
-    expected = diff @ diff + (x1**2).sum() / (n1 - 1) + (x2**2).sum() / (n2 - 1) - 2 * nuclear
-    assert frechet_distance_from_features(f1, f2) == pytest.approx(expected, rel=1e-9)
+@pytest.mark.parametrize("n1,n2", [(20, 25), (40, 12)])
+def test_rank_deficient_features_match_scipy_and_the_statistics_path(n1: int, n2: int) -> None:
+    # N < D (as with few samples of 2048-d features): the features path uses the small nuclear-norm
+    # form; it must equal the D x D statistics path and the scipy sqrtm recipe.
+    rng = np.random.default_rng(n1)
+    f1 = rng.normal(size=(n1, 50)) @ rng.normal(size=(50, 50))
+    f2 = rng.normal(size=(n2, 50)) * 1.5 + 0.2
+    (mu1, s1), (mu2, s2) = gaussian_statistics(f1), gaussian_statistics(f2)
+    ours = frechet_distance_from_features(f1, f2)
+    assert ours == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-9)
+    assert ours == pytest.approx(scipy_frechet(mu1, s1, mu2, s2), rel=1e-6)
 
 
 def test_closed_forms() -> None:

@@ -208,3 +208,25 @@ def test_conditioned_denoiser_batched_cfg():
     assert ConditionedDenoiser(randomize(tiny(timestep="implicit")), y).time_conditioned is False
     with pytest.raises(ValueError, match="labels"):
         ConditionedDenoiser(m, None).cond_and_uncond(x, t)
+
+
+def test_mask_token_null_condition():
+    """eMIGM's CFG: with null_cond='mask' the unconditional branch is conditioned on the [MASK]
+    embedding, so perturbing that embedding moves only the null-class output."""
+    from unmask.models import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(vocab_size=5, seq_len=6, num_classes=3, dim=32, depth=1,
+                                heads=2, null_cond="mask"))
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randint(0, 5, (2, 6))  # no [MASK] in the input: the embedding acts only as c
+    t = torch.full((2,), 0.5)
+    y_null, y_cls = torch.full((2,), 3), torch.tensor([0, 1])
+    before_null, before_cls = m(x, t, y_null), m(x, t, y_cls)
+    c = m.condition(t, y_null, 2, x.device)
+    torch.testing.assert_close(c - m.time_emb(t), m.tok_emb.weight[5].expand(2, -1))
+    with torch.no_grad():
+        m.tok_emb.weight[5] += 1.0
+    assert not torch.allclose(m(x, t, y_null), before_null)
+    torch.testing.assert_close(m(x, t, y_cls), before_cls)

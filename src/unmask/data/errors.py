@@ -53,6 +53,9 @@ class DatasetLayoutError(FileNotFoundError):
     def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
         return self.args[0]
 
+    def __reduce__(self):  # picklable across processes (Ray, Prefect workers)
+        return type(self), (self.dataset, self.path, self.problem, self.layout)
+
 
 class CorruptFileError(ValueError):
     """One unreadable file inside a dataset (the message names it)."""
@@ -61,6 +64,9 @@ class CorruptFileError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable across processes (Ray, Prefect workers)
+        return type(self), (self.path, self.reason)
 
 
 class VideoTooShortError(CorruptFileError):

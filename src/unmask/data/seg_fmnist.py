@@ -82,7 +82,7 @@ class SegFashionMNIST:
 
     @classmethod
     def from_default(cls, split: str = "train", root: str | Path | None = None, **kwargs: Any):
-        """Built on a Fashion-MNIST split from the Debian package (``unmask.data.fashion_mnist``)."""
+        """Built on a Fashion-MNIST split of the Debian package (``unmask.data.fashion_mnist``)."""
         from unmask.data import fashion_mnist
 
         images, labels = fashion_mnist.load(split, root or fashion_mnist.DEFAULT_ROOT)

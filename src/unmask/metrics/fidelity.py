@@ -17,20 +17,27 @@ the weights from :mod:`unmask.metrics.inception` passed as ``feature_extractor_w
 - Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) ‖ p(y))) over 10 splits, from the
   1008-way logits. Only with the verified standard weights file; otherwise reported unavailable.
 
-Reference statistics are cached by torch-fidelity (``input2_cache_name``) under
-``<cache>/fidelity``, keyed by :func:`reference_key` (dataset manifest hash, split, resolution):
-the reference images go through Inception once and every later trial loads the cached
-features/statistics (pass the key string as ``reference``).
+How the pieces run: the images go through torch-fidelity's extractor once per call (both the
+2048-d features and, for IS, the logits in the same pass); KID, precision/recall and IS are
+torch-fidelity's own ``kid_features_to_metric`` / ``prc_features_to_metric`` /
+``isc_features_to_metric`` on those features; FID is ``frechet_distance_from_features`` from
+:mod:`unmask.metrics.frechet` — the same number as torch-fidelity's ``fid_statistics_to_metric``
+(tested equal), without its 2048×2048 non-symmetric eigen-decomposition (10–60 s per call on two
+CPU cores; exact in milliseconds when N < 2048).
+
+Reference features are cached under ``<cache>/fidelity/<key>-inception-v3-compat-2048.pt``
+(features + metadata, atomic write), keyed by :func:`reference_key` (dataset manifest hash,
+split, resolution): the reference images go through Inception once and every later trial passes
+the key string as ``reference``. A cached key given different images (count or resolution) is an
+error, not a silent reuse.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unmask.metrics import MetricResult
+from unmask.metrics.frechet import frechet_distance_from_features
 from unmask.metrics.inception import InceptionWeights, cache_dir, resolve_inception_weights
 
 __all__ = [
@@ -50,7 +58,7 @@ __all__ = [
     "PRECISION",
     "RECALL",
     "UInt8Images",
-    "cached_reference",
+    "cached_features",
     "compute_fidelity",
     "reference_key",
     "to_uint8_nchw",
@@ -180,19 +188,6 @@ def _resolution(ds: Dataset) -> str:
     return f"{first.shape[1]}x{first.shape[2]}"
 
 
-class _CachedOnly(Dataset):
-    """Stand-in for a reference known only by its cache key: reading it is a bug."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __len__(self) -> int:
-        raise RuntimeError(f"reference {self.key!r} is cache-only but its cache was not used")
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        raise RuntimeError(f"reference {self.key!r} is cache-only but its cache was not used")
-
-
 def _sanitize(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", s).strip("_")
 
@@ -212,49 +207,34 @@ def reference_key(
     return _sanitize("-".join(p for p in parts if p))
 
 
-def _fidelity_cache_root(root: Path) -> Path:
-    return root / "fidelity"
+def _cache_file(root: Path, key: str) -> Path:
+    return root / "fidelity" / f"{key}-{FEATURE_EXTRACTOR}-{FEATURE_LAYER}.pt"
 
 
-def _meta_path(root: Path, key: str) -> Path:
-    return _fidelity_cache_root(root) / f"{key}-{FEATURE_EXTRACTOR}-meta.json"
-
-
-def _features_path(root: Path, key: str) -> Path:
-    return _fidelity_cache_root(root) / f"{key}-{FEATURE_EXTRACTOR}-features-{FEATURE_LAYER}.pt"
-
-
-def _stats_path(root: Path, key: str) -> Path:
-    return _fidelity_cache_root(root) / f"{key}-{FEATURE_EXTRACTOR}-stat-fid-{FEATURE_LAYER}.pt"
-
-
-def _write_json_atomic(obj: dict[str, Any], path: Path) -> None:
+def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def cached_reference(key: str, cache_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The cached reference entry for ``key``: ``meta`` (dict), ``features`` ([N, 2048] tensor),
-    and ``mu``/``sigma`` when torch-fidelity cached them. Raises ``FileNotFoundError`` if absent."""
+def cached_features(key: str, cache_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The cache entry of ``key`` (a reference, or samples cached with ``samples_key``):
+    ``features`` (``float32 [N, 2048]`` pool3 features) and ``meta`` (number of images,
+    resolution, feature set, weights). ``FileNotFoundError`` if absent."""
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    meta_p, feat_p = _meta_path(root, key), _features_path(root, key)
-    if not (meta_p.is_file() and feat_p.is_file()):
+    path = _cache_file(root, _sanitize(key))
+    if not path.is_file():
         raise FileNotFoundError(
-            f"reference {key!r} is not cached under {_fidelity_cache_root(root)}; call "
-            "compute_fidelity once with the reference images and reference_key=<key>"
+            f"reference {key!r} is not cached ({path}); call compute_fidelity once with the "
+            "reference images and reference_key=<key>"
         )
-    out: dict[str, Any] = {
-        "meta": json.loads(meta_p.read_text()),
-        "features": torch.load(feat_p, map_location="cpu", weights_only=False),
-    }
-    stats_p = _stats_path(root, key)
-    if stats_p.is_file():
-        stats = torch.load(stats_p, map_location="cpu", weights_only=False)
-        out["mu"], out["sigma"] = stats["mu"], stats["sigma"]
-    return out
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
@@ -272,13 +252,42 @@ def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
     return groups
 
 
+def _make_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
+    """torch-fidelity's own Inception extractor with the given weights file (never downloads)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    fe = FeatureExtractorInceptionV3(
+        FEATURE_EXTRACTOR, layers, feature_extractor_weights_path=str(weights.path)
+    )
+    return fe.to(dev).eval()
+
+
+@torch.no_grad()
+def _extract(
+    fe: Any, ds: Dataset, batch_size: int, dev: torch.device, verbose: bool, desc: str
+) -> dict[str, torch.Tensor]:
+    """Run the extractor over a dataset of uint8 [3, H, W]; ``{layer: float32 [N, D]}`` on CPU."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(ds, batch_size=max(1, min(batch_size, len(ds))), shuffle=False,
+                        num_workers=0, drop_last=False)
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in fe.features_list}
+    with tqdm(total=len(ds), desc=desc, unit="img", disable=not verbose, leave=False) as bar:
+        for batch in loader:
+            out = fe(batch.to(dev, non_blocking=True))
+            for name, f in zip(fe.features_list, out, strict=True):
+                parts[name].append(f.float().cpu())
+            bar.update(int(batch.shape[0]))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
 def compute_fidelity(
     samples: Any,
     reference: Any,
     *,
     metrics: Sequence[str] | str = ("fid", "kid", "pr"),
     reference_key: str | None = None,
-    samples_key: str | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     cache_root: str | os.PathLike[str] | None = None,
@@ -289,6 +298,7 @@ def compute_fidelity(
     isc_splits: int = 10,
     rng_seed: int = 2020,
     layout: Layout = "auto",
+    samples_key: str | None = None,
     verbose: bool = True,
 ) -> dict[str, MetricResult]:
     """FID / KID / precision-recall / IS of ``samples`` against ``reference``.
@@ -296,23 +306,26 @@ def compute_fidelity(
     Args:
         samples: generated uint8 images, ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``
             (numpy or torch), or a torch ``Dataset`` yielding ``uint8 [3, H, W]`` tensors.
-        reference: real uint8 images (same forms), or a cache key string (see
-            :func:`reference_key`) of a reference computed earlier. Unused for ``"is"``.
+        reference: real uint8 images (same forms), or the cache key string (see
+            :func:`reference_key`) of a reference computed earlier. Unused for ``"is"`` alone.
         metrics: any of ``"fid"``, ``"kid"``, ``"pr"`` (precision + recall), ``"is"``.
-        reference_key: cache the reference's features/statistics under this key (when
-            ``reference`` holds images) so later calls can pass the key instead.
-        samples_key: also cache the samples' features under this key (optional).
+        reference_key: cache the reference's features under this key (when ``reference`` holds
+            images; reused if already cached) so later calls can pass the key instead.
         batch_size: Inception batch size. device: ``"cuda"``/``"cpu"`` (default: CUDA if present).
         cache_root: cache folder (default :func:`unmask.metrics.inception.cache_dir`).
         inception_weights: torch-fidelity's standard weights file (enables ``"is"``); also read
             from ``$UNMASK_INCEPTION_WEIGHTS``.
         kid_subset_size: capped at min(N, N_ref).
+        samples_key: also store the samples' pool3 features in the cache under this key
+            (overwritten on every call; read back with :func:`cached_features`).
 
     Returns:
         ``{name: MetricResult}`` with names ``fid``, ``kid``, ``kid_std``, ``precision``,
         ``recall``, ``inception_score``, ``inception_score_std`` for the requested groups.
     """
-    import torch_fidelity
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
 
     groups = _parse_metrics(metrics)
     root = Path(cache_root) if cache_root is not None else cache_dir()
@@ -320,123 +333,114 @@ def compute_fidelity(
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu"
     )
-    cuda = dev.type == "cuda"
-
     sample_ds = _as_dataset(samples, layout)
     n = len(sample_ds)
-    resolution = _resolution(sample_ds)
-    common: dict[str, Any] = dict(
-        cuda=cuda,
-        batch_size=batch_size,
-        feature_extractor=FEATURE_EXTRACTOR,
-        feature_extractor_weights_path=str(weights.path),
-        cache=True,
-        cache_root=str(_fidelity_cache_root(root)),
-        datasets_download=False,
-        save_cpu_ram=True,  # in-memory data: no DataLoader worker processes
-        samples_shuffle=True,
-        rng_seed=rng_seed,
-        verbose=verbose,
-    )
     base_params: dict[str, Any] = {
         "num_samples": n,
-        "resolution": resolution,
+        "resolution": _resolution(sample_ds),
         "features": _FEATURES_TAG,
         "weights": weights.source,
     }
-    results: dict[str, MetricResult] = {}
-
     binary = [g for g in groups if g in ("fid", "kid", "pr")]
+    want_is = "is" in groups and weights.has_classifier
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    isc_layer = FeatureExtractorInceptionV3.get_default_feature_layer_for_metric("isc")
+    layers = [FEATURE_LAYER] + ([isc_layer] if want_is else [])
+
+    ref_feats: torch.Tensor | None = None
+    ref_name: str | None = None
+    ref_ds: Dataset | None = None
     if binary:
-        ref_input, ref_name, n_ref = _prepare_reference(reference, reference_key, root, layout)
-        kid_size = min(kid_subset_size, n, n_ref)
-        kw = dict(
-            common,
-            input1=sample_ds,
-            input2=ref_input,
-            input1_cache_name=samples_key,
-            input2_cache_name=ref_name,
-            fid="fid" in binary,
-            kid="kid" in binary,
-            prc="pr" in binary,
-            kid_subsets=kid_subsets,
-            kid_subset_size=kid_size,
-            prc_neighborhood=prc_neighborhood,
-        )
-        ctx = torch.cuda.device(dev) if cuda else nullcontext()
-        with ctx:
-            out = torch_fidelity.calculate_metrics(**kw)
-        if ref_name is not None and not _meta_path(root, ref_name).is_file():
-            _write_json_atomic(
-                {
+        ref_ds, ref_name, ref_feats = _prepare_reference(reference, reference_key, root, layout)
+
+    results: dict[str, MetricResult] = {}
+    if not binary and not want_is:
+        feats: dict[str, torch.Tensor] = {}
+    else:
+        fe = _make_extractor(weights, layers, dev)
+        feats = _extract(fe, sample_ds, batch_size, dev, verbose, "Inception (samples)")
+        if samples_key is not None:
+            meta = dict(base_params, key=_sanitize(samples_key))
+            entry = {"features": feats[FEATURE_LAYER], "meta": meta}
+            _atomic_torch_save(entry, _cache_file(root, _sanitize(samples_key)))
+        if binary and ref_feats is None:
+            assert ref_ds is not None
+            fe.features_list = [FEATURE_LAYER]
+            ref_feats = _extract(fe, ref_ds, batch_size, dev, verbose, "Inception (reference)")[
+                FEATURE_LAYER
+            ]
+            if ref_name is not None:
+                meta = {
                     "key": ref_name,
-                    "num_samples": n_ref,
-                    "resolution": _resolution(ref_input),
+                    "num_samples": len(ref_ds),  # type: ignore[arg-type]
+                    "resolution": _resolution(ref_ds),
                     "features": _FEATURES_TAG,
-                    "torch_fidelity": torch_fidelity.__version__,
-                },
-                _meta_path(root, ref_name),
-            )
+                    "weights": weights.source,
+                }
+                entry = {"features": ref_feats, "meta": meta}
+                _atomic_torch_save(entry, _cache_file(root, ref_name))
+
+    if binary:
+        assert ref_feats is not None
+        f_gen, n_ref = feats[FEATURE_LAYER], int(ref_feats.shape[0])
         params = dict(base_params, num_reference=n_ref, reference=ref_name or "in-memory")
         if "fid" in binary:
-            results[FID] = MetricResult.ok(FID, out[torch_fidelity.KEY_METRIC_FID], **params)
+            fid = frechet_distance_from_features(f_gen.double().numpy(), ref_feats.double().numpy())
+            results[FID] = MetricResult.ok(FID, fid, **params)
         if "kid" in binary:
+            kid_size = min(kid_subset_size, n, n_ref)
             kp = dict(params, kid_subsets=kid_subsets, kid_subset_size=kid_size)
-            kid_mean, kid_std = (out[torch_fidelity.KEY_METRIC_KID_MEAN],
-                                 out[torch_fidelity.KEY_METRIC_KID_STD])
-            results[KID] = MetricResult.ok(KID, kid_mean, **kp)
-            results[KID_STD] = MetricResult.ok(KID_STD, kid_std, **kp)
+            out = kid_features_to_metric(f_gen, ref_feats, kid_subsets=kid_subsets,
+                                         kid_subset_size=kid_size, rng_seed=rng_seed,
+                                         verbose=False)
+            results[KID] = MetricResult.ok(KID, out["kernel_inception_distance_mean"], **kp)
+            results[KID_STD] = MetricResult.ok(KID_STD, out["kernel_inception_distance_std"], **kp)
         if "pr" in binary:
             pp = dict(params, prc_neighborhood=prc_neighborhood)
-            for name, key in ((PRECISION, torch_fidelity.KEY_METRIC_PRECISION),
-                              (RECALL, torch_fidelity.KEY_METRIC_RECALL)):
-                results[name] = MetricResult.ok(name, out[key], **pp)
+            out = prc_features_to_metric(f_gen, ref_feats, prc_neighborhood=prc_neighborhood,
+                                         save_cpu_ram=True, verbose=False)
+            results[PRECISION] = MetricResult.ok(PRECISION, out["precision"], **pp)
+            results[RECALL] = MetricResult.ok(RECALL, out["recall"], **pp)
 
     if "is" in groups:
         is_params = dict(base_params, isc_splits=isc_splits)
-        if not weights.has_classifier:
+        if not want_is:
             reason = weights.is_unavailable_reason or "no Inception classifier weights"
             for name in METRIC_GROUPS["is"]:
                 results[name] = MetricResult.unavailable(name, reason, **is_params)
         else:
-            kw = dict(common, input1=sample_ds, isc=True, isc_splits=isc_splits)
-            ctx = torch.cuda.device(dev) if cuda else nullcontext()
-            with ctx:
-                out = torch_fidelity.calculate_metrics(**kw)
+            out = isc_features_to_metric(feats[isc_layer], isc_splits, True, rng_seed)
             results[INCEPTION_SCORE] = MetricResult.ok(
-                INCEPTION_SCORE, out[torch_fidelity.KEY_METRIC_ISC_MEAN], **is_params
+                INCEPTION_SCORE, out["inception_score_mean"], **is_params
             )
             results[INCEPTION_SCORE_STD] = MetricResult.ok(
-                INCEPTION_SCORE_STD, out[torch_fidelity.KEY_METRIC_ISC_STD], **is_params
+                INCEPTION_SCORE_STD, out["inception_score_std"], **is_params
             )
     return results
 
 
 def _prepare_reference(
     reference: Any, key: str | None, root: Path, layout: Layout
-) -> tuple[Dataset, str | None, int]:
-    """(torch-fidelity input, cache name or None, number of reference images)."""
+) -> tuple[Dataset | None, str | None, torch.Tensor | None]:
+    """(dataset to extract or None, cache name or None, cached features or None)."""
     if isinstance(reference, str):
-        if key is not None and key != reference:
+        if key is not None and _sanitize(key) != _sanitize(reference):
             raise ValueError(f"reference={reference!r} but reference_key={key!r}")
         name = _sanitize(reference)
-        meta_p, feat_p = _meta_path(root, name), _features_path(root, name)
-        if not (meta_p.is_file() and feat_p.is_file()):
-            raise FileNotFoundError(
-                f"reference {name!r} is not cached under {_fidelity_cache_root(root)}; call "
-                "compute_fidelity once with the reference images and reference_key=<key>"
-            )
-        meta = json.loads(meta_p.read_text())
-        return _CachedOnly(name), name, int(meta["num_samples"])
+        return None, name, cached_features(name, root)["features"]
+    if reference is None:
+        raise ValueError("FID/KID/precision-recall need a reference (images or a cache key)")
     ds = _as_dataset(reference, layout)
     name = _sanitize(key) if key is not None else None
-    if name is not None and _meta_path(root, name).is_file():
-        meta = json.loads(_meta_path(root, name).read_text())
-        res = _resolution(ds)
+    if name is not None and _cache_file(root, name).is_file():
+        entry = cached_features(name, root)
+        meta, res = entry["meta"], _resolution(ds)
         if int(meta["num_samples"]) != len(ds) or meta.get("resolution") != res:
             raise ValueError(
                 f"reference key {name!r} is cached for {meta['num_samples']} images at "
                 f"{meta.get('resolution')}, but {len(ds)} images at {res} were given: "
                 "the key must change when the reference set changes"
             )
-    return ds, name, len(ds)
+        return None, name, entry["features"]
+    return ds, name, None

@@ -66,5 +66,28 @@ def frechet_distance(
 
 
 def frechet_distance_from_features(features1: ArrayLike, features2: ArrayLike) -> float:
-    """Fréchet distance between the Gaussian fits of two ``[N, D]`` feature sets."""
-    return frechet_distance(*gaussian_statistics(features1), *gaussian_statistics(features2))
+    """Fréchet distance between the Gaussian fits of two feature sets ``[N₁, D]``, ``[N₂, D]``.
+
+    When min(N₁, N₂) < D the covariances are low-rank and the trace term has an exact small form:
+    with centred features Xᵢ (Σᵢ = XᵢᵀXᵢ / (Nᵢ − 1)), the non-zero eigenvalues of Σ₁Σ₂ are those of
+    K Kᵀ / ((N₁ − 1)(N₂ − 1)) with K = X₁X₂ᵀ, so Tr((Σ₁Σ₂)^{1/2}) = ‖K‖_* / √((N₁−1)(N₂−1)) (the
+    nuclear norm), an ``[N₁, N₂]`` problem instead of ``[D, D]``. Otherwise the statistics path
+    :func:`frechet_distance` is used.
+    """
+    f1 = np.asarray(features1, dtype=np.float64)
+    f2 = np.asarray(features2, dtype=np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"features must be [N, D] with equal D; got {f1.shape} and {f2.shape}")
+    (n1, d), n2 = f1.shape, f2.shape[0]
+    if min(n1, n2) < 2:
+        raise ValueError("need at least 2 samples per set")
+    if min(n1, n2) >= d or n1 * n2 > 50_000_000:
+        return frechet_distance(*gaussian_statistics(f1), *gaussian_statistics(f2))
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    x1, x2 = f1 - mu1, f2 - mu2
+    nuclear = float(np.linalg.svd(x1 @ x2.T, compute_uv=False).sum())
+    tr_covmean = nuclear / float(np.sqrt((n1 - 1) * (n2 - 1)))
+    diff = mu1 - mu2
+    tr1 = float((x1 * x1).sum()) / (n1 - 1)
+    tr2 = float((x2 * x2).sum()) / (n2 - 1)
+    return float(diff @ diff + tr1 + tr2 - 2.0 * tr_covmean)

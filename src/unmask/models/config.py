@@ -30,6 +30,9 @@ class ModelConfig(BaseModel):
         timestep: ``explicit`` (ETM: the network sees t) or ``implicit`` (ITM: it ignores t and
             infers the noise level from the number of [MASK] tokens, DI §3).
         cond_dropout: probability that a training label is replaced by the null class (CFG).
+        null_cond: the unconditional input of CFG: ``learned`` = a learned null-class
+            embedding (DI, DiT); ``mask`` = the [MASK] token's embedding stands in for the
+            class (eMIGM §3.2 "CFG with the mask token"), so no extra parameters are learned.
         pos: ``learned1d`` = one learned vector per position (L·dim); ``learned2d`` = separable
             row + column tables, pos[i, j] = row[i] + col[j] ((h + w)·dim; needs ``grid``),
             which shares statistics across rows/columns of the grid.
@@ -49,6 +52,7 @@ class ModelConfig(BaseModel):
     dropout: float = Field(default=0.0, ge=0, lt=1)
     timestep: Literal["explicit", "implicit"] = "explicit"
     cond_dropout: float = Field(default=0.1, ge=0, le=1)
+    null_cond: Literal["learned", "mask"] = "learned"
     pos: Literal["learned1d", "learned2d"] = "learned1d"
     preset: str | None = None
 

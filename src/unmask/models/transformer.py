@@ -183,7 +183,10 @@ class Transformer(nn.Module):
         """c (B, D) = class_emb(y or null) [+ time_emb(t) if ETM]."""
         if y is None:
             y = torch.full((batch,), self.null_class, dtype=torch.long, device=device)
-        c = self.class_emb(y.expand(batch) if y.dim() == 0 else y)
+        y = y.expand(batch) if y.dim() == 0 else y
+        c = self.class_emb(y)
+        if self.cfg.null_cond == "mask":  # eMIGM: the [MASK] embedding is the null condition
+            c = torch.where((y == self.null_class)[:, None], self.tok_emb.weight[self.mask_id], c)
         if self.time_emb is not None:
             if t is None:
                 raise ValueError("an explicit-timestep (ETM) model needs t")

@@ -155,8 +155,14 @@ class EMAQuantizer(nn.Module):
         whose EMA assignment count falls below it (0 disables); eps: Laplace smoothing.
     """
 
-    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99,
-                 dead_threshold: float = 0.5, eps: float = 1e-5):
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        decay: float = 0.99,
+        dead_threshold: float = 0.5,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.codebook_size, self.dim = codebook_size, dim
         self.decay, self.dead_threshold, self.eps = decay, dead_threshold, eps
@@ -291,16 +297,23 @@ def train_vq(
         loss.backward()
         opt.step()
         sched.step()
-        rec_sum += float(rec)
-        com_sum += float(commit)
+        rec_sum += rec.item()
+        com_sum += commit.item()
         seen += torch.bincount(idx.reshape(-1), minlength=cfg.codebook_size)
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
             k = (step % log_every) + 1
-            stats = codebook_stats(torch.repeat_interleave(torch.arange(cfg.codebook_size), seen),
-                                   cfg.codebook_size)
+            stats = codebook_stats(
+                torch.repeat_interleave(torch.arange(cfg.codebook_size), seen), cfg.codebook_size
+            )
             rec_psnr = 10 * math.log10(4.0 / max(rec_sum / k, 1e-12))  # range [-1, 1]: peak 2
-            entry = {"step": step + 1, "recon_mse": rec_sum / k, "commit": com_sum / k,
-                     "psnr": rec_psnr, **stats, "restarts": model.quantizer.restarts}
+            entry = {
+                "step": step + 1,
+                "recon_mse": rec_sum / k,
+                "commit": com_sum / k,
+                "psnr": rec_psnr,
+                **stats,
+                "restarts": model.quantizer.restarts,
+            }
             model.history.append(entry)
             bar.set_postfix(psnr=f"{rec_psnr:.1f}", ppl=f"{stats['perplexity']:.0f}")
             rec_sum = com_sum = 0.0
@@ -310,7 +323,9 @@ def train_vq(
 
 
 @torch.no_grad()
-def evaluate_vq(model: VQVAE, images: np.ndarray | Tensor, batch_size: int = 512) -> dict[str, float]:
+def evaluate_vq(
+    model: VQVAE, images: np.ndarray | Tensor, batch_size: int = 512
+) -> dict[str, float]:
     """Reconstruction PSNR (uint8, dB) and codebook usage of ``model`` on ``images``."""
     tok = VQTokenizer(model)
     idx = tok.encode(images, batch_size=batch_size)
@@ -354,8 +369,9 @@ class VQTokenizer:
     @torch.no_grad()
     def encode(self, images: np.ndarray | Tensor, batch_size: int = 512) -> Tensor:
         x = images_to_tensor(images, self.cfg.in_channels)
-        return torch.cat([self.model.encode_indices(x[i : i + batch_size])
-                          for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [self.model.encode_indices(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
 
     @torch.no_grad()
     def decode(self, indices: Tensor | np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -363,16 +379,20 @@ class VQTokenizer:
         idx = idx.long()
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.vocab_size):
             raise ValueError(f"token ids must lie in 0..{self.vocab_size - 1}")
-        out = [tensor_to_images(self.model.decode_indices(idx[i : i + batch_size]))
-               for i in range(0, len(idx), batch_size)]
+        out = [
+            tensor_to_images(self.model.decode_indices(idx[i : i + batch_size]))
+            for i in range(0, len(idx), batch_size)
+        ]
         return np.concatenate(out)
 
     def save(self, path: str | Path) -> Path:
         """Write ``{"format", "config", "state_dict"}`` with :func:`torch.save`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": FORMAT, "config": asdict(self.cfg),
-                    "state_dict": self.model.state_dict()}, path)
+        torch.save(
+            {"format": FORMAT, "config": asdict(self.cfg), "state_dict": self.model.state_dict()},
+            path,
+        )
         return path
 
     @classmethod
