@@ -3,6 +3,7 @@ itself, the unavailable path, the reference cache, and per-frame FID under its o
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,9 @@ class TinyI3D(torch.nn.Module):
 @pytest.fixture(scope="module")
 def i3d_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tmp_path_factory.mktemp("i3d") / "i3d_torchscript.pt"
-    torch.jit.script(TinyI3D().eval()).save(str(p))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
+        torch.jit.script(TinyI3D().eval()).save(str(p))
     return p
 
 
@@ -76,7 +79,7 @@ def test_fvd_uses_the_i3d_convention_and_the_frechet_distance(i3d_path: Path,
     res = compute_fvd(gen, ref, i3d_path=i3d_path, cache_root=metrics_cache, batch_size=5)
     assert res.available and res.name == "fvd"
     # independent: load the TorchScript directly, feed [N, 3, T, H, W] in [-1, 1], scipy sqrtm
-    model = torch.jit.load(str(i3d_path)).eval()
+    model = load_i3d(i3d_path)
     to_input = lambda v: torch.from_numpy(v).permute(0, 4, 1, 2, 3).double().div(127.5).sub(1)  # noqa: E731
     with torch.no_grad():
         fg = model(to_input(gen).float(), rescale=False, resize=True, return_features=True)
@@ -98,6 +101,9 @@ def test_fvd_reference_features_are_cached_by_key(i3d_path: Path, metrics_cache:
     assert again.params["reference"] == "mmnist-test-abc" and again.params["num_reference"] == 16
     with pytest.raises(FileNotFoundError):
         compute_fvd(gen, "never-cached", i3d_path=i3d_path, cache_root=metrics_cache)
+    with pytest.raises(ValueError, match="key must change"):
+        compute_fvd(gen, ref[:8], i3d_path=i3d_path, reference_key="mmnist-test-abc",
+                    cache_root=metrics_cache)
 
 
 def test_fvd_unavailable_without_the_i3d_checkpoint(tmp_path: Path, metrics_cache: Path,

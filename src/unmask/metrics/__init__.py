@@ -147,7 +147,7 @@ _LAZY = {
     "mean_iou": "segmentation",
     "confusion_matrix": "segmentation",
     "CITYSCAPES_CATEGORIES": "segmentation",
-    "compute_clip_score": "clip_score",
+    "compute_clip_score": "clip_score:clip_score",
     "CostMeter": "cost",
     "measure_cost": "cost",
 }
@@ -155,6 +155,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        return getattr(module, name)
+        module_name, _, attr = _LAZY[name].partition(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        return getattr(module, attr or name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

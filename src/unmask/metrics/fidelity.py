@@ -343,6 +343,8 @@ def compute_fidelity(
     }
     binary = [g for g in groups if g in ("fid", "kid", "pr")]
     want_is = "is" in groups and weights.has_classifier
+    if want_is and n < isc_splits:
+        raise ValueError(f"Inception Score with {isc_splits} splits needs >= {isc_splits} samples")
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     isc_layer = FeatureExtractorInceptionV3.get_default_feature_layer_for_metric("isc")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from unmask.metrics import MetricResult
-from unmask.metrics.frechet import frechet_distance, gaussian_statistics
+from unmask.metrics.frechet import frechet_distance_from_features
 from unmask.metrics.inception import cache_dir, file_sha256
 
 __all__ = [
@@ -73,7 +74,9 @@ def load_i3d(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"I3D TorchScript not found at {p}")
-    return torch.jit.load(str(p), map_location=torch.device(device)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice
+        return torch.jit.load(str(p), map_location=torch.device(device)).eval()
 
 
 def _video_layout(shape: tuple[int, ...], layout: VideoLayout) -> str:
@@ -197,6 +200,14 @@ def compute_fvd(
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
             ref_feats, meta = z["features"], json.loads(str(z["meta"]))
+        if not isinstance(reference_videos, str):
+            r = _as_uint8_videos(reference_videos)
+            if (int(r.shape[0]), int(r.shape[1])) != (meta["num_videos"], meta["num_frames"]):
+                raise ValueError(
+                    f"FVD reference key {key!r} is cached for {meta['num_videos']} videos of "
+                    f"{meta['num_frames']} frames, but {r.shape[0]} x {r.shape[1]} were given: "
+                    "the key must change when the reference set changes"
+                )
     else:
         ref_feats = i3d_features(
             model, reference_videos, batch_size=batch_size, device=dev, layout=layout
@@ -209,7 +220,7 @@ def compute_fvd(
             np.savez(tmp, features=ref_feats, meta=np.array(json.dumps(meta)))
             os.replace(tmp, cache)
     gen_feats = i3d_features(model, x, batch_size=batch_size, device=dev, layout=layout)
-    value = frechet_distance(*gaussian_statistics(gen_feats), *gaussian_statistics(ref_feats))
+    value = frechet_distance_from_features(gen_feats, ref_feats)
     params.update(
         num_reference=int(meta["num_videos"]),
         reference_frames=int(meta["num_frames"]),

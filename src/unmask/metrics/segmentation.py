@@ -8,8 +8,10 @@ whose target equals ``ignore_index`` dropped),
 
 Classes absent from both prediction and target carry no information and are left out of the
 mean (the Cityscapes evaluation's NaN-mean; torchmetrics' ``MulticlassJaccardIndex(average=
-"macro")`` weighs them 0 — the same number). The matrix is accumulated over the whole evaluation
-set before dividing (dataset-level mIoU, not a mean of per-image mIoUs).
+"macro")`` weighs them 0 — the same number). An ``ignore_index`` inside ``[0, K)`` (e.g. a void
+class) also leaves that class out of the mean, as torchmetrics does; predictions *of* it on
+labelled pixels still count against the true class. The matrix is accumulated over the whole
+evaluation set before dividing (dataset-level mIoU, not a mean of per-image mIoUs).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def iou_per_class(confmat: torch.Tensor, ignore_index: int | None = None) -> tor
     union = c.sum(0) + c.sum(1) - inter
     iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
     if ignore_index is not None and 0 <= ignore_index < c.shape[0]:
-        pass
+        iou[ignore_index] = float("nan")
     return iou
 
 

@@ -8,18 +8,31 @@ Each step draws a batch x_1 (and labels y), drops labels to the null class with 
 
 Determinism: the batch at step s is a pure function of (seed, s) — epoch e = s // (N // B)
 uses ``randperm(N)`` from a generator seeded with seed + e — and every random draw of the
-objective (t, masks, label dropout) comes from one ``torch.Generator`` whose state is
-checkpointed together with the global torch / CUDA / python / numpy states (dropout). Resuming
-from a checkpoint therefore reproduces the uninterrupted run bit for bit (on the same device).
+objective (t, masks, kept positions, label dropout) is keyed by (seed, step, global sample
+index) (:mod:`unmask.training.noise`); the global torch / CUDA / python / numpy states (model
+dropout) are checkpointed. Resuming from a checkpoint therefore reproduces the uninterrupted run
+bit for bit (on the same device).
+
+Data parallel: when ``torch.distributed`` is initialised (``torchrun``, Ray Train's
+``TorchTrainer``: gloo on CPU, nccl on GPU) with W > 1 processes, rank r takes rows
+[r·B/W, (r+1)·B/W) of every global batch of B = ``batch_size`` rows, the model is wrapped in
+``DistributedDataParallel`` and each rank's loss is scaled so that the averaged gradient is the
+gradient of the *global* batch objective (for both normalisations). Because the noise is keyed by
+the global sample index, W workers follow the same loss curve as one process with the same
+global batch, up to float summation order (model dropout draws from each rank's own RNG: use
+``dropout = 0`` where exact agreement matters). Rank 0 logs, shows the progress bar and writes
+checkpoints; ``on_checkpoint`` is called on every rank at every checkpoint step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,12 +40,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from unmask import schedules
-from unmask.losses import diffusion_loss
+from unmask.losses import loss_weight, masked_cross_entropy
 from unmask.training.checkpoint import (
     check_model_config,
     checkpoint_path,
@@ -43,8 +58,10 @@ from unmask.training.checkpoint import (
 )
 from unmask.training.config import TrainConfig
 from unmask.training.ema import EMA
+from unmask.training.noise import objective_noise
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "lr_factor", "BatchOrder"]
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "lr_factor", "BatchOrder", "DistInfo",
+           "dist_info"]
 
 # Config fields that may change between a run and its resumption without changing the result.
 _RESUME_SAFE = {"steps", "log_every", "ckpt_every", "keep_last", "num_workers", "device", "compile"}
@@ -100,25 +117,93 @@ class BatchOrder:
         return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
-class _StepBatches(Dataset):
-    """Map-style dataset whose item ``step`` is that step's whole batch (for DataLoader
-    workers; the order stays a function of the step)."""
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a data-parallel group (rank 0 of 1 without one)."""
 
-    def __init__(self, tokens: Tensor, labels: Tensor | None, order: BatchOrder) -> None:
-        self.tokens, self.labels, self.order = tokens, labels, order
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def dist_info() -> DistInfo:
+    """Rank and world size of the initialised ``torch.distributed`` group, if any."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size())
+    return DistInfo()
+
+
+class _StepBatches(Dataset):
+    """Map-style dataset whose item ``step`` is this rank's share of that step's global batch
+    (for DataLoader workers; the order stays a function of the step)."""
+
+    def __init__(self, tokens: Tensor, labels: Tensor | None, order: BatchOrder,
+                 rows: slice = slice(None)) -> None:
+        self.tokens, self.labels, self.order, self.rows = tokens, labels, order, rows
 
     def __getitem__(self, step: int) -> tuple[Tensor, Tensor]:
-        idx = self.order(step)
+        idx = self.order(step)[self.rows]
         y = self.labels[idx] if self.labels is not None else torch.empty(0, dtype=torch.long)
         return self.tokens[idx], y
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, ddp: DistInfo = DistInfo()) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    if name == "cuda" and ddp.active:  # one GPU per rank (Ray Train / torchrun set it)
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return torch.device(name)
+
+
+def _all_sum(x: Tensor, ddp: DistInfo) -> Tensor:
+    """Sum of a (detached) tensor over the ranks."""
+    if ddp.active:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def _objective(fwd: Callable[..., Tensor], model: nn.Module, x0: Tensor, y: Tensor | None,
+               step: int, index: Tensor, cfg: TrainConfig, schedule: schedules.Schedule,
+               ddp: DistInfo) -> tuple[Tensor, Tensor]:
+    """(loss to back-propagate on this rank, global batch loss) of one step.
+
+    The global loss is num / den with num = Σ over the global batch of each row's weighted CE
+    (divided by its scored count for ``tokens``), den = B (``tokens``) or the global number of
+    masked tokens (``masked``). This rank back-propagates W·num_r / den, so DDP's gradient
+    average (÷ W) is the gradient of the global loss.
+    """
+    b, mcfg = x0.shape[0], model.cfg
+    noise = objective_noise(
+        seed=cfg.seed, step=step, index=index, global_batch=cfg.batch_size, length=mcfg.length,
+        schedule=schedule, t_min=cfg.t_min, t_max=cfg.t_max, stratified=cfg.stratified,
+        masking=cfg.masking, keep_ratio=cfg.keep_ratio, cond_dropout=mcfg.cond_dropout,
+        device=x0.device,
+    )
+    masked = noise.masked.reshape(x0.shape)
+    x_t = torch.where(masked, torch.full_like(x0, mcfg.vocab_size), x0)
+    if y is not None and mcfg.num_classes > 0:
+        y = torch.where(noise.drop_label, torch.full_like(y, mcfg.num_classes), y)
+    logits = fwd(x_t, noise.t, y)
+    scored = (~noise.keep).sum(-1) if noise.keep is not None else None
+    _, per_row = masked_cross_entropy(
+        logits, x0, masked, loss_weight(schedule, noise.t, cfg.weighting), normalize="tokens",
+        scored=scored,
+    )
+    if cfg.normalize == "tokens":
+        num = per_row.sum()
+        den = torch.tensor(float(cfg.batch_size), device=x0.device)
+    else:  # "masked": Σ weighted CE / Σ masked, both over the global batch
+        n = scored if scored is not None else torch.full((b,), mcfg.length, device=x0.device)
+        num = (per_row * n.clamp_min(1)).sum()
+        den = _all_sum(masked.sum().to(torch.float32), ddp).clamp_min(1)
+    total = _all_sum(num.detach().float(), ddp) / den
+    return num * (ddp.world / den), total
 
 
 def _use_bf16(precision: str, device: torch.device) -> bool:
@@ -195,6 +280,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_at: int | None = None,
+    on_checkpoint: Callable[[Path | None, int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a :class:`~unmask.models.Transformer` or anything with ``.cfg``,
     ``drop_labels`` and ``forward(x, t, y)``) on ``tokens`` (N, L) or (N, h, w).
@@ -210,6 +296,12 @@ def train(
         progress: show a tqdm bar.
         stop_at: stop after this step (an interruption: lr schedule and data order still
             follow ``cfg.steps``); a checkpoint is written there.
+        on_checkpoint: ``f(path, step, metrics)`` called on every rank after each checkpoint
+            (``path`` None on ranks other than 0), e.g. to report it to Ray Train.
+
+    Under an initialised ``torch.distributed`` group with W > 1 processes the step is
+    data-parallel (see the module docstring); ``cfg.batch_size`` is the global batch and must
+    be divisible by W. Only rank 0 logs to ``tracker`` and writes checkpoints.
 
     The global torch / python / numpy RNGs are seeded with ``cfg.seed`` (they drive dropout);
     initialise the model before calling.
@@ -220,9 +312,18 @@ def train(
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
-    device = _device(cfg.device)
+    ddp = dist_info()
+    device = _device(cfg.device, ddp)
     bf16 = _use_bf16(cfg.precision, device)
     _check_data(model, tokens, labels)
+    if cfg.batch_size % ddp.world:
+        raise ValueError(f"batch_size={cfg.batch_size} (the global batch) is not divisible by "
+                         f"the {ddp.world} data-parallel workers")
+    local_b = cfg.batch_size // ddp.world
+    rows = slice(ddp.rank * local_b, (ddp.rank + 1) * local_b)
+    lead = ddp.rank == 0
+    if not lead:
+        tracker, progress = None, False
     schedule = schedules.get(cfg.schedule, **cfg.schedule_kwargs)
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
 
@@ -235,6 +336,7 @@ def train(
                      schedule=cfg.lr_schedule)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     ema = EMA(model, cfg.ema_decay)
+    # Kept in the checkpoint format; the objective draws keyed noise (unmask.training.noise).
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     start, loss_ema, n_loss = 0, 0.0, 0
     last_ckpt: Path | None = None
@@ -257,6 +359,8 @@ def train(
         start, loss_ema, n_loss = int(state["step"]), state["loss_ema"], state["loss_count"]
 
     def snapshot(step: int) -> Path:
+        if not lead:
+            return checkpoint_path(ckpt_dir, step)
         path = save_checkpoint(
             {
                 "step": step,
@@ -278,17 +382,21 @@ def train(
     def smoothed() -> float | None:
         return loss_ema / (1 - _LOSS_EMA_BETA**n_loss) if n_loss else None
 
-    fwd = torch.compile(model) if cfg.compile else model
+    fwd: Callable[..., Tensor] = model
+    if ddp.active:
+        fwd = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                      else None)
+    fwd = torch.compile(fwd) if cfg.compile else fwd
     order = BatchOrder(tokens.shape[0], cfg.batch_size, cfg.seed)
     # A private generator: DataLoader would otherwise draw its base seed from the global RNG
     # and shift the dropout stream of a resumed run.
     loader = DataLoader(
-        _StepBatches(tokens, labels, order), sampler=range(start, end), batch_size=None,
+        _StepBatches(tokens, labels, order, rows), sampler=range(start, end), batch_size=None,
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda" and not tokens.is_cuda,
         generator=torch.Generator(),
     )
     tokens_per_step = cfg.batch_size * model.cfg.length
-    mask_id = model.cfg.vocab_size
+    index = torch.arange(rows.start, rows.stop, device=device)
     was_training = model.training
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress,
@@ -301,20 +409,13 @@ def train(
         for step, (x0, y) in enumerate(loader, start=start):
             x0 = x0.to(device, non_blocking=True).long()
             y = y.to(device, non_blocking=True).long() if labels is not None else None
-            if y is not None:
-                y = model.drop_labels(y, gen)
             with autocast:
-                out = diffusion_loss(
-                    lambda x, t, y=y: fwd(x, t, y), x0, schedule=schedule, mask_id=mask_id,
-                    weighting=cfg.weighting, normalize=cfg.normalize, t_min=cfg.t_min,
-                    t_max=cfg.t_max, masking=cfg.masking, keep_ratio=cfg.keep_ratio,
-                    stratified=cfg.stratified, generator=gen,
-                )
-            loss = out.loss.item()
+                local, total = _objective(fwd, model, x0, y, step, index, cfg, schedule, ddp)
+            loss = total.item()
             if not math.isfinite(loss):
                 raise _nonfinite(f"loss is {loss}", step, ckpt_dir, snapshot)
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            local.backward()
             clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
             if not math.isfinite(grad_norm):
@@ -340,6 +441,9 @@ def train(
                 t_win, win_loss, win_steps = now, 0.0, 0
             if done % cfg.ckpt_every == 0 or done == end:
                 last_ckpt = snapshot(done)
+                if on_checkpoint is not None:
+                    on_checkpoint(last_ckpt if lead else None, done,
+                                  {"loss": loss, "loss_smoothed": smoothed() or loss})
             step = done
     finally:
         bar.close()
