@@ -70,14 +70,18 @@ def main() -> None:
     theirs = fid_statistics_to_metric(stats[0], stats[1], False)["frechet_inception_distance"]
     t_theirs = time.perf_counter() - t
 
-    print(f"cold  (extract {2 * n} images + FID): {t_cold:8.1f} s   FID {cold['fid'].value:.4f}")
-    print(f"warm  (extract {n} images + FID):     {t_warm:8.1f} s   FID {warm['fid'].value:.4f}")
-    print(f"ratio warm / cold:                    {t_warm / t_cold:8.2f}")
-    print(f"Frechet step, ours:                   {t_ours:8.3f} s   FID {ours:.6f}")
-    print(f"Frechet step, torch-fidelity eigvals: {t_theirs:8.3f} s   FID {theirs:.6f}")
-    print(f"ratio ours / torch-fidelity:          {t_ours / t_theirs:8.4f}")
-    print(f"relative FID difference:              {abs(ours - theirs) / abs(theirs):.2e}")
-
+    rows = [
+        (f"cold (extract {2 * n} images + FID)", f"{t_cold:9.1f} s",
+         f"FID {cold['fid'].value:.4f}"),
+        (f"warm (extract {n} images + FID)", f"{t_warm:9.1f} s", f"FID {warm['fid'].value:.4f}"),
+        ("ratio warm / cold", f"{t_warm / t_cold:9.2f}", ""),
+        ("Frechet step, ours", f"{t_ours:9.3f} s", f"FID {ours:.6f}"),
+        ("Frechet step, torch-fidelity eigvals", f"{t_theirs:9.3f} s", f"FID {theirs:.6f}"),
+        ("ratio ours / torch-fidelity", f"{t_ours / t_theirs:9.4f}", ""),
+        ("relative FID difference", f"{abs(ours - theirs) / abs(theirs):9.2e}", ""),
+    ]
+    for label, value, extra in rows:
+        print(f"{label:<40}{value:>12}   {extra}")
 
 if __name__ == "__main__":
     main()

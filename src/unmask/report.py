@@ -61,8 +61,8 @@ def image_grid(
 
 
 def chain_strip(frames: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """Grayscale frames [F, B, h, w] uint8 (decoded, any value at masked positions) and a bool mask of
-    the same shape → RGB frames [B, F, h, w, 3] with [MASK] in :data:`MASK_RGB` (for
+    """Grayscale frames [F, B, h, w] uint8 (decoded; any value at masked positions) and a bool
+    mask of the same shape → RGB frames [B, F, h, w, 3] with [MASK] in :data:`MASK_RGB` (for
     :func:`image_grid`: one row per chain, time left to right)."""
     rgb = np.repeat(frames[..., None], 3, axis=-1)
     rgb[masked] = MASK_RGB

@@ -1,0 +1,19 @@
+"""Orchestration: the local service stack, Ray Tune ablation grids, Ray Train DDP, MLflow runs.
+
+The pieces, each a small module the Prefect flows in ``flows/`` call:
+
+- :mod:`~unmask.orchestration.env`       — offline/telemetry environment, free ports, ``ray.init``
+- :mod:`~unmask.orchestration.procs`     — start processes in their own session, stop them by pid
+- :mod:`~unmask.orchestration.stack`     — ``unmask stack up|down|status``: Prefect server, MLflow
+  server and a Prefect process worker on 127.0.0.1, pids and logs under ``.unmask/stack/``
+- :mod:`~unmask.orchestration.settings`  — the typed ablation settings (``flows/ablations.yaml``)
+- :mod:`~unmask.orchestration.grid`      — grid points, their keys, the CSV table of a grid
+- :mod:`~unmask.orchestration.runs`      — MLflow parent / nested trial runs, finished-point lookup
+- :mod:`~unmask.orchestration.evaluation` — sample a checkpoint and score it (FID or statistics)
+- :mod:`~unmask.orchestration.ddp`       — Ray Train ``TorchTrainer`` around the training loop
+- :mod:`~unmask.orchestration.trials`    — the Ray Tune trainable (one grid point)
+- :mod:`~unmask.orchestration.tune_grid` — run a grid with Ray Tune, trial events to callbacks
+- :mod:`~unmask.orchestration.ablation`  — one ablation end to end (plan → grid → CSV)
+
+Importing this package is cheap: Ray, MLflow and Prefect are imported where they are used.
+"""
