@@ -23,6 +23,7 @@ import typer
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from unmask.config import load_params  # noqa: E402
+from unmask.orchestration.cli import stack_app  # noqa: E402
 from unmask.stages import PATHS, STAGES, run_stage, user_errors  # noqa: E402
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(stack_app, name="stack")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
 SetOpt = Annotated[

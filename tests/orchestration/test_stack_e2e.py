@@ -83,7 +83,7 @@ def cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600):
 @pytest.fixture(scope="module")
 def stack(home, env, project):
     state_dir = home / "state"
-    out, secs = cli([str(BIN / "python"), "-m", "unmask.orchestration.cli", "up", "--state-dir",
+    out, secs = cli([str(BIN / "unmask"), "stack", "up", "--state-dir",
                      str(state_dir), "--prefect-port", "0", "--mlflow-port", "0"], env, REPO)
     print(f"\nstack up: {secs:.1f}s\n{out.stdout}")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -93,7 +93,7 @@ def stack(home, env, project):
     yield state, watcher
     watcher.stop.set()
     if load_state(state_dir) is not None:  # a failed test before test_down: clean up anyway
-        cli([str(BIN / "python"), "-m", "unmask.orchestration.cli", "down", "--state-dir",
+        cli([str(BIN / "unmask"), "stack", "down", "--state-dir",
              str(state_dir), "--grace", "3"], env, REPO)
 
 
@@ -191,7 +191,7 @@ def test_failing_trial_fails_its_task_and_run_only(stack, env, project, home):
 def test_down_leaves_nothing(stack, env, home):
     state, watcher = stack
     recorded = list(state.services.values())
-    out, secs = cli([str(BIN / "python"), "-m", "unmask.orchestration.cli", "down",
+    out, secs = cli([str(BIN / "unmask"), "stack", "down",
                      "--state-dir", str(state.state_dir), "--grace", "5"], env, REPO)
     print(f"stack down: {secs:.1f}s\n{out.stdout}")
     assert out.returncode == 0, out.stderr

@@ -25,7 +25,7 @@ N = 10_000
 
 @pytest.mark.parametrize(
     "method,steps,schedule",
-    [("mdm", 128, "linear"), ("mdm", 128, "cosine"), ("euler", 512, "linear"),
+    [("mdm", 128, "linear"), ("mdm", 256, "cosine"), ("euler", 512, "linear"),
      ("first_hitting", 1, "linear")],
 )
 def test_prime_sampler_matches_target(prime_tiny, prime_tv_band, method, steps, schedule):

@@ -47,6 +47,8 @@ class HeadConfig(BaseModel):
             or ``ddpm`` (ancestral sampling, the reference).
         steps: number of head solver steps (eMIGM: 8 at 16 MDM steps, 14 at 128).
         solver_order: DPM-Solver++ order (1–3).
+        lambda_min: half log-SNR at which both head samplers start (see
+            :mod:`unmask.emigm.diffusion_head`; −5.1 for well-trained heads, ≈ −2 for tiny ones).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +60,7 @@ class HeadConfig(BaseModel):
     sampler: Literal["dpm-solver++", "ddpm"] = "dpm-solver++"
     steps: int = Field(default=8, ge=1)
     solver_order: int = Field(default=2, ge=1, le=3)
+    lambda_min: float = Field(default=-5.1, le=0)
 
 
 class MAEConfig(BaseModel):

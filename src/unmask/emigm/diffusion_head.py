@@ -1,13 +1,13 @@
 """The MLP diffusion head of MAR / eMIGM: p_θ(x | z) for one continuous token x ∈ R^C given the
-transformer's condition vector z at its position (MAR §3.2 "Diffusion Loss", eMIGM §3.3).
+transformer's condition vector z at its position (MAR's "Diffusion Loss", which eMIGM adopts).
 
 Noise schedule — the cosine schedule of improved DDPM (Nichol & Dhariwal 2021, eq. 17), T steps:
 
     ᾱ(t) = f(t) / f(0),  f(t) = cos²(((t/T) + s) / (1 + s) · π/2),  s = 0.008
     β_t = min(1 − ᾱ(t+1)/ᾱ(t), 0.999),   t = 0..T−1        (diffusers' ``squaredcos_cap_v2``)
 
-Loss (MAR eq. 2, the ε-prediction "simple" loss; MAR additionally learns the variance with the
-VLB term, which only matters for its DDPM sampler and is not used here):
+Loss (MAR's diffusion loss, the ε-prediction "simple" loss; MAR additionally learns the
+variance with the VLB term, which only matters for its DDPM sampler and is not used here):
 
     L(z, x) = E_{t ~ U{0..T−1}, ε ~ N(0, I)} ‖ε − ε_θ(√ᾱ_t x + √(1−ᾱ_t) ε | t, z)‖² / C
 
@@ -15,11 +15,19 @@ Network — MAR's ``SimpleMLPAdaLN``: x ↦ Linear → ``depth`` residual blocks
 h ← h + g ⊙ MLP(LN(h)(1 + s) + b) with (b, s, g) = W(SiLU(emb(t) + W_z z)) → adaLN final layer.
 Modulations and the output are zero-initialised, so ε_θ ≡ 0 at initialisation.
 
-Sampling (x_T ~ N(0, τ²I), τ the temperature):
+Sampling (x_T ~ N(0, τ²I), τ the temperature). Both samplers start at the last step t* whose
+half log-SNR λ_t = log(√ᾱ_t/√(1−ᾱ_t)) is ≥ λ_min (default −5.1, diffusers' ``lambda_min_clipped``
+advice for this schedule). Why: ε-prediction's data estimate x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t
+amplifies the network's error by 1/√ᾱ_t — up to 2·10⁴ at t = T−1 (the 0.999 β cap) — and a
+deterministic solver never corrects the resulting off-manifold points. The price of a larger
+λ_min is starting from N(0, I) where the true marginal has variance ᾱ_t·Var(x_0) + 1 − ᾱ_t
+(e.g. λ_min = −2: √ᾱ_t ≈ 0.13). A small head trained for minutes on a CPU needs λ_min ≈ −2 for
+DPM-Solver++ (measured on the 2-D toy of ``tests/emigm``: at −5.1 a few samples run off to
+|x| ≈ 60, at −2 none do); DDPM's injected noise tolerates −5.1.
 
-* ``ddpm``: ancestral sampling (DDPM eq. 11) on an evenly respaced subset of the T steps
-  (iDDPM's respacing, what MAR's ``num_sampling_steps`` selects) with the fixed posterior
-  variance β̃; with ``steps = T`` it is the exact discretisation the loss trains. The reference.
+* ``ddpm``: ancestral sampling (DDPM Algorithm 2) on an evenly respaced subset of 0..t* (iDDPM's
+  respacing, what MAR's ``num_sampling_steps`` selects) with the fixed posterior variance β̃;
+  with ``steps = t* + 1`` it is the exact discretisation the loss trains. The reference.
 * ``dpm-solver++``: diffusers' ``DPMSolverMultistepScheduler`` (DPM-Solver++ multistep, Lu et al.
   2022) on the same β's — a deterministic ODE solver; eMIGM samples its head with DPM-Solver in
   a handful of steps.
@@ -39,9 +47,11 @@ from torch import Tensor, nn
 
 from unmask.models.transformer import TimestepEmbedder
 
-__all__ = ["cosine_betas", "respace", "SimpleMLPAdaLN", "DiffusionHead", "HEAD_SAMPLERS"]
+__all__ = ["cosine_betas", "respace", "last_timestep", "LAMBDA_MIN", "SimpleMLPAdaLN",
+           "DiffusionHead", "HEAD_SAMPLERS"]
 
 HEAD_SAMPLERS = ("dpm-solver++", "ddpm")
+LAMBDA_MIN = -5.1
 
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
@@ -54,16 +64,22 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
     return torch.tensor(betas, dtype=torch.float64)
 
 
-def respace(alphas_cumprod: Tensor, steps: int) -> Tensor:
-    """Evenly spaced timesteps S_0 < … < S_{n−1} of 0..T−1 (iDDPM ``space_timesteps`` with one
-    section, first and last step kept)."""
-    t = alphas_cumprod.shape[0]
+def respace(num_timesteps: int, steps: int) -> Tensor:
+    """Evenly spaced timesteps S_0 < … < S_{n−1} of 0..T−1 (iDDPM's ``space_timesteps`` with one
+    section: first and last step kept)."""
+    t = num_timesteps
     if not 1 <= steps <= t:
         raise ValueError(f"head steps must be in 1..{t}, got {steps}")
     if steps == 1:
         return torch.tensor([t - 1])
     stride = (t - 1) / (steps - 1)
     return torch.tensor(sorted({round(i * stride) for i in range(steps)}))
+
+
+def last_timestep(alphas_cumprod: Tensor, lambda_min: float) -> int:
+    """The largest t whose half log-SNR λ_t = log(√ᾱ_t / √(1 − ᾱ_t)) is ≥ ``lambda_min``."""
+    lam = 0.5 * (torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod))
+    return int(torch.nonzero(lam >= lambda_min).max())
 
 
 class _ResBlock(nn.Module):
@@ -139,9 +155,10 @@ class DiffusionHead(nn.Module):
         super().__init__()
         self.token_dim, self.num_timesteps = token_dim, num_timesteps
         self.net = SimpleMLPAdaLN(token_dim, cond_dim, width, depth, num_timesteps)
-        betas = cosine_betas(num_timesteps)
-        self.register_buffer("betas", betas, persistent=False)
-        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0), persistent=False)
+        # Plain float64 CPU tensors, not buffers: a function of num_timesteps, never trained or
+        # checkpointed (and the foundation's EMA copies every named buffer).
+        self.betas = cosine_betas(num_timesteps)
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
 
     # -- training --------------------------------------------------------------------------------
     def loss(self, x0: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -149,7 +166,7 @@ class DiffusionHead(nn.Module):
         n = x0.shape[0]
         t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        ab = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype)[:, None]
+        ab = self.alphas_cumprod.to(x0.device, x0.dtype)[t][:, None]
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         return (eps - self.net(x_t, t, z)).pow(2).mean(-1)
 
@@ -164,6 +181,10 @@ class DiffusionHead(nn.Module):
         e_c, e_u = out.chunk(2)
         return e_u + (1.0 + guidance) * (e_c - e_u)
 
+    def t_start(self, lambda_min: float = LAMBDA_MIN) -> int:
+        """t*: the first (noisiest) step both samplers take (see the module docstring)."""
+        return last_timestep(self.alphas_cumprod.double().cpu(), lambda_min)
+
     @torch.no_grad()
     def sample(
         self,
@@ -175,6 +196,7 @@ class DiffusionHead(nn.Module):
         steps: int = 8,
         order: int = 2,
         temperature: float = 1.0,
+        lambda_min: float = LAMBDA_MIN,
         generator: torch.Generator | None = None,
         x_T: Tensor | None = None,
     ) -> Tensor:
@@ -185,6 +207,7 @@ class DiffusionHead(nn.Module):
             sampler: ``dpm-solver++`` or ``ddpm``; steps: solver / respaced DDPM steps.
             order: DPM-Solver++ order. temperature: τ (scales x_T; for ``ddpm`` also each
                 step's noise, as MAR does).
+            lambda_min: the half log-SNR of the first step (see the module docstring).
             x_T: optional initial noise (N, C) (before the temperature), e.g. to compare
                 solvers on the same draws.
         """
@@ -195,38 +218,39 @@ class DiffusionHead(nn.Module):
             x_T = torch.randn((n, self.token_dim), generator=generator, device=dev)
         x = x_T.to(dev, torch.float32) * temperature
         if sampler == "ddpm":
-            return self._ddpm(x, z, z_uncond, guidance, steps, temperature, generator)
-        return self._dpm_solver(x, z, z_uncond, guidance, steps, order)
+            return self._ddpm(x, z, z_uncond, guidance, steps, temperature, lambda_min,
+                              generator)
+        return self._dpm_solver(x, z, z_uncond, guidance, steps, order, lambda_min)
 
     def _ddpm(self, x: Tensor, z: Tensor, zu: Tensor | None, w: float, steps: int,
-              temperature: float, generator: torch.Generator | None) -> Tensor:
+              temperature: float, lambda_min: float, generator: torch.Generator | None
+              ) -> Tensor:
         ab_all = self.alphas_cumprod.double().cpu()
-        ts = respace(ab_all, steps)
+        ts = respace(self.t_start(lambda_min) + 1, steps)
         ab = ab_all[ts]
         ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
         beta = 1 - ab / ab_prev
-        var = beta * (1 - ab_prev) / (1 - ab)  # β̃ (the fixed-small posterior variance)
-        c0 = beta * ab_prev.sqrt() / (1 - ab)
+        var = beta * (1 - ab_prev) / (1 - ab)  # β̃, the fixed-small posterior variance
+        c0 = beta * ab_prev.sqrt() / (1 - ab)  # posterior mean = c0 x̂_0 + ct x_t
         ct = (1 - ab_prev) * (1 - beta).sqrt() / (1 - ab)
         for i in range(len(ts) - 1, -1, -1):
             e = self.eps(x, int(ts[i]), z, zu, w)
-            x0 = (x - (1 - ab[i]).sqrt().item() * e) / ab[i].sqrt().item()
-            x = c0[i].item() * x0 + ct[i].item() * x
+            x0 = (x - float((1 - ab[i]).sqrt()) * e) / float(ab[i].sqrt())
+            x = float(c0[i]) * x0 + float(ct[i]) * x
             if i > 0:
                 noise = torch.randn(x.shape, generator=generator, device=x.device)
-                x = x + var[i].sqrt().item() * temperature * noise
+                x = x + float(var[i].sqrt()) * temperature * noise
         return x
 
     def _dpm_solver(self, x: Tensor, z: Tensor, zu: Tensor | None, w: float, steps: int,
-                    order: int) -> Tensor:
+                    order: int, lambda_min: float) -> Tensor:
         from diffusers import DPMSolverMultistepScheduler
 
         sched = DPMSolverMultistepScheduler(
             num_train_timesteps=self.num_timesteps,
             trained_betas=np.asarray(self.betas.double().cpu()),
             solver_order=order, prediction_type="epsilon", algorithm_type="dpmsolver++",
-            lower_order_final=True, final_sigmas_type="zero",
-            lambda_min_clipped=-5.1,  # diffusers' advice for the cosine schedule
+            lower_order_final=True, final_sigmas_type="zero", lambda_min_clipped=lambda_min,
         )
         sched.set_timesteps(steps, device=x.device)
         for t in sched.timesteps:

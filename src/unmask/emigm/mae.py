@@ -1,4 +1,4 @@
-"""eMIGM's MAE encoder–decoder (eMIGM §3.1 "model architecture", after MAE / MAR).
+"""eMIGM's MAE encoder–decoder (after MAE / MAR).
 
 Let x_t have masked set M and visible set V = {1..L} \\ M, and let c be the condition vector
 (class embedding, or the null vector; plus a time embedding for explicit-timestep models).
@@ -13,7 +13,7 @@ with h_i the token embedding, p / q learned encoder / decoder positions, m the l
 vector and K the buffer size. The encoder therefore costs O(|V| + K) tokens: at eMIGM's high
 mask ratios (t_min truncation keeps γ ≥ γ(t_min)) it processes a fraction of the sequence.
 
-CFG with the mask token (eMIGM §3.2): with ``null_cond="mask"`` the unconditional condition
+CFG with the mask token (eMIGM): with ``null_cond="mask"`` the unconditional condition
 vector c_∅ *is* m, the decoder's [MASK] vector — no extra parameter, and "unconditional" means
 "the class token is masked" (eMIGM's ``use_unsup_cfg``).
 
@@ -163,7 +163,8 @@ class MAEBackbone(nn.Module):
         if self.cfg.conditioning == "buffer":
             slots = slots + c[:, None]
         x = torch.cat([slots, hv + self.enc_pos[buf + vis.index]], dim=1)
-        valid = torch.cat([torch.ones_like(vis.valid[:, :1]).expand(-1, buf), vis.valid], dim=1)
+        always = torch.ones(h.shape[0], buf, dtype=torch.bool, device=h.device)
+        valid = torch.cat([always, vis.valid], dim=1)
         x = self.enc_ln(x) * valid[..., None]  # padding slots are exact zeros
         cc = c if self.cfg.conditioning == "adaln" else None
         for block in self.enc_blocks:

@@ -146,6 +146,14 @@ def _ray_worker(config: dict[str, Any]) -> None:
     job = TrainJob(**config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    import torch
+
+    if torch.cuda.is_available():  # use_gpu: the GPU Ray Train assigned to this worker
+        from ray.train.torch import get_device
+
+        device = get_device()
+        torch.cuda.set_device(device)
+        os.environ["LOCAL_RANK"] = str(device.index)
     ckpt_dir = Path(job.work_dir) / "checkpoints"
     restored = ray.train.get_checkpoint()
     if restored is not None:

@@ -1,21 +1,30 @@
-"""Distributed training of one pipeline experiment (the ``train`` flow's body).
+"""Training of one pipeline experiment (the ``train`` flow's body).
 
 The experiment ``default`` is the root pipeline (``params.yaml``, ``data/tokens``); any other
-name is ``pipelines/<name>/`` with its own ``params.yaml`` and, once its ``prepare``/``tokenize``
-stages ran, its ``data/tokens/train`` shard. Training runs on Ray Train's ``TorchTrainer``
-(:func:`unmask.orchestration.ddp.train_with_ray`) with the workers and resources of the
-settings file's ``ray`` section; the loss curve goes to the MLflow run ``train`` of experiment
-``train/<name>``; the final checkpoint is copied to
-``<experiment dir>/runs/flows/train/<key>/model.pt`` (key: hash of model, train params and data),
-and a rerun with the same key resumes / returns the finished checkpoint.
+name is ``pipelines/<name>/`` with its own ``params.yaml`` and ``dvc.yaml``. Two cases:
+
+- params in the default pipeline's schema (:func:`unmask.config.load_params`) with a
+  ``data/tokens/train`` shard (written by its ``prepare``/``tokenize`` stages): distributed
+  training on Ray Train's ``TorchTrainer`` (:func:`unmask.orchestration.ddp.train_with_ray`), with
+  the workers and resources of the settings file's ``ray`` section; the loss curve goes to the
+  MLflow run ``train`` of experiment ``train/<name>``; the final checkpoint is copied to
+  ``<experiment dir>/runs/flows/train/<key>/model.pt`` (key: hash of model, train params and
+  data), and a rerun with the same key resumes / returns the finished checkpoint;
+- a pipeline with its own params schema (eMIGM, MDM-Prime, ...): its DVC stages whose names start
+  with ``train`` (and whatever they depend on) run as one Ray task
+  (``dvc repro <dvc.yaml>:<stage> ...`` from the repo root, one GPU with ``use_gpu``); those
+  stages log their own MLflow runs, this one records the command, exit status and log.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from unmask.orchestration.ablation import dotted_overrides
@@ -55,11 +64,70 @@ def experiment_dir(workdir: str | Path, experiment: str) -> Path:
     return d
 
 
-def train_experiment(req: TrainRequest) -> dict[str, Any]:
-    """Train the experiment's model with DDP on Ray Train; returns checkpoint, run id, step."""
+def _run_stages(argv: list[str], cwd: str, log: str) -> int:
+    """Body of the Ray task of :func:`_train_with_stages`: run ``argv`` with this environment's
+    ``bin`` first on PATH (stage commands say ``python -m ...``), output to ``log``."""
+    import os
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    with open(log, "ab") as out:
+        return subprocess.run(argv, cwd=cwd, env=env, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+
+
+def _train_with_stages(req: TrainRequest, exp_dir: Path, rs: Any, reason: str) -> dict[str, Any]:
     import ray
 
-    from unmask.config import load_params
+    from unmask.orchestration.env import ray_init
+    from unmask.tracking import Tracker, tracking_uri
+
+    if req.overrides:
+        raise ValueError(f"experiment {req.experiment!r} is trained by its own DVC stages "
+                         f"({reason}): edit {exp_dir / 'params.yaml'} instead of overrides")
+    dvcfile = exp_dir / "dvc.yaml"
+    if not dvcfile.is_file():
+        raise FileNotFoundError(f"{dvcfile} not found ({reason})")
+    stages = [n for n in (yaml.safe_load(dvcfile.read_text()) or {}).get("stages", {})
+              if n.startswith("train")]
+    if not stages:
+        raise ValueError(f"{dvcfile} has no stage named train*")
+    root = Path(req.workdir).resolve()
+    dvc = Path(sys.executable).parent / "dvc"
+    argv = [str(dvc if dvc.exists() else "dvc"), "repro",
+            *[f"{dvcfile.relative_to(root)}:{n}" for n in stages]]
+    log = exp_dir / "runs/flows/train/dvc-repro.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(tracking_uri(root=exp_dir / "mlruns"))
+    tags = {**req.tags, "unmask.kind": "train", "unmask.experiment": req.experiment,
+            "unmask.launcher": "dvc-stages"}
+    with tracker.start_run(f"train/{req.experiment}", "train",
+                           params={"command": " ".join(argv), "stages": stages,
+                                   "use_gpu": rs.use_gpu}, tags=tags):
+        ours = not ray.is_initialized()
+        ray_init(rs.address, num_cpus=rs.num_cpus, num_gpus=rs.num_gpus)
+        try:
+            task = ray.remote(num_cpus=rs.cpus_per_worker, num_gpus=1 if rs.use_gpu else 0)(
+                _run_stages)
+            rc = ray.get(task.remote(argv, str(root), str(log)))
+        finally:
+            if ours:
+                ray.shutdown()
+        tracker.log_artifact(log)
+        tracker.log_metrics({"exit_status": rc}, step=0)
+        if rc != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"{' '.join(argv)} failed (exit {rc}); log {log}:\n{tail}")
+        run_id = tracker.run_id
+    return {"experiment": req.experiment, "stages": stages, "log": str(log),
+            "mlflow_run_id": run_id}
+
+
+def train_experiment(req: TrainRequest) -> dict[str, Any]:
+    """Train the experiment's model (see the module docstring); returns what it produced
+    (checkpoint, step, MLflow run id, ...)."""
+    import ray
+
+    from unmask.config import ConfigError, load_params
     from unmask.data.shards import TokenShards
     from unmask.orchestration.ddp import TrainJob, train_with_ray
     from unmask.orchestration.env import ray_init
@@ -77,9 +145,19 @@ def train_experiment(req: TrainRequest) -> dict[str, Any]:
     params_path = Path(req.params) if req.params else exp_dir / "params.yaml"
     if not params_path.is_absolute():
         params_path = exp_dir / params_path
+    try:
+        load_params(params_path)
+    except ConfigError as e:
+        if req.experiment == "default" or req.params:
+            raise
+        return _train_with_stages(req, exp_dir, rs, f"not the default params schema: {e}")
     params = load_params(params_path, dotted_overrides(req.overrides))
     tok = params.tokenizer.build()
-    shard = TokenShards(exp_dir / "data/tokens/train", tokenizer_hash=tok.hash, verify=False)
+    tokens = exp_dir / "data/tokens/train"
+    if not (tokens / "manifest.json").is_file():
+        raise FileNotFoundError(f"no training tokens at {tokens}: run the pipeline's prepare "
+                                f"and tokenize stages first (dvc repro {exp_dir / 'dvc.yaml'})")
+    shard = TokenShards(tokens, tokenizer_hash=tok.hash, verify=False)
     key = grid_key({"model": params.model.model_dump(mode="json"),
                     "train": params.train.model_dump(mode="json"), "data": shard.hash})
     run_dir = exp_dir / "runs/flows/train" / key

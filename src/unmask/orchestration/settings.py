@@ -54,7 +54,7 @@ class EvalSettings(_Strict):
 
     metric: Literal["auto", "fid", "stats"] = "auto"
     n_per_class: int = Field(default=10, gt=0)
-    fid_reference: int = Field(default=1000, gt=1)
+    fid_reference: int = Field(default=500, gt=1)
     fid_batch_size: int = Field(default=50, gt=0)
     nelbo_sequences: int = Field(default=250, gt=0)
     nelbo_samples: int = Field(default=2, gt=0)

@@ -48,6 +48,7 @@ class TrialBoard:
         self._outcomes: dict[int, TrialOutcome] = {}
         self._retries: dict[int, int] = {}
         self.started_at: dict[int, float] = {}
+        self.ended_at: dict[int, float] = {}
         self.on_start, self.on_end = on_start, on_end
 
     def _event(self, index: int) -> threading.Event:
@@ -68,9 +69,12 @@ class TrialBoard:
             self._retries[index] = self._retries.get(index, 0) + 1
 
     def finish(self, outcome: TrialOutcome) -> None:
+        import time
+
         with self._lock:
             if outcome.index in self._outcomes:
                 return
+            self.ended_at[outcome.index] = time.time()
             outcome.attempts = self._retries.get(outcome.index, 0) + 1
             self._outcomes[outcome.index] = outcome
         self._event(outcome.index).set()
@@ -160,8 +164,9 @@ def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
 
     kinds = {s.kind for s in specs}
     if kinds == {"training"}:
-        # The trial only drives Ray Train (whose workers hold the CPUs) and then evaluates.
-        resources = {"cpu": 0.0}
+        # The trial only drives Ray Train, whose workers hold the CPUs, then evaluates; Tune
+        # needs a non-empty request, so it holds a token amount of memory and no CPU.
+        resources = {"cpu": 0.0, "memory": 1.0}
     else:
         resources = {"cpu": ray.cpus_per_trial, "gpu": ray.gpus_per_trial}
     trainable = tune.with_resources(

@@ -29,8 +29,9 @@ whose support respects the observed digits and ids < C.
 processes reduces, per jump, to the cross-entropy of the jumping coordinate (MDLM eq. 10,
 DI eq. 9, applied to the N coordinates of y):
 
-    −log p_θ(x) ≤ NELBO(x) = ∫_0^1 λ_t E_{q(y_t | y)} [ Σ_{(i,j): y_t^{i,j} = m} −log p_θ(y^{i,j} | y_t) ] dt
-                                                                                   (MDM-Prime eq. 6)
+    −log p_θ(x) ≤ NELBO(x)
+                = ∫_0^1 λ_t E_{q(y_t | y)} [ Σ_{(i,j): y_t^{i,j} = m} −log p_θ(y^{i,j} | y_t) ] dt
+                                                                           (MDM-Prime eq. 6)
 
 Each term is one sub-token transition, counted once, with its marginal (†). Scoring instead,
 once per token, the joint −log p_θ(y^{i, masked} | y_t) of all masked digits of a token

@@ -30,6 +30,7 @@ Interfaces:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from unmask.models import ModelConfig, Transformer
+from unmask.models.transformer import modulate
 from unmask.prime.subtokens import FILL, SubTokenCodec
 from unmask.training.checkpoint import read_checkpoint, save_checkpoint
 
@@ -195,17 +197,46 @@ class PrimeTransformer(nn.Module):
                              f"shape {tuple(y_t.shape)}")
         return y_t.reshape(b, L, self.ell)
 
+    def _features(self, yg: Tensor, t: Tensor | None, y: Tensor | None) -> Tensor:
+        """The trunk up to its head: adaLN-modulated final features (B, L, D).
+
+        Same computation as :meth:`Transformer.forward` (embedding + positions, condition,
+        blocks, final norm/modulation), stopped before the C-way head so that the head can be
+        applied to the positions that need it only."""
+        tr = self.trunk
+        h = tr.drop(tr.tok_emb(self.codec.pack_state(yg)) + tr.positions())
+        c = tr.condition(t, y, yg.shape[0], yg.device)
+        for block in tr.blocks:
+            h = block(h, c)
+        shift, scale = tr.final.ada(c).chunk(2, dim=-1)
+        return modulate(tr.final.norm(h), shift, scale)
+
     def joint(self, y_t: Tensor, t: Tensor | None, y: Tensor | None = None) -> Tensor:
         """Filtered joint logits over the C full-token classes, (B, L, C) (MDM-Prime eq. 7;
         filtered entries hold the finite :data:`FILL`)."""
         yg = self._grouped(y_t)
-        logits = self.trunk(self.codec.pack_state(yg), t, y)  # (B, L, C)
+        logits = self.trunk.final.head(self._features(yg, t, y))  # (B, L, C)
         return logits.masked_fill(~self.codec.valid_mask(yg), FILL)
 
     def forward(self, y_t: Tensor, t: Tensor | None, y: Tensor | None = None) -> Tensor:
-        """Sub-token marginal log-probabilities, shaped like ``y_t`` plus a last axis of b."""
-        lm = self.codec.log_marginals(self.joint(y_t, t, y))  # (B, L, ℓ, b)
-        return lm.reshape(*y_t.shape, self.codec.base)
+        """Sub-token marginal log-probabilities, shaped like ``y_t`` plus a last axis of b.
+
+        The C-way head runs only at positions with a masked sub-token; a fully observed
+        position's marginals are its digits' point masses (log 1 = 0, elsewhere log(tiny)),
+        exactly what the filtered joint gives there, and are never scored by the ELBO."""
+        yg = self._grouped(y_t)
+        need = (yg == self.codec.mask_id).any(-1)  # (B, L)
+        feats = self._features(yg, t, y)
+        b = self.codec.base
+        dig = yg.clamp(max=b - 1)
+        tiny = torch.finfo(torch.float32).tiny
+        out = torch.full((*yg.shape, b), math.log(tiny), device=yg.device)
+        out = out.scatter(-1, dig[..., None], 0.0)
+        if bool(need.any()):
+            logits = self.trunk.final.head(feats[need])  # (n, C)
+            logits = logits.masked_fill(~self.codec.valid_mask(yg[need]), FILL)
+            out = out.index_put((need,), self.codec.log_marginals(logits).to(out.dtype))
+        return out.reshape(*y_t.shape, b)
 
 
 class JointView(nn.Module):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -133,18 +134,28 @@ class SubTokenCodec:
         pw = (self.base + 1) ** torch.arange(self.ell - 1, -1, -1, device=s.device)
         return (s.long()[..., None] // pw) % (self.base + 1)
 
+    def _allowed(self, y_t: Tensor) -> Tensor:
+        """(..., ℓ) → bool (..., ℓ, b): digit v of slot j is allowed (slot masked or = v)."""
+        if y_t.shape[-1] != self.ell:
+            raise ValueError(f"last dimension must be ell={self.ell}, got {tuple(y_t.shape)}")
+        v = torch.arange(self.base, device=y_t.device)
+        obs = y_t[..., None]
+        return (obs == self.mask_id) | (obs == v)
+
     def valid_mask(self, y_t: Tensor) -> Tensor:
         """(..., ℓ) partially masked sub-tokens → bool (..., C): id c is consistent with every
         observed sub-token (the indicator of MDM-Prime eq. 7; ids ≥ C are outside the C-way
-        head and hence always excluded)."""
-        if y_t.shape[-1] != self.ell:
-            raise ValueError(f"last dimension must be ell={self.ell}, got {tuple(y_t.shape)}")
-        dig = self.digits(y_t.device)  # (C, ℓ)
-        ok = torch.ones((*y_t.shape[:-1], self.vocab_size), dtype=torch.bool, device=y_t.device)
-        for j in range(self.ell):
-            obs = y_t[..., j, None]
-            ok &= (obs == self.mask_id) | (obs == dig[:, j])
-        return ok
+        head and hence always excluded).
+
+        Computed on the digit grid: the indicator over all b^ℓ digit tuples is the outer
+        product Π_j allowed_j(y^j) of per-slot indicators; row-major flattening of that grid is
+        exactly the id order of :meth:`encode`, so its first C entries are the ids 0..C−1.
+        """
+        allowed = self._allowed(y_t)  # (..., ℓ, b)
+        acc = allowed[..., 0, :]
+        for j in range(1, self.ell):
+            acc = (acc[..., :, None] & allowed[..., j, None, :]).flatten(-2)
+        return acc[..., : self.vocab_size]
 
     def filter_logits(self, logits: Tensor, y_t: Tensor, fill: float = float("-inf")) -> Tensor:
         """MDM-Prime eq. 7: set the logits of ids inconsistent with ``y_t`` to ``fill``.
@@ -158,41 +169,43 @@ class SubTokenCodec:
     def log_marginals(self, logits: Tensor) -> Tensor:
         """Filtered joint logits (..., C) → log p(y^j = v | y_t) (..., ℓ, b), float32 or wider.
 
-        p(y^j = v) = Σ_{c: f_ℓ(c)^j = v} softmax(logits)_c, computed per digit j as a
-        log-sum-exp over the ids sharing digit v (stable: the max of each group is subtracted,
-        detached, which leaves value and gradient exact). Digit values no valid id takes
-        get −inf.
+        p(y^j = v) = Σ_{c: f_ℓ(c)^j = v} softmax(logits)_c: the probabilities are padded with
+        zeros to b^ℓ entries (ids ≥ C), viewed as a (b, …, b) digit grid and summed over every
+        axis but j (one cheap reduction per digit instead of a scatter). Digit values no valid
+        id takes get log(tiny) (≈ −87 in float32, −708 in float64), as does a group whose mass
+        underflows, so the result and its gradient stay finite. ℓ = 1 is log_softmax itself.
         """
-        logp = logits.float().log_softmax(-1) if logits.dtype != torch.float64 \
-            else logits.log_softmax(-1)
+        x = logits if logits.dtype == torch.float64 else logits.float()
         if self.ell == 1:
-            return logp[..., None, :]
-        dig = self.digits(logp.device)
-        out = []
-        for j in range(self.ell):
-            idx = dig[:, j].expand_as(logp)
-            gmax = torch.full((*logp.shape[:-1], self.base), float("-inf"), dtype=logp.dtype,
-                              device=logp.device)
-            gmax = gmax.scatter_reduce(-1, idx, logp.detach(), "amax", include_self=True)
-            gmax = torch.where(torch.isfinite(gmax), gmax, torch.zeros_like(gmax))
-            w = torch.exp(logp - gmax.gather(-1, idx))
-            s = torch.zeros_like(gmax).scatter_add(-1, idx, w)
-            out.append(torch.log(s) + gmax)
-        return torch.stack(out, dim=-2)
+            return x.log_softmax(-1)[..., None, :]
+        p = x.softmax(-1)
+        pad = self.num_combinations - self.vocab_size
+        g = torch.nn.functional.pad(p, (0, pad)).reshape(*x.shape[:-1], *([self.base] * self.ell))
+        nd = g.dim()
+        axes = list(range(nd - self.ell, nd))
+        tiny = torch.finfo(g.dtype).tiny
+        out = [g.sum(dim=[a for a in axes if a != axes[j]]) for j in range(self.ell)]
+        return torch.stack(out, dim=-2).clamp_min(tiny).log()
 
 
 class SubTokenView:
-    """Lazy sub-token view of a token tensor, for :func:`unmask.training.train`.
+    """Lazy sub-token view of a token array, for :func:`unmask.training.train`.
 
     Behaves like the (N, L·ℓ) (or (N, h, w·ℓ)) tensor ``codec.encode(tokens)`` flattened
     per position, but encodes only the rows that are indexed, so a memory-mapped corpus (e.g.
-    OpenWebText) never has to be materialised ℓ times. Supports what the training loop uses:
-    ``shape``, ``dtype``, ``is_floating_point``, ``is_cuda``, ``min``, ``max`` (the digit range,
-    valid by construction), ``[0]`` and integer-tensor row indexing.
+    OpenWebText as a numpy memmap of uint16) is never materialised, let alone ℓ times. Supports
+    what the training loop uses: ``shape``, ``is_floating_point``, ``is_cuda``, ``min``/``max``
+    (the digit range, valid by construction), ``[0]`` and integer-tensor row indexing.
+
+    Args:
+        tokens: (N, ...) token ids < C, a torch tensor or a numpy array / memmap.
+        codec: the :class:`SubTokenCodec`.
     """
 
-    def __init__(self, tokens: Tensor, codec: SubTokenCodec) -> None:
-        if tokens.is_floating_point():
+    def __init__(self, tokens: Tensor | np.ndarray, codec: SubTokenCodec) -> None:
+        kind = tokens.dtype.kind if isinstance(tokens, np.ndarray) else (
+            "f" if tokens.is_floating_point() else "i")
+        if kind not in "iu":
             raise TypeError(f"tokens must be integers, got {tokens.dtype}")
         self.tokens, self.codec = tokens, codec
         self.shape = torch.Size([*tokens.shape[:-1], tokens.shape[-1] * codec.ell])
@@ -205,12 +218,19 @@ class SubTokenView:
     def is_floating_point(self) -> bool:
         return False
 
+    def _rows(self, index) -> Tensor:
+        if isinstance(self.tokens, np.ndarray):
+            if isinstance(index, Tensor):
+                index = index.cpu().numpy()
+            return torch.from_numpy(np.asarray(self.tokens[index], dtype=np.int64))
+        return self.tokens[index].long()
+
     def _encode(self, x: Tensor) -> Tensor:
         y = self.codec.encode(x)  # (..., L, ℓ)
         return y.reshape(*y.shape[:-2], y.shape[-2] * self.codec.ell)
 
     def __getitem__(self, index) -> Tensor:
-        return self._encode(torch.as_tensor(self.tokens[index]))
+        return self._encode(self._rows(index))
 
     def min(self) -> Tensor:
         return torch.tensor(0)
@@ -220,7 +240,7 @@ class SubTokenView:
 
     def materialize(self) -> Tensor:
         """The full encoded tensor."""
-        return self._encode(self.tokens)
+        return self._encode(self._rows(slice(None)))
 
     @property
     def ndim(self) -> int:

@@ -155,8 +155,13 @@ def _device(name: str, ddp: DistInfo = DistInfo()) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
-    if name == "cuda" and ddp.active:  # one GPU per rank (Ray Train / torchrun set it)
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    if name == "cuda" and ddp.active:
+        # One GPU per rank: the launcher's choice (Ray Train's get_device(), or torchrun's
+        # LOCAL_RANK), made current with torch.cuda.set_device.
+        local = os.environ.get("LOCAL_RANK")
+        if local is not None and int(local) < torch.cuda.device_count():
+            return torch.device("cuda", int(local))
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 

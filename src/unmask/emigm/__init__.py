@@ -1,0 +1,45 @@
+"""eMIGM (You et al. 2025, "Effective and Efficient Masked Image Generation Models").
+
+* :mod:`~unmask.emigm.config` — :class:`MAEConfig`, the XS…H size presets;
+* :mod:`~unmask.emigm.mae` — the MAE encoder–decoder (encoder sees only visible tokens plus
+  buffer tokens), discrete model :class:`MAE` (``forward(x_t, t, y) -> logits``);
+* :mod:`~unmask.emigm.diffusion_head` — MAR's MLP diffusion head, DDPM / DPM-Solver++ sampling;
+* :mod:`~unmask.emigm.continuous` — :class:`ContinuousMAE` on KL latents, its training loop and
+  MDM sampler;
+* :mod:`~unmask.emigm.objective` — eMIGM's loss / time truncation / CFG interval in the
+  foundation's conventions;
+* :mod:`~unmask.emigm.kl_ae` — the tiny KL autoencoder of the default pipeline;
+* :mod:`~unmask.emigm.pipeline` — :func:`train_emigm`, :func:`sample_emigm`,
+  :func:`ablate_t_min` and the DVC stages.
+"""
+
+from unmask.emigm.config import PAPER_PARAMS, HeadConfig, MAEConfig
+from unmask.emigm.continuous import ContinuousMAE, sample_continuous, train_continuous
+from unmask.emigm.diffusion_head import DiffusionHead
+from unmask.emigm.mae import MAE
+from unmask.emigm.objective import emigm_cfg_interval, emigm_train_config
+from unmask.emigm.pipeline import (
+    EMIGMTrainResult,
+    TokenData,
+    ablate_t_min,
+    sample_emigm,
+    train_emigm,
+)
+
+__all__ = [
+    "MAEConfig",
+    "HeadConfig",
+    "PAPER_PARAMS",
+    "MAE",
+    "ContinuousMAE",
+    "DiffusionHead",
+    "train_continuous",
+    "sample_continuous",
+    "emigm_train_config",
+    "emigm_cfg_interval",
+    "train_emigm",
+    "sample_emigm",
+    "ablate_t_min",
+    "EMIGMTrainResult",
+    "TokenData",
+]

@@ -1,0 +1,96 @@
+"""eMIGM's training and sampling recipe, written in the foundation's terms (no second copy of
+the math: schedules, time sampling, masking, weights and CFG are the foundation's).
+
+Conventions. eMIGM writes the mask time s ∈ [0, 1] (s = 1 all masked) and the mask ratio γ_s;
+this package writes t = 1 − s and κ_t = 1 − γ_{1−t} (``unmask.schedules``). eMIGM's names map as
+
+    eMIGM ``mask_strategy``   γ_s                          foundation schedule
+    linear                    s                            linear   (κ = t)
+    cosine                    cos(π/2 (1 − s))             cosine   (κ = 1 − cos(πt/2))
+    exp                       1 − e^{−5s}                  exp      (κ = e^{−5(1−t)})
+    log                       log(1 + (e⁵ − 1) s) / 5      logexp
+
+Unified objective (eMIGM eq. 4): L = ∫_{t_min}^{t_max} w(t) E[Σ_{masked} −log p_θ] dt with
+w = 1 (``constant``: MaskGIT / eMIGM's choice) or the MDM weight γ'_s/γ_s = κ̇_t/(1 − κ_t)
+(``elbo``: ``unmask.losses.loss_weight``).
+
+Time truncation (eMIGM's "t_min"): masks are drawn only at mask times s ≥ s_min, i.e. mask
+ratios γ ≥ γ(s_min) — ``emigm_time_range`` gives our t ∈ [0, 1 − s_min]. eMIGM's code also maps
+s to (1 − 10⁻³)s + 10⁻³ (never an unmasked sequence) and *clamps* s to s_min (a point mass of
+probability s_min at s_min); the foundation draws t uniformly on the truncated interval instead.
+
+CFG with a time interval (eMIGM): guidance scale ``cfg`` (MAR's 1 + w) is applied only at
+the steps whose end time s_{k+1} lies in (a, b] of eMIGM's mask time, on its grid
+s_k = 1 − k(1 − ε)/N. :func:`emigm_cfg_interval` returns the interval of *our* time (the
+foundation's ``cfg_schedule="interval"`` tests the step's start t_k = k/N) that guides exactly
+those steps; NFE is then reported as eMIGM does, N × (1 + guided/N), e.g. 16×1.2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unmask.corruption import emigm_time_range
+from unmask.training import TrainConfig
+
+__all__ = ["EMIGM_SCHEDULES", "emigm_train_config", "emigm_guided_steps", "emigm_cfg_interval",
+           "cfg_weight", "expected_nfe"]
+
+#: eMIGM ``mask_strategy`` → foundation schedule name.
+EMIGM_SCHEDULES: dict[str, str] = {"linear": "linear", "cosine": "cosine", "exp": "exp",
+                                   "log": "logexp", "logexp": "logexp"}
+_EPS = 1e-3  # eMIGM: p_mask = (1 − ε) s + ε, so no training row is left unmasked
+
+
+def emigm_train_config(*, schedule: str = "exp", weighting: str = "constant",
+                       t_min: float = 0.0, **train: Any) -> TrainConfig:
+    """A :class:`TrainConfig` for eMIGM's objective.
+
+    Args:
+        schedule: an eMIGM mask strategy (``exp``, ``log``, ``linear``, ``cosine``) or a
+            foundation schedule name.
+        weighting: ``constant`` (w = 1) or ``elbo`` (the MDM weight).
+        t_min: eMIGM's time truncation s_min in *mask time* (eMIGM: 0.2); masks are then drawn
+            at ratios ≥ γ(s_min).
+        **train: any other :class:`TrainConfig` field (``t_min``/``t_max`` are derived here).
+    """
+    if "t_max" in train:
+        raise ValueError("t_max is derived from eMIGM's t_min; do not set it")
+    lo, hi = emigm_time_range(max(t_min, _EPS))
+    return TrainConfig(schedule=EMIGM_SCHEDULES.get(schedule, schedule), weighting=weighting,
+                       t_min=lo, t_max=hi, **train)
+
+
+def emigm_guided_steps(a: float, b: float, steps: int, eps: float = 1e-5) -> list[int]:
+    """Indices k of the steps eMIGM guides: s_{k+1} ∈ (a, b] on s_k = 1 − k(1 − ε)/N (eMIGM's
+    ``sample_tokens``: ``torch.linspace(1, eps, N + 1)``, ``cfg_t_min < s <= cfg_t_max``)."""
+    if not 0.0 <= a <= b <= 1.0:
+        raise ValueError(f"need 0 <= a <= b <= 1, got ({a}, {b})")
+    out = []
+    for k in range(steps):
+        s = 1.0 - (k + 1) * (1.0 - eps) / steps
+        if a < s <= b:
+            out.append(k)
+    return out
+
+
+def emigm_cfg_interval(a: float, b: float, steps: int, eps: float = 1e-5) -> tuple[float, float]:
+    """Our-time interval [lo, hi] for ``cfg_schedule="interval"`` that guides exactly the steps
+    of :func:`emigm_guided_steps` on the foundation's grid t_k = k/N (bounds half a step outside
+    the first and last guided t_k, so float rounding cannot move a boundary). Steps guided by
+    eMIGM are contiguous; none guided gives (1, 1), which no step start reaches."""
+    ks = emigm_guided_steps(a, b, steps, eps)
+    if not ks:
+        return (1.0, 1.0)
+    half = 0.5 / steps
+    return (max(0.0, ks[0] / steps - half), min(1.0, ks[-1] / steps + half))
+
+
+def cfg_weight(emigm_cfg: float) -> float:
+    """eMIGM / MAR's guidance scale (1 = none) as the foundation's w = cfg − 1."""
+    return emigm_cfg - 1.0
+
+
+def expected_nfe(steps: int, guided: int) -> int:
+    """Network evaluations of a run with every step evaluated: N + (guided steps)."""
+    return steps + guided

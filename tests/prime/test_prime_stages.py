@@ -1,0 +1,101 @@
+"""The MDM-Prime pipeline stages end to end on tiny inputs (a fake fortunes corpus; a few
+Fashion-MNIST images when the Debian package is installed), and one-line config errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unmask.prime import stages
+from unmask.prime.config import load_prime_params
+
+FORTUNES = "\n%\n".join(
+    f"Fortune number {i}: the {w} of {v} is {u}, said the {w}."
+    for i, (w, v, u) in enumerate(
+        [("cat", "code", "strange"), ("dog", "tests", "green"), ("bird", "ideas", "quick"),
+         ("fish", "python", "slow"), ("owl", "rules", "kind")] * 40
+    )
+)
+
+
+def _params(tmp: Path, data: dict, extra: dict | None = None) -> Path:
+    p = {
+        "data": data,
+        "model": {"dim": 32, "depth": 1, "heads": 2},
+        "prime": {"ells": [1, 2]},
+        "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "weighting": "elbo",
+                  "log_every": 1, "ckpt_every": 3, "device": "cpu"},
+        "evaluate": {"n_sequences": 6, "num_samples": 2, "batch_size": 3},
+        "sample": {"steps": 8, "num_samples": 2, "batch_size": 2},
+        "tracking": {"enabled": False},
+        **(extra or {}),
+    }
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+def _run_all(ells: list[int]) -> dict:
+    stages.main(["prepare"])
+    for e in ells:
+        stages.main(["train", "--ell", str(e)])
+        stages.main(["evaluate", "--ell", str(e)])
+    return stages.main(["report"])
+
+
+def test_text_pipeline_end_to_end(tmp_path, monkeypatch):
+    corpus = tmp_path / "fortunes"
+    corpus.mkdir()
+    (corpus / "fortunes").write_text(FORTUNES)
+    _params(tmp_path, {"kind": "text", "source": "fortunes", "root": str(corpus),
+                       "block_size": 16, "valid_fraction": 0.2, "compact_vocab": True})
+    monkeypatch.chdir(tmp_path)
+    summary = _run_all([1, 2])
+    per = summary["per_ell"]
+    meta = json.loads(Path("data/meta.json").read_text())
+    assert meta["vocab_size"] == len(meta["id_map"]) < 400  # compact relabelling
+    assert per["l2"]["base"] ** 2 >= meta["vocab_size"] > (per["l2"]["base"] - 1) ** 2
+    for e in ("l1", "l2"):
+        m = per[e]
+        assert m["perplexity"] > 1 and m["nelbo_stderr"] >= 0
+        assert 0 <= m["isr"] <= 1 and m["isr_expected"] is not None
+        assert Path(f"eval/{e}/samples.txt").read_text().count("===== sample") == 2
+    assert "delta_nelbo_vs_l1" in per["l2"] and "ℓ=2" in summary["verdict"]
+    assert json.loads(Path("metrics.json").read_text())["ells"] == [1, 2]
+    html = Path("reports/index.html").read_text()
+    assert "ℓ = 2" in html and "Verdict" in html
+    # a re-run resumes the finished training run instead of starting over
+    again = stages.main(["train", "--ell", "1"])
+    assert again["step"] == 3
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_pixel_pipeline_end_to_end(tmp_path, monkeypatch):
+    _params(tmp_path, {"kind": "pixels", "dataset": "fashion_mnist", "levels": 16, "size": 6,
+                       "max_train": 32, "max_valid": 8}, {"prime": {"ells": [1, 4]}})
+    monkeypatch.chdir(tmp_path)
+    summary = _run_all([1, 4])
+    assert summary["per_ell"]["l4"]["base"] == 2  # 2^4 = 16 levels
+    assert Path("eval/l4/samples.png").is_file()
+
+
+def test_config_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    _params(tmp_path, {"kind": "text"}, {"trian": {"steps": 1}})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        stages.main(["report"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "trian" in err
+    _params(tmp_path, {"kind": "text"}, {"model": {"vocab_size": 7}})
+    with pytest.raises(SystemExit):
+        stages.main(["report"])
+    assert "derived" in capsys.readouterr().err
+    _params(tmp_path, {"kind": "text"})
+    with pytest.raises(SystemExit):
+        stages.main(["train", "--ell", "3"])
+    assert "prime.ells" in capsys.readouterr().err
+    p = load_prime_params(tmp_path / "params.yaml", ["train.steps=7"])
+    assert p.train.steps == 7
