@@ -51,7 +51,9 @@ class ExactDenoiser:
 
     def __init__(self, probs: Tensor, vocab_size: int, seq_len: int) -> None:
         if probs.numel() != vocab_size**seq_len:
-            raise ValueError(f"probs has {probs.numel()} entries, expected V**L = {vocab_size**seq_len}")
+            raise ValueError(
+                f"probs has {probs.numel()} entries, expected V**L = {vocab_size**seq_len}"
+            )
         self.vocab_size, self.seq_len, self.mask_id = vocab_size, seq_len, vocab_size
         self.probs = probs.to(torch.float64)
         self.states = torch.tensor(
@@ -88,3 +90,19 @@ class ExactDenoiser:
         marg = torch.einsum("bs,slv->blv", w, onehot)
         marg = marg / marg.sum(-1, keepdim=True).clamp_min(1e-300)
         return marg.clamp_min(1e-30).log()
+
+
+def total_variation(den: ExactDenoiser, samples: Tensor) -> float:
+    """TV distance between the empirical distribution of ``samples`` (N, L) and ``den.probs``."""
+    idx = den.index(samples)
+    emp = torch.bincount(idx, minlength=den.probs.numel()).double() / len(idx)
+    return 0.5 * float((emp - den.probs.to(emp)).abs().sum())
+
+
+def tv_noise_band(den: ExactDenoiser, n: int, *, quantile: float = 0.995, repeats: int = 200,
+                  seed: int = 99) -> float:
+    """The ``quantile`` of the TV distance of n exact samples from the target: what sampling
+    noise alone produces, the pass band for a sampler of the right distribution."""
+    g = torch.Generator().manual_seed(seed)
+    tvs = sorted(total_variation(den, den.sample(n, g)) for _ in range(repeats))
+    return tvs[max(0, int(quantile * repeats) - 1)]

@@ -3,13 +3,15 @@ DI eq. 9) and the perplexity / bits per token derived from it.
 
 For a clean sequence x (L tokens) and schedule κ,
 
-    −log p_θ(x) ≤ NELBO(x) = ∫_0^1 κ̇_t / (1 − κ_t) · E_{x_t ~ p_t(·|x)} [ Σ_{i: x_t^i=[M]} −log p_θ(x^i | x_t) ] dt,
+    −log p_θ(x) ≤ NELBO(x)
+        = ∫_0^1 κ̇_t / (1 − κ_t) · E_{x_t ~ p_t(·|x)} [ Σ_{i: x_t^i=[M]} −log p_θ(x^i | x_t) ] dt,
 
 with equality when p_θ is the true conditional of the data distribution (the integral is then
 the expectation, over uniformly random orders, of an exact autoregressive factorisation).
 The integral is estimated after the change of variables κ = κ_t, then κ = 1 − (1 − v)²:
 
-    NELBO(x) = ∫ 2 / (1 − v) · E[ Σ_{masked} −log p_θ(x^i | x_{t(κ(v))}) ] dv,   v ∈ [v(κ_0), v(κ_1)],
+    NELBO(x) = ∫ 2 / (1 − v) · E[ Σ_{masked} −log p_θ(x^i | x_{t(κ(v))}) ] dv,
+    v ∈ [v(κ_0), v(κ_1)],
 
 with K stratified values v_k per sequence and t(κ) = κ^{-1}(κ). Why: the masked count at κ is
 Binomial(L, 1 − κ), so with uniform t (or κ) the weighted sum has conditional variance

@@ -1,6 +1,6 @@
 """Training losses: the unified masked cross-entropy of eMIGM eq. 4 / DI eq. 9.
 
-    L = E_{t ~ U[t_min, t_max]} E_{x_t ~ p_t(·|x_1)} [ w(t) Σ_{i: x_t^i = [M]} −log p_θ(x_1^i | x_t) ]
+    L = E_{t ~ U[t_min, t_max]} E_{x_t ~ p_t(·|x_1)} [ w(t) Σ_{i: x_t^i=[M]} −log p_θ(x_1^i | x_t) ]
 
 Weightings ``w(t)``:
 
@@ -14,7 +14,7 @@ Normalisation (``normalize``):
   positions n (L, less the positions given clean by a conditional coupling), then averaged over
   the batch. With ``elbo`` weighting this is the NELBO per token, in nats, an unbiased estimate.
 * ``masked``: the weighted sum over the whole batch divided by the total number of masked tokens
-  (MaskGIT / MAR: the mean CE over masked tokens). Biased as an ELBO, but the usual choice with w = 1.
+  (MaskGIT / MAR: the mean CE over masked tokens). Biased as an ELBO; the usual choice with w = 1.
 """
 
 from __future__ import annotations
@@ -27,10 +27,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unmask.corruption import DEFAULT_T_MAX, DEFAULT_T_MIN, Masking, corrupt, keep_clean, sample_time
+from unmask.corruption import (
+    DEFAULT_T_MAX,
+    DEFAULT_T_MIN,
+    Masking,
+    corrupt,
+    keep_clean,
+    sample_time,
+)
 from unmask.schedules import Schedule
 
-__all__ = ["Weighting", "Normalize", "loss_weight", "masked_cross_entropy", "diffusion_loss", "LossOutput"]
+__all__ = [
+    "Weighting",
+    "Normalize",
+    "loss_weight",
+    "masked_cross_entropy",
+    "diffusion_loss",
+    "LossOutput",
+]
 
 Weighting = Literal["constant", "elbo"]
 Normalize = Literal["tokens", "masked"]

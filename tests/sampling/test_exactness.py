@@ -7,8 +7,8 @@ check has power: a one-step sampler (independent tokens) is far outside it.
 
 import pytest
 import torch
-from conftest import total_variation
 
+from unmask.exact import total_variation
 from unmask.sampling import sample, sample_with_info
 
 N = 10_000

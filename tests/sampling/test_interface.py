@@ -128,7 +128,7 @@ def test_idle_step_caching_is_exact(tiny):
     for method in ("euler", "mdm"):
         calls = []
 
-        def counted(x, t):
+        def counted(x, t, calls=calls):
             calls.append(1)
             return tiny(x, t)
 

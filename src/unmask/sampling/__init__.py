@@ -179,9 +179,12 @@ def sample_with_info(
                 )
             else:
                 eager = None if cache else logits_at(x, tt)
+
+                def lazy(xx=x, tt=tt, e=eager):
+                    return logits_at(xx, tt) if e is None else e
+
                 x = grid_step(
-                    x, masked,
-                    (lambda xx=x, tt=tt: logits_at(xx, tt)) if eager is None else (lambda: eager),
+                    x, masked, lazy,
                     unmask_probability(method, schedule, t, s), mask_id=mask_id,
                     last=k == steps - 1, final_argmax=final_argmax, temperature=temperature,
                     top_p=top_p, generator=generator, fp64=fp64_gumbel,
