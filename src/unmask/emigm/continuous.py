@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from unmask import schedules
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.diffusion_head import DiffusionHead
-from unmask.emigm.mae import MAEBackbone, _Conditioned
+from unmask.emigm.mae import MAEBackbone, MAEBase
 from unmask.losses import loss_weight
 from unmask.sampling.common import Guidance, GuidanceSchedule
 from unmask.sampling.grid import unmask_probability
@@ -54,7 +54,7 @@ __all__ = ["ContinuousMAE", "ContinuousTrainResult", "train_continuous", "Contin
            "sample_continuous", "load_continuous", "nfe_label"]
 
 
-class ContinuousMAE(_Conditioned):
+class ContinuousMAE(MAEBase):
     """MAE encoder–decoder + diffusion head over continuous tokens (B, L, C).
 
     ``forward(x, masked, t, y) -> z`` (B, L, D_dec) condition vectors for the head.

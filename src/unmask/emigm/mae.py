@@ -39,7 +39,7 @@ from unmask.emigm.config import MAEConfig
 from unmask.models.transformer import TimestepEmbedder, modulate
 
 __all__ = ["MaskedAttention", "Block", "Visible", "gather_visible", "scatter_back",
-           "MAEBackbone", "MAE"]
+           "MAEBackbone", "MAEBase", "MAE"]
 
 
 class MaskedAttention(nn.Module):
@@ -188,8 +188,9 @@ class MAEBackbone(nn.Module):
         return self.decode(enc, vis, c)
 
 
-class _Conditioned(nn.Module):
-    """Shared by the discrete and continuous models: condition vectors, label dropout, init."""
+class MAEBase(nn.Module):
+    """Base of the discrete (:class:`MAE`) and continuous (:class:`~unmask.emigm.continuous.
+    ContinuousMAE`) models: condition vectors c(y, t), label dropout, initialisation."""
 
     cfg: MAEConfig
     backbone: MAEBackbone
@@ -269,7 +270,7 @@ class _Conditioned(nn.Module):
         return torch.where(drop, torch.full_like(y, self.null_class), y)
 
 
-class MAE(_Conditioned):
+class MAE(MAEBase):
     """Discrete eMIGM model: ``forward(x_t, t, y) -> logits (*x_t.shape, V)``.
 
     Args:

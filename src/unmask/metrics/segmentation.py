@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from unmask.data.cityscapes import CATEGORY_NAMES
+from unmask.data.fashion_mnist import CLASS_NAMES
 from unmask.metrics import MetricResult
 
 __all__ = [
@@ -37,30 +39,10 @@ __all__ = [
 MIOU = "miou"
 
 #: The 8 Cityscapes categories, indexed by their official ``categoryId`` (0–7).
-CITYSCAPES_CATEGORIES: tuple[str, ...] = (
-    "void",
-    "flat",
-    "construction",
-    "object",
-    "nature",
-    "sky",
-    "human",
-    "vehicle",
-)
+CITYSCAPES_CATEGORIES: tuple[str, ...] = CATEGORY_NAMES
 
 #: Fashion-MNIST's 10 class names by label id.
-FASHION_MNIST_CLASSES: tuple[str, ...] = (
-    "t-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-)
+FASHION_MNIST_CLASSES: tuple[str, ...] = tuple(n.lower() for n in CLASS_NAMES)
 
 #: Mask classes of the embedded segmentation default (:mod:`unmask.data.seg_fmnist`):
 #: 0 = background, ``label + 1`` = the garment class.
