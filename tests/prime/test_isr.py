@@ -11,8 +11,8 @@ import math
 
 import pytest
 import torch
-from conftest import make_exact
 
+from unmask.prime.exact import make_exact
 from unmask.prime.sampling import expected_isr, expected_isr_token, sample_prime
 from unmask.sampling import sample_with_info
 

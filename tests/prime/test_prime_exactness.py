@@ -12,9 +12,10 @@ import math
 
 import pytest
 import torch
-from conftest import make_exact, tv
 
+from unmask.exact import total_variation as tv
 from unmask.likelihood import nelbo
+from unmask.prime.exact import make_exact
 from unmask.prime.likelihood import SubTokenMarginals, prime_nelbo
 from unmask.prime.sampling import sample_prime
 from unmask.prime.subtokens import SubTokenCodec

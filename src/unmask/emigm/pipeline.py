@@ -214,6 +214,9 @@ def load_discrete(path: str | Path, *, ema: bool = True) -> MAE:
 
 @dataclass
 class Samples:
+    """Decoded samples of :func:`sample_emigm` with their cost (``nfe`` summed over batches,
+    ``nfe_label`` eMIGM's per-batch notation, e.g. 16×1.5)."""
+
     images: np.ndarray  # uint8 (N, H, W)
     labels: np.ndarray
     seconds: float

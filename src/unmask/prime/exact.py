@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from unmask.exact import ExactDenoiser
+from unmask.exact import ExactDenoiser, random_distribution
 from unmask.prime.subtokens import SubTokenCodec
 
 __all__ = ["ExactPrimeDenoiser"]
@@ -75,3 +75,9 @@ class ExactPrimeDenoiser(ExactDenoiser):
                                          self.codec.group(y_flat))
         lm = self.codec.log_marginals(joint)
         return lm.reshape(y_flat.shape[0], -1, self.codec.base)
+
+
+def make_exact(c: int, length: int, ell: int, seed: int) -> ExactPrimeDenoiser:
+    """An exact sub-token denoiser of a random correlated distribution over C^L."""
+    g = torch.Generator().manual_seed(seed)
+    return ExactPrimeDenoiser(random_distribution(c, length, generator=g), c, length, ell)
