@@ -13,11 +13,13 @@ Three measurements of the same grid points (``sample.steps`` = --steps):
    (from the Prefect API) and the flow run's fixed cost (worker pick-up, flow-run process,
    Ray start-up), plus the wall time seen by the CLI.
 
-Ratios: per-trial overhead = (trial wall − compute) / compute, fixed overhead = (sweep wall −
-Σ trial walls) / Σ compute, total = (sweep wall − Σ compute) / Σ compute.
+Per-trial overhead = trial wall − compute (goal ≤ 5 s), also as a ratio to the compute; fixed
+overhead = (sweep wall − Σ trial walls) / Σ compute, total = (sweep wall − Σ compute) / Σ compute.
+Before these: the wall time of a no-op ``dvc repro`` (goal ≤ 3 s) in a fresh two-stage git + DVC
+project, and of ``dvc status`` on this checkout's default pipeline (read-only).
 
     .venv/bin/python benchmarks/orchestration_overhead.py [--steps 4 8 16 32] [--n-per-class 4]
-        [--metric auto|stats] [--no-prefect] [--workdir DIR]
+        [--metric auto|stats] [--no-prefect] [--workdir DIR] [--quick] [--dvc-only]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+GOAL_DVC_S, GOAL_TRIAL_S = 3.0, 5.0
 
 
 def _ts(s: str) -> float:
@@ -117,15 +120,56 @@ def measure_prefect(project: Path, state, steps: list[int], n_per_class: int, me
             "cli": cli_wall, "trials": trials}
 
 
-def report(name: str, compute: dict, res: dict) -> None:
+def _dvc(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.perf_counter()
+    out = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, capture_output=True, text=True,
+                         timeout=600)
+    return time.perf_counter() - t, out
+
+
+def measure_dvc(root: Path) -> dict:
+    """Wall time of a no-op ``dvc repro`` (everything up to date) in a fresh git + DVC
+    project of two stages, and of ``dvc status`` (the read-only check a no-op repro makes) on
+    this checkout's default pipeline."""
+    proj = root / "dvc-noop"
+    proj.mkdir(parents=True, exist_ok=True)
+    env_cmds = [["git", "init", "-q"], ["git", "config", "user.email", "b@example.com"],
+                ["git", "config", "user.name", "bench"]]
+    for cmd in env_cmds:
+        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
+    (proj / "params.yaml").write_text("n: 1000\n")
+    (proj / "dvc.yaml").write_text(
+        "stages:\n"
+        "  make:\n"
+        "    cmd: python -c \"import yaml; n = yaml.safe_load(open('params.yaml'))['n'];"
+        " open('a.txt', 'w').write('x' * n)\"\n"
+        "    params: [n]\n    outs: [a.txt]\n"
+        "  copy:\n    cmd: cp a.txt b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n")
+    _dvc(["init", "-q"], proj)
+    first, out = _dvc(["repro"], proj)
+    if out.returncode != 0:
+        raise RuntimeError(f"dvc repro failed: {out.stderr[-2000:]}")
+    noop = [_dvc(["repro"], proj)[0] for _ in range(3)]
+    status_s, st = _dvc(["status"], REPO)
+    return {"first_repro_s": first, "noop_repro_s": statistics.median(noop),
+            "status_default_s": status_s if st.returncode == 0 else None,
+            "status_default_error": None if st.returncode == 0
+            else (st.stderr.strip().splitlines() or ["?"])[0][:200]}
+
+
+def report(name: str, compute: dict, res: dict) -> dict:
     per = [(res["trials"][k] - c) / c for k, c in compute.items() if k in res["trials"]]
+    per_s = [res["trials"][k] - c for k, c in compute.items() if k in res["trials"]]
     total_c, total_t = sum(compute.values()), sum(res["trials"].values())
     print(f"\n{name}")
     for k, c in compute.items():
         t = res["trials"].get(k, float("nan"))
-        print(f"  steps={k:<5d} compute {c:7.2f}s  trial wall {t:7.2f}s  overhead ratio "
-              f"{(t - c) / c:6.2f}")
-    print(f"  per-trial overhead ratio (mean)          {statistics.mean(per):6.2f}")
+        print(f"  steps={k:<5d} compute {c:7.2f}s  trial wall {t:7.2f}s  overhead "
+              f"{t - c:6.2f}s  ratio {(t - c) / c:6.2f}")
+    mean_s = statistics.mean(per_s)
+    print(f"  per-trial overhead (mean) {mean_s:6.2f}s  (goal <= {GOAL_TRIAL_S:.0f} s: "
+          f"{'ok' if mean_s <= GOAL_TRIAL_S else 'ABOVE GOAL'}), ratio to the trial's "
+          f"compute {statistics.mean(per):6.2f}")
     print(f"  sweep wall {res['wall']:.1f}s: fixed cost {res['wall'] - total_t:.1f}s "
           f"(ratio to grid compute {(res['wall'] - total_t) / total_c:.2f})")
     print(f"  total overhead ratio (wall − compute) / compute "
@@ -133,16 +177,34 @@ def report(name: str, compute: dict, res: dict) -> None:
     if "cli" in res:
         print(f"  `prefect deployment run --watch` wall {res['cli']:.1f}s "
               f"(flow run {res['run']:.1f}s running)")
+    return {"per_trial_overhead_s": mean_s, "per_trial_ratio": statistics.mean(per),
+            "fixed_s": res["wall"] - total_t, "compute_s": total_c, "wall_s": res["wall"],
+            "n_trials": len(per_s)}
 
 
-def main() -> None:
+def report_dvc(d: dict) -> None:
+    ok = "ok" if d["noop_repro_s"] <= GOAL_DVC_S else "ABOVE GOAL"
+    print(f"\ndvc: no-op `dvc repro` (2-stage project, median of 3) {d['noop_repro_s']:.2f}s "
+          f"(goal <= {GOAL_DVC_S:.0f} s: {ok}); first repro {d['first_repro_s']:.2f}s")
+    if d["status_default_s"] is not None:
+        print(f"dvc: `dvc status` of this checkout's default pipeline "
+              f"{d['status_default_s']:.2f}s (what a no-op repro checks)")
+    else:
+        print(f"dvc: `dvc status` of the default pipeline failed: {d['status_default_error']}")
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--n-per-class", type=int, default=2)
     ap.add_argument("--metric", default="auto", choices=["auto", "fid", "stats"])
     ap.add_argument("--no-prefect", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
+    ap.add_argument("--dvc-only", action="store_true", help="only the no-op dvc repro timing")
+    ap.add_argument("--quick", action="store_true", help="grid steps 4 8, no Prefect run")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.no_prefect = [4, 8], True
     for k, v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
                  "RAY_USAGE_STATS_ENABLED": "0", "DVC_NO_ANALYTICS": "1"}.items():
         os.environ[k] = v
@@ -150,6 +212,10 @@ def main() -> None:
     from unmask.orchestration.sandbox import make_project
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="unmask-overhead-"))
+    results: dict = {"dvc": measure_dvc(root)}
+    report_dvc(results["dvc"])
+    if args.dvc_only:
+        return results
     project = root / "project"
     if not (project / "models/model.pt").exists():
         make_project(project)
@@ -173,9 +239,11 @@ def main() -> None:
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         stack.down(root / "state", echo=lambda _: None, grace=5)
-    report("Ray Tune + MLflow (library sweep)", compute, lib)
+    results["ray_mlflow"] = report("Ray Tune + MLflow (library sweep)", compute, lib)
     if pre is not None:
-        report("Prefect + Ray Tune + MLflow (deployment run)", compute, pre)
+        results["prefect_ray_mlflow"] = report("Prefect + Ray Tune + MLflow (deployment run)",
+                                               compute, pre)
+    return results
 
 
 if __name__ == "__main__":

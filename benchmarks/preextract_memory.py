@@ -3,11 +3,13 @@
 Writes a synthetic dataset in the real ImageNet layout (``train/<wnid>/*.JPEG``, random 80×64
 JPEGs), then, for each size, runs a fresh child process that streams it through the ImageNet
 loader (ADM center crop), a tokenizer (a randomly initialised VQ-VAE: the compute of a real
-one, no weights needed) and :class:`unmask.data.shards.ShardWriter`, batch by batch. Each child
+one, no weights needed) and :func:`unmask.data.preextract.preextract` (what the pipelines'
+tokenize stages run: :class:`~unmask.data.shards.ShardWriter`, batch by batch; ``--flip`` also
+pre-extracts the flipped images). Each child
 reports images/s and its peak resident memory (``ru_maxrss``); the ratio of the two peaks is
 printed last (≈ 1 when memory does not grow with the dataset).
 
-    .venv/bin/python benchmarks/preextract_memory.py [--sizes 1000 4000] [--image-size 32]
+    .venv/bin/python benchmarks/preextract_memory.py [--sizes 1000 4000] [--image-size 32] [--flip]
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ def make_dataset(root: Path, n: int, classes: int = 10) -> None:
         Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path, quality=90)
 
 
-def child(data: Path, out: Path, n: int, image_size: int, batch: int) -> dict[str, float]:
+def child(
+    data: Path, out: Path, n: int, image_size: int, batch: int, flip: bool
+) -> dict[str, float]:
     """Pre-extract the first n images; returns throughput and peak RSS (MiB)."""
     import torch
 
     from unmask.data.imagenet import ImageNet
-    from unmask.data.shards import ShardWriter
+    from unmask.data.preextract import preextract
     from unmask.tokenizers.vq import VQVAE, VQConfig, VQTokenizer
 
     torch.set_num_threads(1)
@@ -51,26 +55,19 @@ def child(data: Path, out: Path, n: int, image_size: int, batch: int) -> dict[st
     ds = ImageNet(data, "train", image_size=image_size)
     ds.samples = ds.samples[:n]
     tok = VQTokenizer(VQVAE(VQConfig(in_channels=3, hidden=32, latent_dim=16, num_res=1)))
-    shape = tok.token_shape((image_size, image_size))
     t0 = time.perf_counter()
-    with ShardWriter(
+    res = preextract(
+        ds,
+        tok,
         out / f"shard_{n}",
         count=n,
-        shape=shape,
-        vocab_size=tok.vocab_size,
-        tokenizer={"identity": tok.identity, "hash": tok.hash},
-        labels=True,
-        resume=False,
-    ) as writer:
-        images, labels = [], []
-        for item in ds:
-            images.append(item["image"])
-            labels.append(item["label"])
-            if len(images) == batch:
-                writer.write(tok.encode(np.stack(images)), np.array(labels))
-                images, labels = [], []
-        if images:
-            writer.write(tok.encode(np.stack(images)), np.array(labels))
+        image_shape=(image_size, image_size, 3),
+        label=lambda item, row: int(item["label"]),
+        flip=flip,
+        batch_size=batch,
+        progress=False,
+    )
+    assert res["count"] == n - ds.num_skipped
     dt = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -88,11 +85,13 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--data", type=Path, help="reuse/extend this dataset folder")
+    ap.add_argument("--flip", action="store_true", help="also pre-extract flipped images")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.data, args.out, args.child, args.image_size, args.batch)))
+        res = child(args.data, args.out, args.child, args.image_size, args.batch, args.flip)
+        print(json.dumps(res))
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp) / "imagenet"
@@ -114,6 +113,7 @@ def main() -> None:
                 str(args.image_size),
                 "--batch",
                 str(args.batch),
+                *(["--flip"] if args.flip else []),
             ]
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))

@@ -1,10 +1,12 @@
 """Prefect flow ``ablations``: one grid over one axis, each point a Ray Tune trial.
 
 Deployments (flows/prefect.yaml): ablations/nfe, temperature, cfg, cfg_interval, sampler, top_p
-(sampling-time: reuse one checkpoint) and schedule, weighting, t_min (training-time: one model
-per point, trained with Ray Train DDP). The work is :class:`unmask.orchestration.ablation.
-Ablation`; this file only adds Prefect: one task per grid point that mirrors its Tune trial
-(running while the trial runs, FAILED when it fails), and a flow that fails when a trial did.
+(sampling-time: reuse one checkpoint) and schedule, weighting (training-time: one model per
+point, trained with Ray Train DDP). The deployment ablations/t_min runs flows/t_min.py (the
+eMIGM MAE); the foundation-model t_min grid remains this flow's axis ``t_min``. The work is
+:class:`unmask.orchestration.ablation.Ablation`; this file only adds Prefect: one task per grid
+point that mirrors its Tune trial (running while the trial runs, FAILED when it fails), and a
+flow that fails when a trial did.
 
     prefect deployment run ablations/nfe --watch
     prefect deployment run ablations/nfe --param values='[8, 32]' --param n_per_class=2 --watch

@@ -71,7 +71,7 @@ def test_unknown_stage_and_missing_inputs(tmp_path):
     assert "unknown stage 'trian'" in _one_line_error(_invoke("stage", "trian"))
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     err = _one_line_error(_invoke("evaluate", cwd=tmp_path))  # nothing built in tmp_path
-    assert "data/tokens" in err
+    assert "data/tokens" in err or "models/tokenizer.pt" in err  # the first missing input
 
 
 @pytest.mark.parametrize("args", [["params"], ["params", "--set", "sample.steps=3"]])

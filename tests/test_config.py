@@ -30,7 +30,7 @@ def _error(path, overrides=None) -> str:
 def test_repo_params_load():
     p = load_params(REPO / "params.yaml")
     assert isinstance(p, Params)
-    assert p.model.vocab_size == p.tokenizer.levels and p.model.num_classes == 10
+    assert p.model.vocab_size == p.tokenizer.vocab_size and p.model.num_classes == 10
     assert p.model.grid == p.tokenizer.grid((28, 28))
     assert p.tracking.experiment == "default"
 

@@ -23,8 +23,9 @@ import typer
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from unmask.config import load_params  # noqa: E402
+from unmask.metrics.cli import evaluate_app  # noqa: E402
 from unmask.orchestration.cli import stack_app  # noqa: E402
-from unmask.stages import PATHS, STAGES, run_stage, user_errors  # noqa: E402
+from unmask.stages import PATHS, STAGES, guarded_run, user_errors  # noqa: E402
 
 app = typer.Typer(
     name="unmask",
@@ -34,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(evaluate_app, name="evaluate")  # `unmask evaluate` (stage) + one per metric
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
 SetOpt = Annotated[
@@ -44,7 +46,7 @@ SetOpt = Annotated[
 
 def _stage(name: str, params: Path, overrides: list[str] | None) -> Any:
     with user_errors():
-        return run_stage(name, load_params(params, overrides or []))
+        return guarded_run(name, load_params(params, overrides or []))
 
 
 @app.command()
@@ -82,12 +84,6 @@ def sample(
             raise FileNotFoundError(f"checkpoint {ckpt} not found (run `unmask train` first)")
         info = generate(ckpt, p, out, class_names=p.data.class_names)
     typer.echo(json.dumps(info, indent=2))
-
-
-@app.command()
-def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Held-out NELBO (bits/token) and sample statistics; writes metrics/metrics.json."""
-    typer.echo(json.dumps(_stage("evaluate", params, set_), indent=2))
 
 
 @app.command()

@@ -37,6 +37,7 @@ __all__ = [
     "Section",
     "DataConfig",
     "TokenizerConfig",
+    "VQSection",
     "SampleConfig",
     "EvaluateConfig",
     "TrackingConfig",
@@ -104,12 +105,49 @@ class DataConfig(Section):
         return self
 
 
-class TokenizerConfig(Section):
-    """Per-pixel quantising tokenizer (:class:`~unmask.tokenizers.PixelTokenizer`)."""
+class VQSection(Section):
+    """The learned VQ-VAE tokenizer (:mod:`unmask.tokenizers.vq`): architecture and training.
 
-    kind: Literal["pixel"] = "pixel"
+    Trained by the ``tokenizer`` stage on the first ``n_train`` prepared training images (all
+    when None) and saved to ``tokenizer.path``; the fields are those of
+    :class:`~unmask.tokenizers.vq.VQConfig`. The token grid is (H, W) / 2^num_down.
+    """
+
+    codebook_size: int = Field(default=256, ge=2, le=65536)
+    hidden: int = Field(default=32, gt=0)
+    latent_dim: int = Field(default=16, gt=0)
+    num_down: int = Field(default=2, ge=0, le=5)
+    num_res: int = Field(default=1, ge=0)
+    beta: float = Field(default=0.25, ge=0)
+    ema_decay: float = Field(default=0.99, gt=0, lt=1)
+    dead_threshold: float = Field(default=0.5, ge=0)
+    steps: int = Field(default=800, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=2e-3, gt=0)
+    seed: int = 0
+    n_train: int | None = Field(default=10_000, gt=0)
+
+    def vq_config(self, in_channels: int = 1) -> dict[str, Any]:
+        """Keyword arguments of :class:`~unmask.tokenizers.vq.VQConfig`."""
+        return {"in_channels": in_channels, **self.model_dump(exclude={"n_train"})}
+
+
+class TokenizerConfig(Section):
+    """The image tokenizer of the pipeline.
+
+    ``kind: pixel``: the per-pixel quantiser (:class:`~unmask.tokenizers.PixelTokenizer`,
+    ``levels`` intensity bins at ``size``). ``kind: vq``: the small VQ-VAE of the ``vq``
+    section, trained by the ``tokenizer`` stage and loaded from ``path``. ``flip``: the
+    ``tokenize`` stage also pre-extracts the tokens of horizontally flipped training images
+    (DI / MAR), and training draws from originals and flips alike.
+    """
+
+    kind: Literal["pixel", "vq"] = "pixel"
     levels: int = Field(default=8, ge=2, le=256)
     size: tuple[int, int] | int | None = None
+    vq: VQSection = VQSection()
+    path: str = "models/tokenizer.pt"
+    flip: bool = False
 
     @field_validator("size")
     @classmethod
@@ -118,16 +156,47 @@ class TokenizerConfig(Section):
             raise ValueError(f"size must be positive (got {v})")
         return v
 
+    @property
+    def vocab_size(self) -> int:
+        """V: the pixel levels or the VQ codebook size."""
+        return self.levels if self.kind == "pixel" else self.vq.codebook_size
+
     def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """Token grid (h, w) for images of ``image_size`` (grayscale)."""
+        if self.kind == "vq":
+            f = 2**self.vq.num_down
+            return image_size[0] // f, image_size[1] // f
         if self.size is None:
             return image_size
         return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
 
-    def build(self) -> Any:
-        from unmask.tokenizers import PixelTokenizer
+    def build(self, path: str | Path | None = None) -> Any:
+        """The tokenizer: a :class:`~unmask.tokenizers.PixelTokenizer`, or the trained VQ-VAE
+        loaded from ``path`` (default ``self.path``), checked against the ``vq`` section."""
+        if self.kind == "pixel":
+            from unmask.tokenizers import PixelTokenizer
 
-        return PixelTokenizer(levels=self.levels, size=self.size)
+            return PixelTokenizer(levels=self.levels, size=self.size)
+        from unmask.tokenizers.vq import VQTokenizer
+
+        path = Path(path if path is not None else self.path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no trained VQ tokenizer (run the 'tokenizer' stage: dvc repro tokenizer)"
+            )
+        tok = VQTokenizer.load(path)
+        want = self.vq.vq_config(tok.cfg.in_channels)
+        arch = tok.cfg.architecture()
+        diff = {k: (arch[k], want[k]) for k in arch if arch[k] != want[k]}
+        if diff:
+            raise ValueError(
+                f"{path}: the VQ tokenizer was trained with "
+                + ", ".join(f"{k}={a}" for k, (a, _) in diff.items())
+                + " but tokenizer.vq says "
+                + ", ".join(f"{k}={b}" for k, (_, b) in diff.items())
+                + " (re-run the 'tokenizer' stage)"
+            )
+        return tok
 
 
 class SampleConfig(Section):
@@ -172,9 +241,15 @@ class SampleConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Held-out NELBO (Monte-Carlo, ``num_samples`` stratified times per sequence) and sample
-    statistics. ``n_sequences`` caps the held-out sequences scored; ``schedule`` None uses the
-    training schedule."""
+    """Held-out NELBO (Monte-Carlo, ``num_samples`` stratified times per sequence), sample
+    statistics and FID. ``n_sequences`` caps the held-out sequences scored; ``schedule`` None
+    uses the training schedule.
+
+    FID (standard Inception, :mod:`unmask.metrics`): the first ``fid_num_samples`` generated
+    images against the first ``fid_reference`` held-out images of ``split`` (the real images of
+    ``data/prepared``, features cached by the manifest hash); ``fid_recon`` also scores the
+    held-out images reconstructed through the tokenizer (the tokenizer's FID floor); ``fid``
+    false skips FID (missing Inception weights make it *unavailable*, never replaced)."""
 
     split: Literal["val", "test"] = "test"
     n_sequences: int = Field(default=1000, gt=0)
@@ -182,6 +257,11 @@ class EvaluateConfig(Section):
     batch_size: int = Field(default=250, gt=0)
     schedule: str | None = None
     seed: int = 0
+    fid: bool = True
+    fid_num_samples: int = Field(default=1000, gt=1)
+    fid_reference: int = Field(default=1000, gt=1)
+    fid_recon: bool = True
+    fid_batch_size: int = Field(default=50, gt=0)
 
     @field_validator("schedule")
     @classmethod
@@ -231,7 +311,7 @@ class Params(BaseModel):
         except (ValidationError, TypeError):
             return data  # reported by the section's own validation
         derived = {
-            "vocab_size": tok.levels,
+            "vocab_size": tok.vocab_size,
             "grid": tok.grid(DATASETS[ds]["size"]),
             "num_classes": DATASETS[ds]["classes"],
         }
@@ -390,6 +470,10 @@ def _message(e: Mapping[str, Any], loc: list[str], key: str) -> str:
     if not key:
         return msg
     if kind in ("value_error", "assertion_error"):
+        # A section validator naming its field ("'schedule': ...") → "train.schedule: ...".
+        m = re.match(r"^'(\w+)': (.*)$", msg)
+        if m:
+            return f"{key}.{m.group(1)}: {m.group(2)}"
         return f"{key}: {msg}"
     return f"{key}: {msg[:1].lower() + msg[1:]} (got {got!r})"
 

@@ -48,6 +48,7 @@ class ExactDenoiser:
     """
 
     time_conditioned = False
+    row_independent = True  # row i of the output depends on row i of x_t only
 
     def __init__(self, probs: Tensor, vocab_size: int, seq_len: int) -> None:
         if probs.numel() != vocab_size**seq_len:

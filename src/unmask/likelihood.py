@@ -84,6 +84,10 @@ def nelbo_with_stderr(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if x0.is_floating_point() or (x0.numel() and bool((x0 < 0).any() | (x0 >= mask_id).any())):
+        lo, hi = (float(x0.min()), float(x0.max())) if x0.numel() else (0, 0)
+        raise ValueError(f"x0 {tuple(x0.shape)} must hold clean token ids in [0, {mask_id}) "
+                         f"(dtype {x0.dtype}, found [{lo:g}, {hi:g}])")
     if isinstance(schedule, str):
         schedule = get_schedule(schedule)
     b = x0.shape[0]

@@ -106,3 +106,52 @@ def test_manifest_mismatch_names_the_shard(tmp_path):
     (path / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(ShardError, match="the manifest says"):
         TokenShards(path, verify=False)
+
+
+def test_short_shard_with_skipped_files(tmp_path):
+    path = tmp_path / "s"
+    w = ShardWriter(path, **SPEC)
+    w.write(TOKENS[:4], LABELS[:4])
+    w.skip("train/n1/bad.JPEG", "cannot identify image file")
+    del w  # interrupted: the skip survives a resume
+    w = ShardWriter(path, **SPEC)
+    assert (w.written, w.consumed) == (4, 5) and w.skipped[0]["path"] == "train/n1/bad.JPEG"
+    w.write(TOKENS[4:8], LABELS[4:8])
+    with pytest.raises(ShardError, match=r"only 8 of 10 rows written \(1 skipped\)"):
+        w.finalize()
+    w.finalize(allow_short=True)
+    s = TokenShards(path)  # verifies the truncated files against the manifest hashes
+    assert len(s) == 8 and s.manifest["requested_count"] == 10
+    assert s.skipped == [{"path": "train/n1/bad.JPEG", "reason": "cannot identify image file"}]
+    assert s.tokens.shape == (8, 4, 5) and s.labels.shape == (8,)
+    assert torch.equal(s.tokens_tensor(), torch.from_numpy(TOKENS[:8]))
+    assert torch.equal(s.labels_tensor(), torch.from_numpy(LABELS[:8]))
+    assert np.load(path / "tokens.npy").shape == (8, 4, 5)  # the file itself, not a view
+
+
+def test_empty_short_shard_is_an_error(tmp_path):
+    w = ShardWriter(tmp_path / "s", **SPEC)
+    w.skip("a.jpg", "corrupt")
+    with pytest.raises(ShardError, match=r"no rows written \(1 skipped\)"):
+        w.finalize(allow_short=True)
+
+
+def test_flipped_set_is_stored_and_doubles_the_training_set(tmp_path):
+    flip = TOKENS[:, :, ::-1]
+    with ShardWriter(tmp_path / "s", **SPEC, flip=True) as w:
+        with pytest.raises(ValueError, match="flip=True"):
+            w.write(TOKENS[:2], LABELS[:2])
+        w.write(TOKENS, LABELS, flipped=flip)
+    s = TokenShards(tmp_path / "s")
+    assert s.has_flip and s.manifest["flip"] == "tokens_flip.npy"
+    assert "tokens_flip" in s.manifest["files"]
+    assert torch.equal(s.tokens_tensor(flipped=True), torch.from_numpy(flip.copy()))
+    x, y = s.training_set()
+    assert torch.equal(x, torch.cat([torch.from_numpy(TOKENS), torch.from_numpy(flip.copy())]))
+    assert torch.equal(y, torch.from_numpy(np.concatenate([LABELS, LABELS])))
+    with ShardWriter(tmp_path / "n", **SPEC) as w:
+        w.write(TOKENS, LABELS)
+    plain = TokenShards(tmp_path / "n")
+    assert not plain.has_flip and len(plain.training_set()[0]) == 10
+    with pytest.raises(ShardError, match="no flipped tokens"):
+        plain.tokens_tensor(flipped=True)

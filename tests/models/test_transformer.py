@@ -230,3 +230,15 @@ def test_mask_token_null_condition():
         m.tok_emb.weight[5] += 1.0
     assert not torch.allclose(m(x, t, y_null), before_null)
     torch.testing.assert_close(m(x, t, y_cls), before_cls)
+
+
+def test_video_and_modality_fields_leave_default_models_unchanged():
+    """The optional fields (modalities, frames, attention) add no parameters and no dump keys
+    to a default model, so existing checkpoints and run keys stay valid."""
+    m = tiny()
+    assert set(m.state_dict()) == {k for k in m.state_dict() if not k.startswith(
+        ("mod_emb", "pos_time", "pos_space"))}
+    dump = m.cfg.model_dump(mode="json")
+    assert not {"modalities", "frames", "attention"} & set(dump)
+    assert ModelConfig(**dump) == m.cfg
+    assert m.attention_axes() == [None, None]

@@ -44,3 +44,23 @@ def test_retry_reuses_the_run_and_failure_is_recorded(store):
         raise RuntimeError("x")
     assert set(runs.finished_points(uri, exp)) == {"k1", "k2"}
     assert runs.finished_points(uri, runs.ensure_experiment(uri, "other")) == {}
+
+
+def test_run_logger_buffers_while_the_server_is_away(tmp_path):
+    import json
+    import warnings
+
+    from unmask.orchestration.env import free_port
+
+    logger = runs.RunLogger(f"http://127.0.0.1:{free_port()}", "run-1", "train/",
+                            spool_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.log_metrics({"loss": 2.5}, step=3)  # the rank-0 training step goes on
+        logger.log_metrics({"loss": 2.0}, step=4)
+    assert any("went away" in str(w.message) for w in caught)
+    assert logger.pending == 2 and not logger.flush()
+    (spool,) = tmp_path.glob("*.jsonl")
+    ops = [json.loads(line) for line in spool.read_text().splitlines()]
+    assert [(op["run_id"], op["items"][0][0], op["items"][0][1], op["items"][0][3])
+            for op in ops] == [("run-1", "train/loss", 2.5, 3), ("run-1", "train/loss", 2.0, 4)]

@@ -114,3 +114,17 @@ def test_ell_1_sampler_is_plain_mdm_sampler():
     b = sample(tok, batch_size=500, seq_len=4, mask_id=4, method="mdm", steps=16,
                generator=torch.Generator().manual_seed(8), fp64_gumbel=True)
     assert torch.equal(a.tokens, b)
+
+
+@pytest.mark.parametrize("c,length,ell", [(16, 2, 2), (16, 2, 4), (8, 3, 3)])
+def test_prime_nelbo_exact_when_digits_fill_the_vocabulary(c, length, ell):
+    """The pixel case (C = b^ℓ, e.g. 256 = 16²): no invalid digit combination, so the filter
+    removes nothing; the sub-token NELBO of the exact denoiser still equals −log p(x)."""
+    tiny = make_exact(c, length, ell, seed=31)
+    assert tiny.codec.base**ell == c
+    x = tiny.states
+    est = prime_nelbo(tiny.marginals, x, codec=tiny.codec, schedule="linear", num_samples=128,
+                      generator=torch.Generator().manual_seed(3), max_batch=len(x) * 64)
+    z = _z_scores(est.nelbo, est.stderr, tiny.log_prob(x))
+    assert float(z.abs().max()) < 5.0, z
+    assert abs(float(z.mean()) * math.sqrt(len(z))) < 4.0

@@ -99,3 +99,56 @@ def test_config_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert "prime.ells" in capsys.readouterr().err
     p = load_prime_params(tmp_path / "params.yaml", ["train.steps=7"])
     assert p.train.steps == 7
+
+
+@pytest.mark.slow
+def test_seed_repeats_log_the_report_names(tmp_path, monkeypatch):
+    """`python -m unmask.prime.seeds` (2 seeds × ℓ ∈ {1, 2}, rotary trunk) trains and evaluates
+    every cell and logs evaluate runs with the names of unmask.tracking_tags to MLflow."""
+    from unmask.orchestration.runs import client
+    from unmask.prime import seeds
+    from unmask.tracking_tags import (
+        ABLATION,
+        ABLATION_PRIME_L,
+        METRIC_ISR,
+        METRIC_PPL,
+        PAPER,
+        PAPER_PRIME,
+        PARAM_PRIME_L,
+        PARAM_SEED,
+        STAGE,
+    )
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    corpus = tmp_path / "fortunes"
+    corpus.mkdir()
+    (corpus / "fortunes").write_text(FORTUNES)
+    _params(tmp_path, {"kind": "text", "source": "fortunes", "root": str(corpus),
+                       "block_size": 16, "valid_fraction": 0.2, "compact_vocab": True},
+            {"tracking": {"enabled": True, "experiment": "prime-test", "root": "mlruns"},
+             "model": {"dim": 32, "depth": 1, "heads": 2, "rotary": True}})
+    monkeypatch.chdir(tmp_path)
+    stages.main(["prepare"])
+    summary = seeds.main(["--seeds", "0", "1", "--ells", "1", "2", "--out", "seeds"])
+    assert set(summary["per_ell"]) == {"l1", "l2"}
+    assert len(summary["per_ell"]["l2"]["delta_nelbo_vs_l1"]) == 2
+    assert json.loads(Path("seeds/summary.json").read_text())["seeds"] == [0, 1]
+    mc = client(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = mc.get_experiment_by_name("prime-test")
+    runs = mc.search_runs([exp.experiment_id],
+                          filter_string=f"tags.`{ABLATION}` = '{ABLATION_PRIME_L}'")
+    ev = [r for r in runs if r.data.tags[STAGE] == "evaluate"]
+    assert len(ev) == 4
+    assert {(r.data.params[PARAM_PRIME_L], r.data.params[PARAM_SEED]) for r in ev} == {
+        ("1", "0"), ("2", "0"), ("1", "1"), ("2", "1")}
+    for r in ev:
+        assert r.data.tags[PAPER] == PAPER_PRIME
+        assert r.data.metrics[METRIC_PPL] > 1 and 0 <= r.data.metrics[METRIC_ISR] <= 1
+        assert r.data.params["model.rotary"] == "True"
+    assert [r.data.tags[STAGE] for r in runs].count("summary") == 1
+    # a second call reuses the finished cells (no new training runs)
+    n_train = sum(r.data.tags[STAGE] == "train" for r in runs)
+    seeds.main(["--seeds", "0", "1", "--ells", "1", "2", "--out", "seeds"])
+    runs = mc.search_runs([exp.experiment_id],
+                          filter_string=f"tags.`{ABLATION}` = '{ABLATION_PRIME_L}'")
+    assert sum(r.data.tags[STAGE] == "train" for r in runs) == n_train

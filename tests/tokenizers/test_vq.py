@@ -131,3 +131,64 @@ def test_bad_checkpoints_and_config(tmp_path: Path) -> None:
         VQTokenizer.load(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="unknown VQ config keys \\['codebook'\\]"):
         VQConfig.from_dict({"codebook": 3})
+
+
+def test_pipeline_loads_the_trained_tokenizer_from_params(tmp_path: Path) -> None:
+    """unmask.stages.load_tokenizer: pixel from params; VQ from the trained file, checked
+    against the params' architecture; a missing file names the stage to run."""
+    from unmask.config import ConfigError, load_params
+    from unmask.stages import load_tokenizer
+    from unmask.tokenizers import PixelTokenizer
+
+    f = tmp_path / "params.yaml"
+    ckpt = tmp_path / "tok.pt"
+    f.write_text(
+        "tokenizer: {kind: vq, path: " + str(ckpt) + ", vq: {codebook_size: 32, hidden: 8}}\n"
+        "model: {dim: 32, depth: 1, heads: 2}\n"
+    )
+    p = load_params(f)
+    assert p.model.vocab_size == 32 and p.model.grid == (7, 7)
+    with pytest.raises(
+        FileNotFoundError, match="tok.pt: no trained VQ tokenizer.*'tokenizer' stage"
+    ):
+        load_tokenizer(p)
+    torch.manual_seed(0)
+    model = VQVAE(VQConfig(**p.tokenizer.vq.vq_config()))
+    VQTokenizer(model).save(ckpt)
+    tok = load_tokenizer(p)
+    assert isinstance(tok, VQTokenizer) and tok.identity == VQTokenizer(model).identity
+    wrong = load_params(f, ["tokenizer.vq.hidden=16"])
+    with pytest.raises(ValueError, match="trained with hidden=8 but tokenizer.vq says hidden=16"):
+        load_tokenizer(wrong)
+    pix = load_params(f, ["tokenizer.kind=pixel", "tokenizer.levels=4", "tokenizer.size=14"])
+    assert isinstance(load_tokenizer(pix), PixelTokenizer) and pix.model.vocab_size == 4
+    with pytest.raises(ConfigError, match="tokenizer.vq.codebook_size must be >= 2"):
+        load_params(f, ["tokenizer.vq.codebook_size=1"])
+
+
+def test_tokenizer_stage_metrics_match_an_independent_psnr(tmp_path: Path, one_thread) -> None:
+    """The `tokenizer` stage's held-out metrics: PSNR against torchmetrics' PSNR of the same
+    reconstructions, usage/perplexity against a direct histogram."""
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    from unmask.stages.tokenizer import reconstruction_metrics
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    torch.manual_seed(0)
+    tok = VQTokenizer(VQVAE(VQConfig(hidden=8, latent_dim=4, codebook_size=16)))
+    m = reconstruction_metrics(tok, images)
+    recon = tok.decode(tok.encode(images))
+    ref = tm.peak_signal_noise_ratio(
+        torch.from_numpy(recon).double(), torch.from_numpy(images).double(), data_range=255.0
+    )
+    assert m["recon_psnr_db"] == pytest.approx(float(ref), rel=1e-6)
+    counts = np.bincount(tok.encode(images).numpy().ravel(), minlength=16)
+    p = counts[counts > 0] / counts.sum()
+    assert m["codebook_perplexity"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())))
+    assert m["codebook_usage"] == pytest.approx((counts > 0).mean())
+    # A pixel tokenizer on a coarser grid is compared after pixel repetition.
+    from unmask.tokenizers import PixelTokenizer
+
+    pix = PixelTokenizer(levels=256, size=14)
+    flat = np.repeat(np.repeat(rng.integers(0, 256, (5, 14, 14), dtype=np.uint8), 2, 1), 2, 2)
+    assert reconstruction_metrics(pix, flat)["recon_psnr_db"] == float("inf")

@@ -54,7 +54,11 @@ def read_synset_mapping(path: str | Path) -> tuple[list[str], dict[str, str]]:
     """Parse ``LOC_synset_mapping.txt``: (wnids in file order, wnid → human-readable names)."""
     wnids: list[str] = []
     names: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(path, f"not a UTF-8 text file ({e.reason})") from None
+    for line in text.splitlines():
         if not line.strip():
             continue
         wnid, _, rest = line.strip().partition(" ")
@@ -85,9 +89,14 @@ def read_val_labels(label_file: str | Path, meta_mat: str | Path | None = None) 
     label_file = Path(label_file)
     if label_file.suffix == ".csv":
         out: dict[str, str] = {}
-        with open(label_file, newline="") as f:
-            for row in csv.DictReader(f):
-                out[row["ImageId"]] = row["PredictionString"].split()[0]
+        try:
+            with open(label_file, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    out[row["ImageId"]] = row["PredictionString"].split()[0]
+        except (KeyError, IndexError, AttributeError, UnicodeDecodeError, csv.Error) as e:
+            raise CorruptFileError(
+                label_file, f"expected 'ImageId,PredictionString' rows "
+                f"({type(e).__name__}: {e})") from None
         return out
     if meta_mat is None:
         raise ValueError(

@@ -5,6 +5,8 @@ A *shard* is a directory holding one split of a tokenized dataset::
     <shard>/tokens.npy      [N, *shape]  smallest unsigned dtype that holds 0..vocab_size-1
     <shard>/labels.npy      [N]          int64 class ids (optional)
     <shard>/latents.npy     [N, *lshape] float32 continuous latents (optional)
+    <shard>/tokens_flip.npy [N, *shape]  tokens of the horizontally flipped images (optional:
+                            DI / MAR pre-extract flipped copies; row i is the flip of row i)
     <shard>/manifest.json   count, shape, dtype, vocab_size, tokenizer identity + hash,
                             source dataset hash, per-file sha256, free-form ``meta``
 
@@ -13,6 +15,11 @@ A *shard* is a directory holding one split of a tokenized dataset::
 the manifest and moves the directory into place with ``os.replace``. An interrupted write therefore
 never leaves a directory with a manifest at the final path, and a new writer with the same spec
 resumes the partial one from its last recorded row (:attr:`ShardWriter.written`).
+
+Corrupt source files are skipped, not fatal: :meth:`ShardWriter.skip` records one (by name,
+with the reason; kept across a resume) and ``finalize(allow_short=True)`` then accepts fewer
+rows than ``count``: the files are truncated to the rows written and the manifest's ``count``
+is that number, with ``requested_count`` and the ``skipped`` list beside it.
 
 :class:`TokenShards` opens a finalized shard read-only (numpy memmaps; torch tensors on demand)
 and checks it against its manifest.
@@ -85,6 +92,47 @@ class ShardError(ValueError):
     """A missing, incomplete, corrupt or mismatched shard (the message names the shard)."""
 
 
+def _check_manifest(mf: Path, m: Any) -> None:
+    """Types of the manifest fields the reader uses (a hand-edited or damaged manifest is one
+    :class:`ShardError`, never a KeyError / TypeError); file names must be plain names in the
+    shard folder (no path that reaches outside it)."""
+
+    def bad(what: str) -> ShardError:
+        return ShardError(f"{mf}: malformed manifest: {what}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(m, dict):
+        raise bad(f"expected a JSON object, got {type(m).__name__}")
+    if m.get("format") != FORMAT:
+        return  # reported by the caller, naming the format
+    if not is_int(m.get("count")) or not is_int(m.get("vocab_size")):
+        raise bad("'count' and 'vocab_size' must be non-negative integers")
+    shape = m.get("shape")
+    if not isinstance(shape, list) or not all(is_int(d) for d in shape):
+        raise bad(f"'shape' must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(m.get("dtype"), str):
+        raise bad("'dtype' must be a string")
+    for key in ("tokenizer", "meta"):
+        if not isinstance(m.get(key, {}), dict):
+            raise bad(f"{key!r} must be an object")
+    if not isinstance(m.get("skipped", []), list):
+        raise bad("'skipped' must be a list")
+    files = m.get("files")
+    if not isinstance(files, dict) or "tokens" not in files:
+        raise bad("'files' must be an object listing at least 'tokens'")
+    for key, info in files.items():
+        if key not in ("tokens", "labels", "latents", "tokens_flip") or not isinstance(info, dict):
+            raise bad(f"unknown or malformed file entry {key!r}")
+        name = info.get("name")
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name \
+                or "\\" in name:
+            raise bad(f"file name {name!r} of {key!r} is not a plain name in the shard folder")
+        if not is_int(info.get("bytes")) or not isinstance(info.get("sha256"), str):
+            raise bad(f"{key!r} needs integer 'bytes' and string 'sha256'")
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned dtype holding ids 0..vocab_size-1 (the mask id is never stored)."""
     for dt in (np.uint8, np.uint16, np.uint32):
@@ -121,6 +169,8 @@ class ShardWriter:
         labels: whether rows carry an integer label.
         latent_shape: per-row shape of optional float32 latents.
         meta: free-form JSON-able metadata stored in the manifest (e.g. ``num_classes``).
+        flip: also store the tokens of the horizontally flipped images (``tokens_flip.npy``,
+            passed to :meth:`write` as ``flipped``).
         resume: continue a partial write with an identical spec instead of restarting it.
 
     Use as a context manager (finalizes on a clean exit) or call :meth:`finalize` yourself.
@@ -138,6 +188,7 @@ class ShardWriter:
         labels: bool = False,
         latent_shape: Sequence[int] | None = None,
         meta: Mapping[str, Any] | None = None,
+        flip: bool = False,
         resume: bool = True,
     ) -> None:
         if count < 1 or vocab_size < 1:
@@ -157,14 +208,17 @@ class ShardWriter:
             "latents": "latents.npy" if latent_shape is not None else None,
             "latent_shape": [int(s) for s in latent_shape] if latent_shape is not None else None,
             "meta": dict(meta or {}),
+            "flip": "tokens_flip.npy" if flip else None,
         }
         self.written = 0
+        self.skipped: list[dict[str, str]] = []
         self._finalized = False
         progress = self.partial / _PROGRESS
         if resume and progress.exists():
             state = json.loads(progress.read_text())
             if state.get("spec") == json.loads(json.dumps(self.spec)):
                 self.written = int(state["written"])
+                self.skipped = list(state.get("skipped", []))
         if self.written == 0 and self.partial.exists():
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
@@ -177,6 +231,11 @@ class ShardWriter:
             if latent_shape is not None
             else None
         )
+        self._flip = (
+            self._open("tokens_flip.npy", mode, self.dtype, (n, *self.spec["shape"]))
+            if flip
+            else None
+        )
         if not self.written:
             self._save_progress()
 
@@ -186,19 +245,37 @@ class ShardWriter:
         return open_memmap(self.partial / name, mode="w+", dtype=dtype, shape=shape)
 
     def _save_progress(self) -> None:
-        _write_json_atomic(self.partial / _PROGRESS, {"spec": self.spec, "written": self.written})
+        _write_json_atomic(
+            self.partial / _PROGRESS,
+            {"spec": self.spec, "written": self.written, "skipped": self.skipped},
+        )
 
     @property
     def remaining(self) -> int:
         return self.spec["count"] - self.written
+
+    @property
+    def consumed(self) -> int:
+        """Source items handled so far: rows written + files skipped (where a resumed
+        sequential reader continues)."""
+        return self.written + len(self.skipped)
+
+    def skip(self, name: str, reason: str = "") -> None:
+        """Record a corrupt source file that produced no row (kept across a resume)."""
+        if self._finalized:
+            raise ShardError(f"{self.path}: already finalized")
+        self.skipped.append({"path": str(name), "reason": str(reason)})
+        self._save_progress()
 
     def write(
         self,
         tokens: np.ndarray | torch.Tensor,
         labels: np.ndarray | torch.Tensor | None = None,
         latents: np.ndarray | torch.Tensor | None = None,
+        flipped: np.ndarray | torch.Tensor | None = None,
     ) -> int:
-        """Append a chunk of rows (tokens [n, *shape]); returns the rows written so far.
+        """Append a chunk of rows (tokens [n, *shape]; ``flipped``: the tokens of the flipped
+        images, for a shard opened with ``flip``); returns the rows written so far.
 
         The chunk is flushed to disk and recorded before returning, so a later writer with the
         same spec resumes after it.
@@ -213,13 +290,20 @@ class ShardWriter:
             )
         if n > self.remaining:
             raise ValueError(f"{self.path}: {n} rows exceed the remaining {self.remaining}")
-        if n and (tok.min() < 0 or tok.max() >= self.spec["vocab_size"]):
+        self._check_ids(tok)
+        if (flipped is None) != (self._flip is None):
             raise ValueError(
-                f"{self.path}: token ids must lie in 0..{self.spec['vocab_size'] - 1}, "
-                f"got {int(tok.min())}..{int(tok.max())}"
+                f"{self.path}: this shard was opened with flip={self._flip is not None}"
             )
         sl = slice(self.written, self.written + n)
         self._tokens[sl] = tok
+        if self._flip is not None:
+            flip = _to_numpy(flipped)
+            if flip.shape != tok.shape:
+                raise ValueError(f"{self.path}: flipped rows {flip.shape} != tokens {tok.shape}")
+            self._check_ids(flip)
+            self._flip[sl] = flip
+            self._flip.flush()
         for name, arr, store in (
             ("labels", labels, self._labels),
             ("latents", latents, self._latents),
@@ -239,22 +323,54 @@ class ShardWriter:
         self._save_progress()
         return self.written
 
-    def finalize(self) -> Path:
-        """Hash the files, write the manifest and move the shard into place atomically."""
+    def _check_ids(self, tok: np.ndarray) -> None:
+        if tok.size and (tok.min() < 0 or tok.max() >= self.spec["vocab_size"]):
+            raise ValueError(
+                f"{self.path}: token ids must lie in 0..{self.spec['vocab_size'] - 1}, "
+                f"got {int(tok.min())}..{int(tok.max())}"
+            )
+
+    def finalize(self, allow_short: bool = False) -> Path:
+        """Hash the files, write the manifest and move the shard into place atomically.
+
+        With ``allow_short`` a shard with fewer rows than ``count`` (corrupt source files
+        skipped) is accepted: its files are cut to the rows written (streamed, memory-flat) and
+        the manifest records ``count`` = rows written, ``requested_count`` and ``skipped``.
+        Without it, a short shard is an error (an incomplete write). An empty shard is an
+        error either way.
+        """
         if self._finalized:
             return self.path
-        if self.remaining:
+        if self.remaining and not allow_short:
+            skipped = f" ({len(self.skipped)} skipped)" if self.skipped else ""
             raise ShardError(
-                f"{self.path}: only {self.written} of {self.spec['count']} rows written"
+                f"{self.path}: only {self.written} of {self.spec['count']} rows written{skipped}"
             )
-        for arr in (self._tokens, self._labels, self._latents):
+        if self.written == 0:
+            raise ShardError(f"{self.path}: no rows written ({len(self.skipped)} skipped)")
+        arrays = {
+            "tokens": self._tokens,
+            "labels": self._labels,
+            "latents": self._latents,
+            "tokens_flip": self._flip,
+        }
+        for arr in arrays.values():
             if arr is not None:
                 arr.flush()
-        self._tokens = self._labels = self._latents = None
+        self._tokens = self._labels = self._latents = self._flip = None
+        if self.remaining:
+            for key, arr in arrays.items():
+                if arr is not None:
+                    _truncate_npy(self.partial / f"{key}.npy", self.written)
+        arrays.clear()
         manifest = {k: v for k, v in self.spec.items()}
+        manifest["count"] = self.written
+        manifest["requested_count"] = self.spec["count"]
+        manifest["skipped"] = list(self.skipped)
         manifest["files"] = {}
-        for key in ("tokens", "labels", "latents"):
-            if key == "tokens" or manifest[key]:
+        present = {"tokens": True, "tokens_flip": bool(manifest["flip"])}
+        for key in ("tokens", "labels", "latents", "tokens_flip"):
+            if present.get(key, manifest.get(key)):
                 f = self.partial / f"{key}.npy"
                 manifest["files"][key] = {
                     "name": f.name,
@@ -275,6 +391,20 @@ class ShardWriter:
             self.finalize()
 
 
+def _truncate_npy(path: Path, rows: int, chunk_bytes: int = 1 << 24) -> None:
+    """Keep the first ``rows`` rows of the ``.npy`` file at ``path``, streaming them into a new
+    file in chunks (memory stays flat), then replacing it."""
+    src = np.load(path, mmap_mode="r")
+    tmp = path.with_name(path.name + ".short")
+    dst = open_memmap(tmp, mode="w+", dtype=src.dtype, shape=(rows, *src.shape[1:]))
+    step = max(1, chunk_bytes // max(1, src[0].nbytes))
+    for i in range(0, rows, step):
+        dst[i : i + step] = src[i : min(i + step, rows)]
+    dst.flush()
+    del src, dst
+    os.replace(tmp, path)
+
+
 def _to_numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
@@ -293,6 +423,8 @@ class TokenShards:
         manifest: the parsed manifest.
         tokens: memmap [N, *shape] (compact dtype); :meth:`tokens_tensor` gives a LongTensor.
         labels: memmap [N] int64 or None.  latents: memmap [N, *lshape] float32 or None.
+        flipped: memmap [N, *shape] of the flipped images' tokens, or None.
+        skipped: the corrupt source files skipped while writing (``{"path", "reason"}``).
     """
 
     def __init__(self, path: str | Path, *, verify: bool = True, tokenizer_hash: str | None = None):
@@ -309,6 +441,7 @@ class TokenShards:
             self.manifest: dict[str, Any] = json.loads(mf.read_text())
         except json.JSONDecodeError as e:
             raise ShardError(f"{mf}: unreadable manifest ({e})") from None
+        _check_manifest(mf, self.manifest)
         if self.manifest.get("format") != FORMAT:
             raise ShardError(f"{mf}: unknown shard format {self.manifest.get('format')!r}")
         if tokenizer_hash is not None and self.tokenizer.get("hash") != tokenizer_hash:
@@ -317,7 +450,9 @@ class TokenShards:
                 f"(hash {self.tokenizer.get('hash')}), expected hash {tokenizer_hash}; "
                 "re-run the stage that writes it"
             )
-        arrays: dict[str, np.ndarray | None] = {"tokens": None, "labels": None, "latents": None}
+        arrays: dict[str, np.ndarray | None] = dict.fromkeys(
+            ("tokens", "labels", "latents", "tokens_flip")
+        )
         for key, info in self.manifest["files"].items():
             f = self.path / info["name"]
             if not f.exists():
@@ -331,11 +466,17 @@ class TokenShards:
         self.tokens: np.ndarray = arrays["tokens"]  # type: ignore[assignment]
         self.labels = arrays["labels"]
         self.latents = arrays["latents"]
+        self.flipped = arrays["tokens_flip"]
         n, shape = self.manifest["count"], tuple(self.manifest["shape"])
         if self.tokens.shape != (n, *shape) or self.tokens.dtype.name != self.manifest["dtype"]:
             raise ShardError(
                 f"{self.path}: tokens.npy is {self.tokens.dtype}{list(self.tokens.shape)}, "
                 f"the manifest says {self.manifest['dtype']}{[n, *shape]}"
+            )
+        if self.flipped is not None and self.flipped.shape != self.tokens.shape:
+            raise ShardError(
+                f"{self.path}: tokens_flip.npy has shape {list(self.flipped.shape)}, expected "
+                f"{[n, *shape]}"
             )
         if self.labels is not None and self.labels.shape != (n,):
             raise ShardError(
@@ -363,6 +504,14 @@ class TokenShards:
         return self.manifest.get("tokenizer", {})
 
     @property
+    def skipped(self) -> list[dict[str, str]]:
+        return list(self.manifest.get("skipped", []))
+
+    @property
+    def has_flip(self) -> bool:
+        return self.flipped is not None
+
+    @property
     def meta(self) -> dict[str, Any]:
         return self.manifest.get("meta", {})
 
@@ -374,10 +523,26 @@ class TokenShards:
             "".join(files[k]["sha256"] for k in sorted(files)).encode()
         ).hexdigest()[:16]
 
-    def tokens_tensor(self, index: Any = slice(None), *, flatten: bool = False) -> torch.Tensor:
-        """Tokens of rows ``index`` as a LongTensor [n, *shape] (or [n, L] with ``flatten``)."""
-        t = torch.from_numpy(np.array(self.tokens[index], dtype=np.int64))
+    def tokens_tensor(
+        self, index: Any = slice(None), *, flatten: bool = False, flipped: bool = False
+    ) -> torch.Tensor:
+        """Tokens of rows ``index`` as a LongTensor [n, *shape] (or [n, L] with ``flatten``);
+        ``flipped``: those of the flipped images instead."""
+        if flipped and self.flipped is None:
+            raise ShardError(f"{self.path}: no flipped tokens (written without flip)")
+        src = self.flipped if flipped else self.tokens
+        t = torch.from_numpy(np.array(src[index], dtype=np.int64))
         return t.reshape(t.shape[0], -1) if flatten and t.dim() > 1 else t
+
+    def training_set(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(tokens, labels) to train on: the rows, followed by their flipped copies when the
+        shard has them (so each epoch's random order draws originals and flips alike; labels
+        repeated), as LongTensors."""
+        tokens, labels = self.tokens_tensor(), self.labels_tensor()
+        if self.flipped is None:
+            return tokens, labels
+        tokens = torch.cat([tokens, self.tokens_tensor(flipped=True)])
+        return tokens, (torch.cat([labels, labels]) if labels is not None else None)
 
     def labels_tensor(self, index: Any = slice(None)) -> torch.Tensor | None:
         """Labels of rows ``index`` as a LongTensor, or None for an unlabelled shard."""

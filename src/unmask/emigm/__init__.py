@@ -10,7 +10,9 @@
   foundation's conventions;
 * :mod:`~unmask.emigm.kl_ae` — the tiny KL autoencoder of the default pipeline;
 * :mod:`~unmask.emigm.pipeline` — :func:`train_emigm`, :func:`sample_emigm`,
-  :func:`ablate_t_min` and the DVC stages.
+  :func:`ablate_t_min` and the DVC stages;
+* :mod:`~unmask.emigm.t_min` — the t_min ablation with FID per point and MLflow runs (the
+  Prefect deployment ``ablations/t_min``, flows/t_min.py).
 """
 
 from unmask.emigm.config import PAPER_PARAMS, HeadConfig, MAEConfig

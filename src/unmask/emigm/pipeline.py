@@ -46,6 +46,7 @@ from unmask.emigm.continuous import (
 from unmask.emigm.mae import MAE
 from unmask.emigm.objective import cfg_weight, emigm_cfg_interval
 from unmask.emigm.params import EMIGMParams, load_emigm_params
+from unmask.tracking_tags import PAPER, PAPER_EMIGM, STAGE
 
 __all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "sample_emigm", "ablate_t_min",
            "load_discrete", "STAGES", "main"]
@@ -361,7 +362,8 @@ def stage_train(params: EMIGMParams, kind: Kind) -> None:
     tokens = (params.data.train_path if params.data.kind == "arrays"
               else OUT / "tokens" / f"{kind}.npz")
     with tracker.start_run(params.tracking.experiment, name,
-                           params={"kind": kind, **params.model_dump(mode="json")}):
+                           params={"kind": kind, **params.model_dump(mode="json")},
+                           tags={PAPER: PAPER_EMIGM, STAGE: "train", "kind": kind}):
         res = train_emigm(params, kind, OUT / "models" / kind, tokens_path=tokens,
                           tracker=tracker)
         tracker.log_metrics({"train_seconds": res.elapsed_s,
@@ -373,12 +375,12 @@ def stage_train(params: EMIGMParams, kind: Kind) -> None:
     _write_json(OUT / "models" / kind / "train.json", {**res.as_dict(), "checkpoint": str(final)})
 
 
-def _reference(params: EMIGMParams) -> tuple[Any, str | None, str]:
+def _reference(params: EMIGMParams, out: Path = OUT) -> tuple[Any, str | None, str]:
     """(FID reference images or cache key, key to cache it under, description)."""
     n = params.evaluate.n_fid
     if params.data.kind == "fashion_mnist":
-        ref = np.load(OUT / "data" / "test.npz")["images"][:n]
-        return ref, f"emigm-fmnist-test-{len(ref)}-seed{params.data.seed}", \
+        ref = np.load(out / "data" / "test.npz")["images"][:n]
+        return ref, f"emigm-fmnist-test{params.data.n_test}-{len(ref)}-seed{params.data.seed}", \
             f"{len(ref)} held-out test images"
     ref_path = params.data.reference
     if ref_path is None:
@@ -389,7 +391,7 @@ def _reference(params: EMIGMParams) -> tuple[Any, str | None, str]:
     return z[z.files[0]], Path(ref_path).stem, f"reference batch {ref_path}"
 
 
-def _decoder(params: EMIGMParams, kind: Kind) -> Any:
+def _decoder(params: EMIGMParams, kind: Kind, out: Path = OUT) -> Any:
     """token ids (N, h, w) / latents (N, C, h, w) → uint8 images."""
     if params.data.kind == "arrays":
         if kind == "discrete" or params.data.tokenizer is None:
@@ -402,10 +404,10 @@ def _decoder(params: EMIGMParams, kind: Kind) -> Any:
     if kind == "discrete":
         from unmask.tokenizers.vq import VQTokenizer
 
-        return VQTokenizer.load(OUT / "tokens" / "vq.pt").decode
+        return VQTokenizer.load(out / "tokens" / "vq.pt").decode
     from unmask.emigm.kl_ae import KLAETokenizer
 
-    return KLAETokenizer.load(OUT / "tokens" / "kl.pt").decode
+    return KLAETokenizer.load(out / "tokens" / "kl.pt").decode
 
 
 def stage_evaluate(params: EMIGMParams) -> None:
@@ -421,7 +423,8 @@ def stage_evaluate(params: EMIGMParams) -> None:
     metrics: dict[str, Any] = {}
     figures: dict[str, Path] = {}
     with tracker.start_run(params.tracking.experiment, "evaluate",
-                           params=params.model_dump(mode="json")):
+                           params=params.model_dump(mode="json"),
+                           tags={PAPER: PAPER_EMIGM, STAGE: "evaluate"}):
         for kind in ("discrete", "continuous"):
             section = params.discrete if kind == "discrete" else params.continuous
             if not section.enabled:

@@ -35,6 +35,7 @@ __all__ = [
     "as_mlflow_params",
     # lazily imported
     "compute_fidelity",
+    "reference_features",
     "reference_key",
     "frechet_distance",
     "gaussian_statistics",
@@ -138,6 +139,7 @@ def as_mlflow_params(
 _LAZY = {
     "compute_fidelity": "fidelity",
     "reference_key": "fidelity",
+    "reference_features": "fidelity",
     "frechet_distance": "frechet",
     "gaussian_statistics": "frechet",
     "compute_fvd": "fvd",

@@ -60,6 +60,7 @@ __all__ = [
     "UInt8Images",
     "cached_features",
     "compute_fidelity",
+    "reference_features",
     "reference_key",
     "to_uint8_nchw",
 ]
@@ -234,7 +235,7 @@ def cached_features(key: str, cache_root: str | os.PathLike[str] | None = None) 
             f"reference {key!r} is not cached ({path}); call compute_fidelity once with the "
             "reference images and reference_key=<key>"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
@@ -253,13 +254,19 @@ def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
 
 
 def _make_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
-    """torch-fidelity's own Inception extractor with the given weights file (never downloads)."""
+    """torch-fidelity's own Inception extractor with the given weights file (never downloads).
+
+    On the CPU its weights are put in channels-last layout: the same features (to ~1e-5) in
+    about 2/3 of the time on two cores (see ``benchmarks/``)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     fe = FeatureExtractorInceptionV3(
         FEATURE_EXTRACTOR, layers, feature_extractor_weights_path=str(weights.path)
     )
-    return fe.to(dev).eval()
+    fe = fe.to(dev).eval()
+    if dev.type == "cpu":
+        fe = fe.to(memory_format=torch.channels_last)
+    return fe
 
 
 @torch.no_grad()
@@ -420,6 +427,41 @@ def compute_fidelity(
                 INCEPTION_SCORE_STD, out["inception_score_std"], **is_params
             )
     return results
+
+
+def reference_features(
+    images: Any,
+    key: str,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    cache_root: str | os.PathLike[str] | None = None,
+    inception_weights: str | os.PathLike[str] | None = None,
+    layout: Layout = "auto",
+    verbose: bool = True,
+) -> torch.Tensor:
+    """The pool3 features ``float32 [N, 2048]`` of a reference set, cached under ``key``.
+
+    The first call runs Inception and caches; later calls with the same key return the cache
+    (checked against the images' count and resolution, as :func:`compute_fidelity` does). Two
+    cached sets give an FID without another Inception pass:
+    ``frechet_distance_from_features(a, b)``.
+    """
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    ds, name, feats = _prepare_reference(images, key, root, layout)
+    if feats is not None:
+        return feats
+    assert ds is not None and name is not None
+    weights = resolve_inception_weights(inception_weights, root)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    fe = _make_extractor(weights, [FEATURE_LAYER], dev)
+    feats = _extract(fe, ds, batch_size, dev, verbose, "Inception (reference)")[FEATURE_LAYER]
+    meta = {"key": name, "num_samples": len(ds),  # type: ignore[arg-type]
+            "resolution": _resolution(ds), "features": _FEATURES_TAG, "weights": weights.source}
+    _atomic_torch_save({"features": feats, "meta": meta}, _cache_file(root, name))
+    return feats
 
 
 def _prepare_reference(

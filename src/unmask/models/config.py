@@ -5,11 +5,26 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from unmask.models import presets
 
-__all__ = ["ModelConfig"]
+__all__ = ["ModelConfig", "Modality"]
+
+
+class Modality(BaseModel):
+    """One segment of a multi-modal token sequence (DI §4.2: image + segmentation mask).
+
+    Positions ``[offset, offset + length)`` of the sequence belong to this modality, where the
+    offset is the summed length of the modalities before it; their clean ids are restricted to
+    ``vocab = (lo, hi)``, i.e. ids lo..hi−1 of the model's combined vocabulary.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    length: int = Field(gt=0)
+    vocab: tuple[int, int]
 
 
 class ModelConfig(BaseModel):
@@ -36,7 +51,19 @@ class ModelConfig(BaseModel):
         pos: ``learned1d`` = one learned vector per position (L·dim); ``learned2d`` = separable
             row + column tables, pos[i, j] = row[i] + col[j] ((h + w)·dim; needs ``grid``),
             which shares statistics across rows/columns of the grid.
+        modalities: optional segments of the sequence (:class:`Modality`), in order; they
+            add a learned modality embedding to every position and restrict each position's
+            logits to its modality's id range (the others get −inf). Joint image–mask models.
+        frames: T for video: ``grid`` is then one frame's (h, w) and L = T·h·w, frame-major.
+        attention: ``full`` (every token attends to every token) or ``factorized``
+            (Latte, Ma et al. 2024, variant 1: blocks alternate spatial attention within a frame
+            and temporal attention across frames at one spatial position; needs ``frames``).
         preset: the preset the defaults came from (kept for logging).
+
+    Positions for video (``frames`` set): ``learned1d`` = one vector per (t, i, j);
+    ``learned2d`` = row + column tables shared by every frame, plus a learned time table;
+    ``spacetime`` = one vector per spatial position (h·w) plus one per frame (separate space
+    and time embeddings).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,8 +80,21 @@ class ModelConfig(BaseModel):
     timestep: Literal["explicit", "implicit"] = "explicit"
     cond_dropout: float = Field(default=0.1, ge=0, le=1)
     null_cond: Literal["learned", "mask"] = "learned"
-    pos: Literal["learned1d", "learned2d"] = "learned1d"
+    pos: Literal["learned1d", "learned2d", "spacetime"] = "learned1d"
+    modalities: tuple[Modality, ...] | None = None
+    frames: int | None = Field(default=None, gt=0)
+    attention: Literal["full", "factorized"] = "full"
     preset: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # Fields added after the first checkpoints are omitted at their defaults, so dumps (and
+        # the run keys hashed from them) of existing configs are unchanged.
+        out = handler(self)
+        for key, default in (("modalities", None), ("frames", None), ("attention", "full")):
+            if out.get(key) == default:
+                out.pop(key, None)
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -75,8 +115,24 @@ class ModelConfig(BaseModel):
             raise ValueError("set exactly one of 'seq_len' (1-D) and 'grid' (2-D (h, w))")
         if self.grid is not None and min(self.grid) <= 0:
             raise ValueError(f"'grid' sides must be positive, got {self.grid}")
-        if self.pos == "learned2d" and self.grid is None:
-            raise ValueError("'pos' = 'learned2d' needs 'grid' (h, w)")
+        if self.pos in ("learned2d", "spacetime") and self.grid is None:
+            raise ValueError(f"'pos' = {self.pos!r} needs 'grid' (h, w)")
+        if self.frames is not None and self.grid is None:
+            raise ValueError("'frames' needs 'grid' (the (h, w) of one frame)")
+        if self.pos == "spacetime" and self.frames is None:
+            raise ValueError("'pos' = 'spacetime' needs 'frames'")
+        if self.attention == "factorized" and self.frames is None:
+            raise ValueError("'attention' = 'factorized' needs 'frames' (video)")
+        if self.modalities is not None:
+            total = sum(m.length for m in self.modalities)
+            if total != self.length:
+                raise ValueError(f"'modalities' lengths sum to {total}, but the model has "
+                                 f"{self.length} tokens per sample")
+            for m in self.modalities:
+                lo, hi = m.vocab
+                if not 0 <= lo < hi <= self.vocab_size:
+                    raise ValueError(f"'modalities': {m.name!r} vocab {m.vocab} must satisfy "
+                                     f"0 <= lo < hi <= vocab_size = {self.vocab_size}")
         if self.dim % self.heads:
             raise ValueError(f"'dim' ({self.dim}) must be divisible by 'heads' ({self.heads})")
         return self
@@ -84,7 +140,9 @@ class ModelConfig(BaseModel):
     @property
     def length(self) -> int:
         """L, the number of tokens per sample."""
-        return self.seq_len if self.seq_len is not None else math.prod(self.grid)
+        if self.seq_len is not None:
+            return self.seq_len
+        return math.prod(self.grid) * (self.frames or 1)
 
     @property
     def mask_id(self) -> int:

@@ -45,6 +45,14 @@ class ConditionedDenoiser:
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.model(x_t, t, self._labels(self.y, x_t.shape[0], x_t.device))
 
+    def select_rows(self, idx: Tensor) -> ConditionedDenoiser:
+        """This denoiser on batch rows ``idx`` (per-row labels indexed; the network is used
+        as it is): lets samplers evaluate only the rows whose state changed."""
+        y = self.y
+        if y is not None and y.dim() > 0 and y.shape[0] > 1:
+            y = y.to(idx.device)[idx]
+        return ConditionedDenoiser(self.model, y, self.null_label)
+
     def cond_and_uncond(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(conditional, unconditional) logits from ONE forward over the doubled batch."""
         if self.y is None or self.null_label is None:

@@ -13,6 +13,16 @@ at initialisation each block is the identity and the logits are 0 (uniform over 
 
 ETM ("explicit timestep") adds a sinusoidal embedding of t to c; ITM ("implicit") ignores t:
 the fraction of [MASK] tokens in x_t already determines the noise level (DI §3).
+
+Multi-modal sequences (``cfg.modalities``, DI §4.2 joint image + segmentation mask): h_0 also
+gets a learned modality embedding, and the logits of a position of modality m are −inf outside
+m's id range (:data:`MASKED_LOGIT`, finite so that CFG's (1 + w)ℓ_c − wℓ_u stays defined; its
+softmax weight is exactly 0 in float32/64), so p_θ(x_1^i | x_t) puts no mass on the other
+modality's vocabulary.
+
+Video (``cfg.frames`` = T, tokens frame-major (t, i, j)): ``attention = "factorized"`` makes
+block k attend within each frame (k even, "spatial") or across the T frames at each spatial
+position (k odd, "temporal") — Latte's interleaved variant; ``full`` attends over all T·h·w.
 """
 
 from __future__ import annotations
@@ -26,7 +36,11 @@ from torch import Tensor, nn
 
 from unmask.models.config import ModelConfig
 
-__all__ = ["Transformer", "Attention", "Block", "TimestepEmbedder", "timestep_embedding"]
+__all__ = ["Transformer", "Attention", "Block", "TimestepEmbedder", "timestep_embedding",
+           "MASKED_LOGIT"]
+
+#: Logit of an id outside a position's modality (exp underflows to exactly 0).
+MASKED_LOGIT = -1e9
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -89,9 +103,22 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, axis: str | None = None, frames: int = 1) -> Tensor:
+        """``axis`` None: attention over all L tokens; ``"space"``: within each of the
+        ``frames`` frames of the frame-major sequence; ``"time"``: across frames at each
+        spatial position. The MLP and adaLN act per token either way."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1)))
+        a = modulate(self.norm1(x), shift1, scale1)
+        if axis == "space":
+            a = rearrange(self.attn(rearrange(a, "b (t s) d -> (b t) s d", t=frames)),
+                          "(b t) s d -> b (t s) d", t=frames)
+        elif axis == "time":
+            s_ = a.shape[1] // frames
+            a = rearrange(self.attn(rearrange(a, "b (t s) d -> (b s) t d", t=frames)),
+                          "(b s) t d -> b (t s) d", s=s_)
+        else:
+            a = self.attn(a)
+        x = x + gate1[:, None] * self.drop(a)
         x = x + gate2[:, None] * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
         return x
 
@@ -126,8 +153,24 @@ class Transformer(nn.Module):
             h, w = cfg.grid
             self.pos_row = nn.Parameter(torch.zeros(h, 1, d))
             self.pos_col = nn.Parameter(torch.zeros(1, w, d))
+        elif cfg.pos == "spacetime":
+            self.pos_space = nn.Parameter(torch.zeros(math.prod(cfg.grid), d))
         else:
             self.pos_emb = nn.Parameter(torch.zeros(cfg.length, d))
+        if cfg.frames is not None and cfg.pos != "learned1d":
+            self.pos_time = nn.Parameter(torch.zeros(cfg.frames, d))
+        if cfg.modalities is not None:
+            self.mod_emb = nn.Embedding(len(cfg.modalities), d)
+            ids = torch.cat([torch.full((m.length,), k, dtype=torch.long)
+                             for k, m in enumerate(cfg.modalities)])
+            valid = torch.zeros(cfg.length, cfg.vocab_size, dtype=torch.bool)
+            start = 0
+            for m in cfg.modalities:
+                valid[start : start + m.length, m.vocab[0] : m.vocab[1]] = True
+                start += m.length
+            # derived from the config: not part of the state dict
+            self.register_buffer("modality_ids", ids, persistent=False)
+            self.register_buffer("valid_vocab", valid, persistent=False)
         self.class_emb = nn.Embedding(cfg.num_classes + 1, d)  # row num_classes is null
         self.time_emb = TimestepEmbedder(d) if self.time_conditioned else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -143,7 +186,8 @@ class Transformer(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        for p in (self.tok_emb.weight, self.class_emb.weight, *self._pos_params()):
+        extra = [self.mod_emb.weight] if self.cfg.modalities is not None else []
+        for p in (self.tok_emb.weight, self.class_emb.weight, *self._pos_params(), *extra):
             nn.init.normal_(p, std=0.02)
         if self.time_emb is not None:
             for m in self.time_emb.mlp:
@@ -154,7 +198,13 @@ class Transformer(nn.Module):
             nn.init.zeros_(ada.bias)
 
     def _pos_params(self) -> list[nn.Parameter]:
-        return [self.pos_row, self.pos_col] if self.cfg.pos == "learned2d" else [self.pos_emb]
+        if self.cfg.pos == "learned2d":
+            ps = [self.pos_row, self.pos_col]
+        elif self.cfg.pos == "spacetime":
+            ps = [self.pos_space]
+        else:
+            ps = [self.pos_emb]
+        return ps + ([self.pos_time] if hasattr(self, "pos_time") else [])
 
     @property
     def time_conditioned(self) -> bool:
@@ -174,10 +224,25 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def positions(self) -> Tensor:
-        """(L, D) positional embeddings in row-major token order."""
-        if self.cfg.pos == "learned2d":
-            return (self.pos_row + self.pos_col).flatten(0, 1)
-        return self.pos_emb
+        """(L, D) positional embeddings in row-major (video: frame-major) token order, plus
+        the modality embedding of each position for multi-modal models."""
+        if self.cfg.pos == "learned1d":
+            pos = self.pos_emb
+        else:
+            space = ((self.pos_row + self.pos_col).flatten(0, 1) if self.cfg.pos == "learned2d"
+                     else self.pos_space)
+            if self.cfg.frames is not None:  # space table shared by frames + a time table
+                space = (self.pos_time[:, None] + space[None]).flatten(0, 1)
+            pos = space
+        if self.cfg.modalities is not None:
+            pos = pos + self.mod_emb(self.modality_ids)
+        return pos
+
+    def attention_axes(self) -> list[str | None]:
+        """Per block: None (full attention), ``"space"`` or ``"time"`` (factorised video)."""
+        if self.cfg.attention == "factorized":
+            return ["space" if k % 2 == 0 else "time" for k in range(self.cfg.depth)]
+        return [None] * self.cfg.depth
 
     def condition(self, t: Tensor | None, y: Tensor | None, batch: int, device) -> Tensor:
         """c (B, D) = class_emb(y or null) [+ time_emb(t) if ETM]."""
@@ -212,9 +277,13 @@ class Transformer(nn.Module):
             raise ValueError(f"expected {self.cfg.length} tokens per sample, got shape {shape}")
         h = self.drop(self.tok_emb(x) + self.positions())
         c = self.condition(t, y, b, x.device)
-        for block in self.blocks:
-            h = block(h, c)
-        return self.final(h, c).reshape(*shape, self.cfg.vocab_size)
+        frames = self.cfg.frames or 1
+        for block, axis in zip(self.blocks, self.attention_axes(), strict=True):
+            h = block(h, c, axis, frames)
+        logits = self.final(h, c)
+        if self.cfg.modalities is not None:
+            logits = logits.masked_fill(~self.valid_vocab, MASKED_LOGIT)
+        return logits.reshape(*shape, self.cfg.vocab_size)
 
     def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Replace each label by the null class with probability ``cond_dropout`` (CFG training)."""

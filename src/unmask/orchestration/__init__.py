@@ -14,6 +14,7 @@ The pieces, each a small module the Prefect flows in ``flows/`` call:
 - :mod:`~unmask.orchestration.trials`    — the Ray Tune trainable (one grid point)
 - :mod:`~unmask.orchestration.tune_grid` — run a grid with Ray Tune, trial events to callbacks
 - :mod:`~unmask.orchestration.ablation`  — one ablation end to end (plan → grid → CSV)
+- :mod:`~unmask.orchestration.stage_guard` — interrupted DVC stages never pass for complete
 
 Importing this package is cheap: Ray, MLflow and Prefect are imported where they are used.
 """

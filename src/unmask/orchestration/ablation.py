@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,19 @@ from unmask.orchestration.tune_grid import TrialBoard, TrialOutcome, run_grid
 
 __all__ = ["AblationRequest", "PlannedPoint", "SweepSummary", "Ablation", "dotted_overrides"]
 
+
+
+def refresh_report(tracking_uri: str, out_dir: Path) -> Path | None:
+    """Rebuild the MLflow report (``unmask.reporting.build_report``) over every run of the store
+    into ``out_dir/index.html`` after a sweep, so its runs appear next to the earlier ones. A
+    report failure is a warning: the sweep's runs and CSV are already safe in MLflow."""
+    from unmask.reporting import build_report
+
+    try:
+        return build_report(tracking_uri, out_dir, title="unmask — ablations")
+    except Exception as e:  # noqa: BLE001 - the report must never fail a finished sweep
+        warnings.warn(f"could not rebuild the report in {out_dir}: {e}", stacklevel=2)
+        return None
 
 class AblationRequest(BaseModel):
     """The parameters of one sweep (the ``ablations`` flow's parameters).
@@ -142,7 +156,13 @@ def _file_id(path: Path) -> str:
 
 
 class Ablation:
-    """One sweep over one axis (see the module docstring)."""
+    """One sweep over one axis (see the module docstring).
+
+    ``trainable`` (class attribute, default None = :func:`~unmask.orchestration.trials.
+    tune_trainable`) is the Tune function each trial runs; tests substitute a light one.
+    """
+
+    trainable: Any = None
 
     def __init__(self, request: AblationRequest) -> None:
         from unmask.tracking import tracking_uri
@@ -280,11 +300,12 @@ class Ablation:
                 try:
                     run_grid(specs, name=f"{r.axis}-{parent[:12]}",
                              storage_path=self.runs_dir / "tune", ray=s.ray, retries=s.retries,
-                             board=board)
+                             board=board, trainable=self.trainable)
                 finally:
                     if ours:
                         ray.shutdown()
             summary = self._summarise(parent, board.outcomes)
+            refresh_report(self.uri, self.workdir / s.output)
             tracker.log_metrics({"points": len(self.points), "completed": len(summary.completed),
                                  "skipped": len(summary.skipped),
                                  "failed": len(summary.failed)}, step=0)

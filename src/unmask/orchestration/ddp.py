@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ class _Loggers:
         if job.tracking_uri and job.run_id:
             from unmask.orchestration.runs import RunLogger
 
-            self.sinks.append(RunLogger(job.tracking_uri, job.run_id, job.metric_prefix))
+            self.sinks.append(RunLogger(job.tracking_uri, job.run_id, job.metric_prefix,
+                                        spool_dir=Path(job.work_dir) / "mlflow-spool"))
         self.history = Path(job.history_file) if job.history_file else None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -134,9 +136,15 @@ def run_rank(job: TrainJob, rank: int, world: int, report: Any = None) -> Any:
             marker.write_text(str(step))
             raise RuntimeError(f"injected failure of worker {rank} after step {step}")
 
-    return train(model, tokens, labels, TrainConfig(**job.train_cfg), work,
-                 tracker=_Loggers(job) if rank == 0 else None, resume=True,
-                 progress=rank == 0, on_checkpoint=on_checkpoint)
+    loggers = _Loggers(job) if rank == 0 else None
+    result = train(model, tokens, labels, TrainConfig(**job.train_cfg), work, tracker=loggers,
+                   resume=True, progress=rank == 0, on_checkpoint=on_checkpoint)
+    for sink in loggers.sinks if loggers is not None else []:
+        if not sink.flush():
+            warnings.warn(f"{sink.pending} MLflow records of run {sink.run_id} are still in "
+                          f"{sink._tracker.spool_file}: send them with `python -m "
+                          "unmask.tracking import <file>`", stacklevel=2)
+    return result
 
 
 def _ray_worker(config: dict[str, Any]) -> None:

@@ -86,4 +86,5 @@ def ray_init(address: str | None = None, num_cpus: int | None = None,
     if address:
         return ray.init(address=address, **opts)
     ensure_ray_bootstrap()
+    opts.setdefault("dashboard_host", HOST)  # if the dashboard is turned on: this machine only
     return ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **opts)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,18 +93,29 @@ def set_status(uri: str, run_id: str, status: str, error: str | None = None) -> 
 
 class RunLogger:
     """``log_metrics(metrics, step)`` into an existing run (the training loop's tracker on
-    rank 0), metric names prefixed with ``prefix``."""
+    rank 0), metric names prefixed with ``prefix``. A tracking server that goes away does not
+    stop training: records wait in a spool file under ``spool_dir`` and are sent when it
+    answers again (:class:`unmask.tracking.Tracker`); :meth:`flush` sends what is left."""
 
-    def __init__(self, uri: str, run_id: str, prefix: str = "") -> None:
+    def __init__(self, uri: str, run_id: str, prefix: str = "",
+                 spool_dir: str | Path | None = None) -> None:
+        from unmask.tracking import Tracker
+
         self.uri, self.run_id, self.prefix = uri, run_id, prefix
-        self._client = client(uri)
+        self._tracker = Tracker(uri, spool_dir=spool_dir)
+        self._tracker._push(run_id)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
+        self._tracker.log_metrics({f"{self.prefix}{k}": v for k, v in metrics.items()}, step)
 
-        now = int(time.time() * 1000)
-        items = [Metric(f"{self.prefix}{k}", float(v), now, int(step)) for k, v in metrics.items()]
-        self._client.log_batch(self.run_id, metrics=items)
+    @property
+    def pending(self) -> int:
+        """Records not yet sent (the server is away)."""
+        return self._tracker.pending
+
+    def flush(self) -> bool:
+        """Try to send buffered records now; True when none is left."""
+        return self._tracker.flush(force=True)
 
 
 class TrialRun:

@@ -21,6 +21,7 @@ __all__ = ["SHRINK", "TINY_EVAL", "make_project"]
 #: params.yaml overrides of the sandbox.
 SHRINK: dict[str, Any] = {
     "data.n_train": 256, "data.n_val": 32, "data.n_test": 64,
+    "tokenizer.kind": "pixel",  # the learned VQ tokenizer needs the `tokenizer` stage first
     "model.dim": 32, "model.depth": 1, "model.heads": 2,
     "train.steps": 4, "train.batch_size": 32, "train.warmup_steps": 1, "train.log_every": 2,
     "train.ckpt_every": 2,

@@ -42,6 +42,7 @@ __all__ = [
     "StackError",
     "StackConfig",
     "StackState",
+    "server_commands",
     "PROFILE",
     "default_state_dir",
     "pool_name",
@@ -104,6 +105,8 @@ class StackConfig:
         set_profile: activate a Prefect profile pointing at this server (see module doc).
         worker_limit: concurrent flow runs of the worker.
         timeout: seconds to wait for each service.
+        host: the address the servers bind; 127.0.0.1 (this machine only) unless the user
+            passes another one explicitly.
     """
 
     repo: Path = field(default_factory=Path.cwd)
@@ -115,6 +118,22 @@ class StackConfig:
     worker_limit: int = 1
     timeout: float = 240.0
     prefect_file: str = "flows/prefect.yaml"
+    host: str = HOST
+
+
+def server_commands(cfg: StackConfig, state_dir: Path, prefect_port: int,
+                    mlflow_port: int) -> dict[str, list[str]]:
+    """The argv of the Prefect and MLflow servers ``up`` starts; both bind ``cfg.host``."""
+    mlflow_dir = state_dir / "mlflow"
+    return {
+        "prefect": [_bin("prefect"), "server", "start", "--host", cfg.host, "--port",
+                    str(prefect_port)],
+        "mlflow": [_bin("mlflow"), "server",
+                   "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                   "--artifacts-destination", str(mlflow_dir / "artifacts"),
+                   "--serve-artifacts", "--host", cfg.host, "--port", str(mlflow_port),
+                   "--workers", "1"],
+    }
 
 
 @dataclass
@@ -277,11 +296,13 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = print) -> S
     m_port = free_port(cfg.mlflow_port or None)
     while m_port == p_port:
         m_port = free_port()
-    prefect_url, mlflow_url = f"http://{HOST}:{p_port}", f"http://{HOST}:{m_port}"
+    client_host = HOST if cfg.host in ("0.0.0.0", "::") else cfg.host
+    prefect_url = f"http://{client_host}:{p_port}"
+    mlflow_url = f"http://{client_host}:{m_port}"
     api_url = f"{prefect_url}/api"
     stack_id = uuid.uuid4().hex
     server_env = service_env({"PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": api_url,
-                              "PREFECT_SERVER_API_HOST": HOST,
+                              "PREFECT_SERVER_API_HOST": cfg.host,
                               "PREFECT_SERVER_API_PORT": str(p_port), STACK_ID: stack_id})
     server_env.pop("PREFECT_PROFILES_PATH", None)
     client_env = dict(server_env, MLFLOW_TRACKING_URI=mlflow_url,
@@ -289,16 +310,13 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = print) -> S
 
     started: dict[str, procs.ProcInfo] = {}
     state = StackState(state_dir, started, prefect_url, mlflow_url, pool, stack_id=stack_id)
+    commands = server_commands(cfg, state_dir, p_port, m_port)
     try:
         started["prefect"] = procs.start(
-            "prefect", [_bin("prefect"), "server", "start", "--host", HOST, "--port",
-                        str(p_port)], logs / "prefect-server.log", env=server_env, cwd=state_dir)
+            "prefect", commands["prefect"], logs / "prefect-server.log", env=server_env,
+            cwd=state_dir)
         started["mlflow"] = procs.start(
-            "mlflow", [_bin("mlflow"), "server",
-                       "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                       "--artifacts-destination", str(mlflow_dir / "artifacts"),
-                       "--serve-artifacts", "--host", HOST, "--port", str(m_port),
-                       "--workers", "1"],
+            "mlflow", commands["mlflow"],
             logs / "mlflow-server.log",
             # No job runner (7 huey consumers): the stack only tracks runs.
             env=service_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", STACK_ID: stack_id}),

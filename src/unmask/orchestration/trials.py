@@ -77,6 +77,19 @@ def _train(spec: TrialSpec, params: Any, run: Any) -> Path:
     return out.checkpoint
 
 
+def _run_metadata() -> dict[str, str]:
+    """Tags the report's run-metadata table reads: the commit and the device of the trial."""
+    import platform
+
+    import torch
+
+    from unmask.stages import git_commit
+
+    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+              else f"cpu ({platform.processor() or platform.machine()})")
+    return {"git_commit": git_commit(), "unmask.device": device}
+
+
 def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one grid point (see the module docstring). Returns its metrics plus
     ``primary_metric`` / ``primary`` and ``mlflow_run_id``. Raises on failure (the MLflow run
@@ -86,7 +99,8 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
     from unmask.orchestration.runs import TrialRun
 
     tags = {**spec.tags, "unmask.grid_index": str(spec.index), "unmask.point": spec.label,
-            "unmask.ablation": spec.axis, "unmask.axis_kind": spec.kind, **(extra_tags or {})}
+            "unmask.ablation": spec.axis, "unmask.axis_kind": spec.kind, **_run_metadata(),
+            **(extra_tags or {})}
     with TrialRun(spec.tracking_uri, spec.experiment_id, spec.parent_run_id, spec.key,
                   spec.label, tags) as run:
         run.log_params({f"point.{k}": v for k, v in spec.point.items()})

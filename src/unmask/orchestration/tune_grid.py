@@ -155,9 +155,15 @@ def _slug(text: str) -> str:
 
 
 def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
-             ray: RaySettings, retries: int, board: TrialBoard) -> None:
+             ray: RaySettings, retries: int, board: TrialBoard,
+             trainable: Callable[..., None] | None = None) -> None:
     """Run ``specs`` as a Tune grid (Ray must be initialised). Every spec ends up on the board:
-    trials Tune never ran are recorded as failed."""
+    trials Tune never ran are recorded as failed.
+
+    A trial that raises, or whose process dies, is restarted up to ``retries`` times
+    (``FailureConfig(max_failures=retries)``) and then recorded as failed; the other trials go
+    on. ``trainable(config, specs)`` replaces :func:`~unmask.orchestration.trials.
+    tune_trainable` (``config["index"]`` picks the spec dict), e.g. for tests."""
     if not specs:
         return
     from ray import tune
@@ -170,7 +176,8 @@ def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
     else:
         resources = {"cpu": ray.cpus_per_trial, "gpu": ray.gpus_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, specs=[s.model_dump() for s in specs]), resources)
+        tune.with_parameters(trainable or tune_trainable, specs=[s.model_dump() for s in specs]),
+        resources)
 
     def trial_name(trial: Any) -> str:
         s = specs[trial.config["index"]]

@@ -3,10 +3,12 @@
 * :mod:`~unmask.prime.subtokens` — the invertible base-b sub-tokenizer and the validity filter
   of the joint parameterisation (MDM-Prime eqs. 3, 7);
 * :mod:`~unmask.prime.model` — the sub-token denoiser around the foundation transformer trunk;
+* :mod:`~unmask.prime.rotary` — rotary position embeddings (MDLM's positions, ``rotary: true``);
 * :mod:`~unmask.prime.likelihood` — the sub-token ELBO (eq. 6, derived there), perplexity;
 * :mod:`~unmask.prime.sampling` — partial-unmasking samplers and the idle-step ratio;
 * :mod:`~unmask.prime.exact` — the exact sub-token denoiser of a tiny distribution (tests);
-* :mod:`~unmask.prime.stages` — the pipeline stages (text, OpenWebText, pixel tokens).
+* :mod:`~unmask.prime.stages` — the pipeline stages (text, OpenWebText, pixel tokens);
+* :mod:`~unmask.prime.seeds` — seed repeats of the ℓ comparison (mean ± std, paired t).
 """
 
 from unmask.prime.likelihood import SubTokenMarginals, flat_subtokens, prime_nelbo

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from unmask.models import ModelConfig, Transformer
 from unmask.models.transformer import modulate
+from unmask.prime.rotary import RotaryAttention
 from unmask.prime.subtokens import FILL, SubTokenCodec
 from unmask.training.checkpoint import read_checkpoint, save_checkpoint
 
@@ -58,13 +59,13 @@ __all__ = [
 #:
 #: * ``mdlm-small``: MDLM's OpenWebText model (Sahoo et al. 2024, the "small" DiT: 12 blocks,
 #:   width 768, 12 heads, GPT-2 vocabulary, L = 1024), which MDM-Prime also uses for OWT.
-#:   MDLM uses rotary positions; the foundation trunk has learned ones (+0.8M parameters).
+#:   Rotary positions as MDLM (``rotary``: no position table, :mod:`unmask.prime.rotary`).
 #: * ``prime-cifar``: a ~12-block width-768 transformer on the 32 × 96 pixel-token grid of
 #:   CIFAR-10 / ImageNet-32 (C = 256 intensities, channels interleaved).
 #: * ``prime-text-tiny``: the CPU default for the embedded corpus.
 PRESETS: dict[str, dict[str, Any]] = {
     "mdlm-small": {"vocab_size": 50257, "seq_len": 1024, "dim": 768, "depth": 12, "heads": 12,
-                   "mlp_ratio": 4.0, "dropout": 0.1, "pos": "learned1d"},
+                   "mlp_ratio": 4.0, "dropout": 0.1, "pos": "learned1d", "rotary": True},
     "prime-cifar": {"vocab_size": 256, "grid": (32, 96), "dim": 768, "depth": 12, "heads": 12,
                     "mlp_ratio": 4.0, "pos": "learned2d"},
     "prime-text-tiny": {"dim": 128, "depth": 4, "heads": 4, "mlp_ratio": 4.0},
@@ -79,12 +80,16 @@ class PrimeConfig(BaseModel):
             seq_len = L or grid = (h, w)). ``null_cond`` must be ``learned`` (the [MASK]
             token has no single embedding row here).
         ell: sub-tokens per token (1 = plain MDM).
+        rotary: rotary position embeddings in every attention layer instead of the trunk's
+            learned position table (MDLM's choice; :mod:`unmask.prime.rotary`). Accepted
+            inside the ``model`` dict too (``model: {preset: mdlm-small}`` sets it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: ModelConfig
     ell: int = Field(default=1, ge=1, le=32)
+    rotary: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -102,12 +107,20 @@ class PrimeConfig(BaseModel):
                     base.pop("seq_len", None)
                 m = {**base, **m, "preset": None}
                 data = {**data, "model": m}
+            m = dict(data["model"])
+            if "rotary" in m:  # a PrimeConfig field written in the model section
+                rot = m.pop("rotary")
+                data = {**data, "model": m}
+                data.setdefault("rotary", rot)
         return data
 
     @model_validator(mode="after")
     def _check(self) -> PrimeConfig:
         if self.model.null_cond != "learned":
             raise ValueError("prime models need model.null_cond = 'learned'")
+        if self.rotary and (self.model.dim // self.model.heads) % 2:
+            raise ValueError(f"model.rotary needs an even head width, got dim "
+                             f"{self.model.dim} / heads {self.model.heads}")
         return self
 
     @property
@@ -163,6 +176,14 @@ class PrimeTransformer(nn.Module):
         self.trunk = Transformer(self.prime_cfg.model)
         # Composition: the (C + 1) × D token table gives way to the sub-token embedding.
         self.trunk.tok_emb = SubTokenEmbedding(self.codec, self.prime_cfg.model.dim)
+        if self.prime_cfg.rotary:  # RoPE in every block, no position table (as MDLM)
+            for name in ("pos_emb", "pos_row", "pos_col", "pos_space", "pos_time"):
+                if hasattr(self.trunk, name):
+                    delattr(self.trunk, name)
+            for block in self.trunk.blocks:
+                old = block.attn
+                block.attn = RotaryAttention(self.prime_cfg.model.dim, old.heads, old.dropout)
+                block.attn.load_state_dict(old.state_dict())  # keep the trunk's init
 
     # -- attributes the samplers / training loop / ConditionedDenoiser read ----------------
     @property
@@ -204,7 +225,8 @@ class PrimeTransformer(nn.Module):
         blocks, final norm/modulation), stopped before the C-way head so that the head can be
         applied to the positions that need it only."""
         tr = self.trunk
-        h = tr.drop(tr.tok_emb(self.codec.pack_state(yg)) + tr.positions())
+        h = tr.tok_emb(self.codec.pack_state(yg))
+        h = tr.drop(h if self.prime_cfg.rotary else h + tr.positions())
         c = tr.condition(t, y, yg.shape[0], yg.device)
         for block in tr.blocks:
             h = block(h, c)

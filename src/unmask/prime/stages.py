@@ -52,6 +52,14 @@ from unmask.prime.model import (
 from unmask.prime.sampling import expected_isr, expected_isr_token, sample_prime
 from unmask.prime.subtokens import SubTokenView
 from unmask.schedules import get as get_schedule
+from unmask.tracking_tags import (
+    METRIC_BITS_PER_DIM,
+    METRIC_ISR,
+    METRIC_PPL,
+    METRIC_TRAIN_SECONDS,
+    PARAM_PRIME_L,
+    prime_l_tags,
+)
 from unmask.training import train
 
 __all__ = ["run_prepare", "run_train", "run_evaluate", "run_report", "main", "model_config"]
@@ -109,9 +117,9 @@ def run_train(params: PrimeParams, ell: int) -> dict:
     torch.manual_seed(params.train.seed)
     model = PrimeTransformer(cfg)
     tracker = _tracker(params)
-    tags = {"stage": "train", "ell": ell, "base": model.codec.base}
+    tags = {"stage": "train", "ell": ell, "base": model.codec.base, **prime_l_tags("train")}
     with tracker.start_run(params.tracking.experiment, f"train-l{ell}",
-                           params={**params.flat(), "ell": ell}, tags=tags):
+                           params={**params.flat(), "ell": ell, PARAM_PRIME_L: ell}, tags=tags):
         res = train(model, SubTokenView(tokens, model.codec), None, params.train, run_dir,
                     tracker=tracker, resume=True)
         # the loop's loss is per sub-token (normalised by L·ℓ): report it per token too
@@ -171,8 +179,9 @@ def run_evaluate(params: PrimeParams, ell: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tracker = _tracker(params)
     with tracker.start_run(params.tracking.experiment, f"evaluate-l{ell}",
-                           params={**params.flat(), "ell": ell},
-                           tags={"stage": "evaluate", "ell": ell}), torch.no_grad():
+                           params={**params.flat(), "ell": ell, PARAM_PRIME_L: ell},
+                           tags={"stage": "evaluate", "ell": ell, **prime_l_tags("evaluate")}
+                           ), torch.no_grad():
         g = torch.Generator().manual_seed(ev.seed)
         t0 = time.perf_counter()
         nel, se = [], []
@@ -227,8 +236,19 @@ def run_evaluate(params: PrimeParams, ell: int) -> dict:
             "sample_nfe_per_batch": nfe / math.ceil(sp.num_samples / sp.batch_size),
             "sample_seconds": round(secs, 2), "nelbo_seconds": round(t_nelbo, 2),
         }
-        tracker.log_metrics({k: v for k, v in metrics.items()
-                             if isinstance(v, int | float) and v is not None}, step=0)
+        train_json = MODELS / f"l{ell}" / "train.json"
+        if train_json.is_file():
+            metrics["train_seconds"] = json.loads(train_json.read_text())["elapsed_s"]
+        logged = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        # the names the report reads (unmask.tracking_tags): ppl for text, bits/dim for pixels
+        if meta["kind"] == "pixels":
+            logged[METRIC_BITS_PER_DIM] = metrics["bits_per_token"]
+        else:
+            logged[METRIC_PPL] = metrics["perplexity"]
+        logged[METRIC_ISR] = metrics["isr"]
+        if "train_seconds" in metrics:
+            logged[METRIC_TRAIN_SECONDS] = metrics["train_seconds"]
+        tracker.log_metrics(logged, step=0)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         tracker.log_artifact(out)
     unit = "bits/dim" if meta["kind"] == "pixels" else "bits/token"
@@ -285,7 +305,7 @@ def run_report(params: PrimeParams) -> dict:
     _write_html(params, per, verdict)
     tracker = _tracker(params)
     with tracker.start_run(params.tracking.experiment, "report", params=params.flat(),
-                           tags={"stage": "report"}):
+                           tags={"stage": "report", **prime_l_tags("summary")}):
         flat = {}
         for e in ells:
             for k in ("perplexity", "nelbo_nats_per_token", "bits_per_token", "isr",

@@ -11,10 +11,17 @@ all under one interface: temperature and top-p on the logits, classifier-free gu
 ``constant`` / ``linear`` / ``interval`` schedule, ``x_init`` for conditional generation
 (its non-mask positions stay fixed), and optional trajectories for chain figures.
 
-Network evaluations are skipped when they cannot change the result: an ``euler``/``mdm`` step
-that selects no token needs no logits (for any model), and an implicit-timestep denoiser
-(``time_conditioned = False``) is not re-run on an unchanged state. Samples are bit-identical
-to ``cache=False`` with the same generator; ``nfe`` counts the evaluations actually run.
+Network evaluations are skipped when they cannot change the result, per row of the batch:
+a step evaluates only the rows in which some token may change (for any model), and an
+implicit-timestep (ITM, ``time_conditioned = False``) denoiser is evaluated only on rows whose
+state changed since their last evaluation — the changed rows are gathered into a sub-batch,
+evaluated, and scattered back (:class:`~unmask.sampling.common.Evaluator`). So an ITM row
+costs at most min(steps, L) evaluations, however many steps are run. Explicit-timestep (ETM)
+models depend on t and are re-evaluated at every step on the rows that change. Samples are
+bit-identical to ``cache=False`` with the same generator (for a row-independent denoiser);
+``nfe`` is the max over rows of the per-row evaluations, ``nfe_mean`` their mean.
+Sub-batching needs a denoiser that supports row subsets (``select_rows`` or
+``row_independent``); others are evaluated on the whole batch.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from tqdm.auto import tqdm
 
 from unmask.sampling.common import Evaluator, Guidance, GuidanceSchedule, process_logits
 from unmask.sampling.first_hitting import first_hitting_step, next_hitting_time
-from unmask.sampling.grid import grid_step, unmask_probability
-from unmask.sampling.maskgit import maskgit_step
+from unmask.sampling.grid import grid_step, jump_sets, unmask_probabilities
+from unmask.sampling.maskgit import maskgit_keep_masked, maskgit_step
 from unmask.schedules import Schedule
 from unmask.schedules import get as get_schedule
 
@@ -45,7 +52,11 @@ class SampleResult:
 
     Attributes:
         tokens: (B, L) samples, no mask id left.
-        nfe: network evaluations run (an unconditional CFG pass counts as one).
+        nfe: network evaluations per sequence, the max over rows (an unconditional CFG pass
+            counts as one); with per-row caching rows need different numbers.
+        nfe_mean: the batch mean of the per-row evaluations.
+        forward_calls: batched network calls (sub-batches included).
+        rows_evaluated: rows those calls processed (CFG doubling and padding included).
         steps: sampler steps taken.
         guided_steps: steps that used guidance (eMIGM's NFE label: ``nfe_label``).
         idle_steps: (B,) per row, steps in which the row did not change.
@@ -63,6 +74,9 @@ class SampleResult:
     seconds: float
     trajectory: Tensor | None = None
     times: Tensor | None = None
+    nfe_mean: float = 0.0
+    forward_calls: int = 0
+    rows_evaluated: int = 0
 
     @property
     def idle_step_ratio(self) -> float:
@@ -126,8 +140,9 @@ def sample_with_info(
                    uncond_denoiser, cache=cache)
     vocab = mask_id
 
-    def logits_at(xx: Tensor, tt: Tensor) -> Tensor:
-        out = ev(xx, tt)
+    def logits_at(xx: Tensor, tt: Tensor, rows: Tensor | None = None,
+                  t_scalar: float | None = None) -> Tensor:
+        out = ev(xx, tt, rows, t_scalar)
         if out.shape != (*xx.shape, vocab):
             raise ValueError(
                 f"denoiser returned logits of shape {tuple(out.shape)}, expected "
@@ -150,7 +165,7 @@ def sample_with_info(
             if not bool(m.any()):
                 break
             t = torch.where(m > 0, next_hitting_time(t, m, schedule, generator), t)
-            logits = logits_at(x, t.float())
+            logits = logits_at(x, t.float(), (m > 0) if cache else None)
             x = first_hitting_step(x, masked, logits, temperature=temperature, top_p=top_p,
                                    generator=generator, fp64=fp64_gumbel)
             n_steps += 1
@@ -160,44 +175,49 @@ def sample_with_info(
                 times.append(float(t[0]))
     else:
         grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
+        if method == "maskgit":
+            keep = maskgit_keep_masked(schedule, steps)
+        else:
+            probs = unmask_probabilities(method, schedule, steps)
         n_init = (x == mask_id).sum(-1)
+        tt = torch.empty(batch_size, device=dev)
         for k in tqdm(range(steps), disable=not progress, desc=method, leave=False):
-            t, s = grid[k], grid[k + 1]
             masked = x == mask_id
-            if not bool(masked.any()):
-                idle += 1
-                n_steps += 1
-                continue
-            tt = torch.full((batch_size,), t, device=dev)
-            prev = x
+            eager = not cache and bool(masked.any())
             if method == "maskgit":
-                x = maskgit_step(
-                    x, masked, logits_at(x, tt), k=k, steps=steps, num_initially_masked=n_init,
-                    schedule=schedule, mask_id=mask_id, temperature=temperature, top_p=top_p,
-                    choice_temperature=choice_temperature, generator=generator,
-                    fp64=fp64_gumbel,
-                )
+                rows, jump, leftover = masked.any(-1), None, None
             else:
-                eager = None if cache else logits_at(x, tt)
-
-                def lazy(xx=x, tt=tt, e=eager):
-                    return logits_at(xx, tt) if e is None else e
-
-                x = grid_step(
-                    x, masked, lazy,
-                    unmask_probability(method, schedule, t, s), mask_id=mask_id,
-                    last=k == steps - 1, final_argmax=final_argmax, temperature=temperature,
-                    top_p=top_p, generator=generator, fp64=fp64_gumbel,
-                )
-            idle += (x == prev).all(-1).long()
+                last_argmax = method == "euler" and final_argmax and k == steps - 1
+                jump, leftover, rows = jump_sets(masked, probs[k], last_argmax=last_argmax,
+                                                 generator=generator)
+            prev = x.clone() if method == "maskgit" else None
+            if not cache:  # the reference run: every row, every step with a masked token
+                logits = logits_at(x, tt.fill_(grid[k]), None, grid[k]) if eager else None
+            if bool(rows.any()):  # else: no token can change, no logits needed
+                if cache:
+                    logits = logits_at(x, tt.fill_(grid[k]), rows, grid[k])
+                if method == "maskgit":
+                    maskgit_step(
+                        x, masked, logits, k=k, steps=steps, num_initially_masked=n_init,
+                        keep_masked=keep[k], mask_id=mask_id, temperature=temperature,
+                        top_p=top_p, choice_temperature=choice_temperature,
+                        generator=generator, fp64=fp64_gumbel,
+                    )
+                else:
+                    grid_step(x, jump, leftover, logits, temperature=temperature, top_p=top_p,
+                              generator=generator, fp64=fp64_gumbel)
+            idle += ~rows if prev is None else (x == prev).all(-1)
             n_steps += 1
             if traj is not None:
                 traj.append(x.clone())
-                times.append(s)
+                times.append(grid[k + 1])
 
     return SampleResult(
         tokens=x,
         nfe=ev.nfe,
+        nfe_mean=ev.nfe_mean,
+        forward_calls=ev.forward_calls,
+        rows_evaluated=ev.rows_evaluated,
         steps=n_steps,
         guided_steps=ev.guided_steps,
         nfe_label=ev.nfe_label,
@@ -239,8 +259,10 @@ def sample(
         **kwargs: ``x_init`` (B, L) with fixed clean positions; ``cfg_scale``, ``cfg_schedule``
             (``constant`` | ``linear`` | ``interval``), ``cfg_interval`` (t_lo, t_hi),
             ``uncond_denoiser``; ``choice_temperature`` (maskgit, default 4.5);
-            ``final_argmax`` (euler, default True); ``fp64_gumbel``; ``cache``; ``device``;
-            ``progress`` — see :func:`sample_with_info`.
+            ``final_argmax`` (euler, default True); ``fp64_gumbel`` (draws in float64);
+            ``cache`` (default True: per-row idle-step cache for ITM models and evaluation of
+            only the rows that change; False: every row at every step, the reference run);
+            ``device``; ``progress`` — see :func:`sample_with_info`.
 
     Returns:
         LongTensor (B, L) with no mask id left, or ``(tokens, trajectory)``.

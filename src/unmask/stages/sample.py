@@ -4,7 +4,8 @@ Loads ``models/model.pt`` (EMA weights unless ``sample.checkpoint: raw``), draws
 ``sample.n_per_class`` samples for every class with :func:`unmask.sampling.sample_with_info`
 and writes to ``samples/``:
 
-* ``samples.npz``: ``tokens`` [N, h, w], ``images`` uint8 [N, h, w] (decoded), ``labels`` [N];
+* ``samples.npz``: ``tokens`` [N, h, w], ``images`` uint8 [N, H, W] (decoded through
+  :func:`unmask.stages.load_tokenizer`: H = h for pixel tokens, 4h for the VQ-VAE), ``labels``;
 * ``grid.png``: rows = classes; ``chain.png``: one unmasking chain per class, left to right;
 * ``info.json``: method, steps, NFE, wall time and seconds per sample.
 """
@@ -23,7 +24,7 @@ from unmask.config import Params
 from unmask.models import ConditionedDenoiser
 from unmask.report import chain_strip, image_grid, save_png
 from unmask.sampling import sample_with_info
-from unmask.stages import PATHS, git_commit, main, make_tracker
+from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
 from unmask.training import load_checkpoint
 
 
@@ -46,7 +47,7 @@ def generate(
     s, out_dir = params.sample, Path(out_dir)
     ckpt = load_checkpoint(checkpoint, ema=s.checkpoint == "ema")
     model, cfg = ckpt.model, ckpt.model_config
-    tok = params.tokenizer.build()
+    tok = load_tokenizer(params)
     if tok.vocab_size != cfg.vocab_size or cfg.grid is None:
         raise ValueError(
             f"checkpoint {checkpoint} (vocab {cfg.vocab_size}, grid {cfg.grid}) does "
@@ -83,18 +84,23 @@ def generate(
         images=images,
         labels=y.numpy(),
     )
-    grid = images.reshape(n_cls, s.n_per_class, h, w)
-    save_png(image_grid(grid, class_names), out_dir / "grid.png")
+    size = images.shape[1:3]
+    scale = max(1, round(56 / size[0]))  # ~56 px per image in the PNGs
+    grid = images.reshape(n_cls, s.n_per_class, *images.shape[1:])
+    save_png(image_grid(grid, class_names, scale=scale), out_dir / "grid.png")
 
     # One chain per class (its first sample), chain_frames states evenly spaced in time.
     traj = res.trajectory[:, :: s.n_per_class].reshape(-1, n_cls, h, w)
     idx = np.unique(np.linspace(0, len(traj) - 1, s.chain_frames).round().astype(int))
     frames = traj[idx]
     masked = frames == cfg.mask_id
-    decoded = tok.decode(frames.masked_fill(masked, 0).reshape(-1, h, w)).reshape(frames.shape)
-    strip = chain_strip(decoded, masked.numpy())
+    decoded = tok.decode(frames.masked_fill(masked, 0).reshape(-1, h, w))
+    decoded = decoded.reshape(*frames.shape[:2], *decoded.shape[1:])
+    # A token covers (H/h)×(W/w) pixels: show it masked there.
+    up = masked.numpy().repeat(size[0] // h, axis=-2).repeat(size[1] // w, axis=-1)
+    strip = chain_strip(decoded, up)
     times = [f"t={float(res.times[i]):.2f}" for i in idx]
-    save_png(image_grid(strip, class_names, col_labels=times), out_dir / "chain.png")
+    save_png(image_grid(strip, class_names, scale=scale, col_labels=times), out_dir / "chain.png")
 
     info = {
         "method": s.method,

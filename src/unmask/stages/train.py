@@ -1,7 +1,8 @@
 """Stage ``train``: fit the class-conditional denoiser on the training shard.
 
 Builds the :class:`~unmask.models.Transformer` from ``params.model`` (vocabulary, grid and
-classes derived from the tokenizer and dataset), runs :func:`unmask.training.train` with
+classes derived from the tokenizer and dataset), trains on the shard's rows (and their flipped
+copies when it has them), runs :func:`unmask.training.train` with
 resumable checkpoints in ``runs/train/`` (wiped when the model, training params or data change),
 logs to MLflow (experiment ``tracking.experiment``, run ``train``) and writes
 
@@ -22,7 +23,7 @@ from typing import Any
 from unmask.config import Params
 from unmask.data.shards import TokenShards
 from unmask.models import Transformer
-from unmask.stages import PATHS, git_commit, main, make_tracker
+from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
 from unmask.training import train
 
 
@@ -47,7 +48,7 @@ def _run_key(params: Params, shards: TokenShards) -> str:
 
 
 def run(params: Params) -> dict:
-    tok = params.tokenizer.build()
+    tok = load_tokenizer(params)
     shards = TokenShards(PATHS.tokens / "train", tokenizer_hash=tok.hash)
     key_file = PATHS.run_dir / "run_key"
     key = _run_key(params, shards)
@@ -62,10 +63,11 @@ def run(params: Params) -> dict:
     history = _History(tracker)
     tags = {"stage": "train", "git_commit": git_commit(), "tokenizer": tok.identity}
     with tracker.start_run(params.tracking.experiment, "train", params=params.flat(), tags=tags):
+        tokens, labels = shards.training_set()  # + flipped copies with tokenizer.flip
         result = train(
             model,
-            shards.tokens_tensor(),
-            shards.labels_tensor(),
+            tokens,
+            labels,
             params.train,
             PATHS.run_dir,
             tracker=history,
@@ -77,7 +79,7 @@ def run(params: Params) -> dict:
             "elapsed_s": round(result.elapsed_s, 2),
             "tokens_per_s": round(result.tokens_per_s, 1),
             "num_params": n_params,
-            "train_sequences": len(shards),
+            "train_sequences": len(tokens),
             "seq_len": shards.seq_len,
         }
         tracker.log_metrics(

@@ -3,6 +3,7 @@
 from unmask.training.checkpoint import (
     CorruptCheckpointError,
     LoadedCheckpoint,
+    ModelConfigMismatchError,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -22,6 +23,7 @@ __all__ = [
     "BatchOrder",
     "EMA",
     "CorruptCheckpointError",
+    "ModelConfigMismatchError",
     "LoadedCheckpoint",
     "load_checkpoint",
     "read_checkpoint",

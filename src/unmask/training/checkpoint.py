@@ -7,27 +7,38 @@ payload are moved into place with ``os.replace`` (checksum first, so every ``.pt
 produced has one). A file whose hash does not match, or that does not unpickle, is corrupt:
 resuming skips it with a warning naming it and takes the previous one.
 
-The payload stores the model's :class:`~unmask.models.ModelConfig`, so
-:func:`load_checkpoint` rebuilds the network from the file alone.
+The payload stores the model's config (``model_config``, a JSON-able dict) and class
+(``model_class``, e.g. ``unmask.emigm.mae.MAE``; absent = :class:`~unmask.models.Transformer`),
+so :func:`load_checkpoint` rebuilds the network from the file alone; only classes of this
+package are imported, and every load is ``torch.load(weights_only=True)`` (a pickle carrying
+code is refused as unreadable).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
+import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ValidationError
 
 from unmask.models import ModelConfig, Transformer
 
 __all__ = [
     "CorruptCheckpointError",
+    "ModelConfigMismatchError",
     "LoadedCheckpoint",
+    "config_dict",
+    "check_model_config",
     "checkpoint_path",
     "list_checkpoints",
     "save_checkpoint",
@@ -146,8 +157,8 @@ def prune_checkpoints(directory: str | Path, keep_last: int) -> list[Path]:
 
 @dataclass
 class LoadedCheckpoint:
-    model: Transformer
-    model_config: ModelConfig
+    model: torch.nn.Module
+    model_config: Any
     train_config: dict[str, Any]
     step: int
     path: Path
@@ -160,15 +171,80 @@ def config_diff(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, tupl
     return {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
 
 
-def check_model_config(stored: dict[str, Any], given: ModelConfig | dict, path: Path) -> None:
-    """Raise a ValueError listing every field where a checkpoint's model config differs."""
-    given_cfg = given if isinstance(given, ModelConfig) else ModelConfig(**given)
-    stored_cfg = ModelConfig(**stored)
-    diff = config_diff(stored_cfg.model_dump(mode="json"), given_cfg.model_dump(mode="json"))
+class ModelConfigMismatchError(ValueError):
+    """A checkpoint was written by a model of another class or architecture."""
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A model config as a JSON-able dict: pydantic models are dumped, dataclasses converted,
+    mappings copied."""
+    if isinstance(cfg, BaseModel):
+        return cfg.model_dump(mode="json")
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise TypeError(f"cannot compare a model config of type {type(cfg).__name__}")
+
+
+def model_class_name(model: Any) -> str:
+    """``module.QualName`` of a model's class as checkpoints record it: the first class of
+    this package in its MRO (a user's subclass of :class:`~unmask.models.Transformer` is
+    rebuilt as a Transformer)."""
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("unmask."):
+            return model_class_name_of(cls)
+    return model_class_name_of(type(model))
+
+
+def check_model_config(stored: dict[str, Any], given: Any, path: Path,
+                       stored_class: str | None = None, given_class: str | None = None) -> None:
+    """Raise :class:`ModelConfigMismatchError` listing every field where a checkpoint's model
+    config differs from ``given`` (any config: pydantic model, dataclass or dict).
+
+    A pydantic ``given`` first re-reads the stored dict with its own class, so fields added
+    with defaults since the checkpoint was written compare equal; a stored config the class
+    cannot read (another model family) is a mismatch too. ``preset`` is a label and ignored.
+    """
+    if stored_class and given_class and stored_class != given_class:
+        raise ModelConfigMismatchError(
+            f"checkpoint {path} holds a {stored_class.rsplit('.', 1)[-1]} model, "
+            f"not a {given_class.rsplit('.', 1)[-1]}")
+    if isinstance(given, dict) and stored_class in (None, model_class_name_of(Transformer)):
+        given = ModelConfig(**given)
+    given_d = config_dict(given)
+    stored_d = dict(stored)
+    if isinstance(given, BaseModel):
+        try:
+            stored_d = type(given)(**stored).model_dump(mode="json")
+        except (ValidationError, TypeError) as e:
+            first = str(e).splitlines()[:3]
+            raise ModelConfigMismatchError(
+                f"checkpoint {path} was trained with a different model config "
+                f"({type(given).__name__} cannot read it: {' '.join(first)})") from None
+    diff = config_diff(stored_d, given_d)
     diff.pop("preset", None)  # a label, not architecture
     if diff:
         items = ", ".join(f"{k}: checkpoint {a!r} vs given {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"checkpoint {path} was trained with a different model config: {items}")
+        raise ModelConfigMismatchError(
+            f"checkpoint {path} was trained with a different model config: {items}")
+
+
+def _model_class(name: str | None) -> type:
+    """The model class a checkpoint names (only classes of this package are imported)."""
+    if not name or name == model_class_name_of(Transformer):
+        return Transformer
+    module, _, qual = name.rpartition(".")
+    if not module.startswith("unmask."):
+        raise CorruptCheckpointError(f"checkpoint names model class {name!r} outside unmask")
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def model_class_name_of(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def load_checkpoint(
@@ -195,10 +271,13 @@ def load_checkpoint(
         path, state = found
     else:
         state = read_checkpoint(path, map_location)
+    cls = _model_class(state.get("model_class"))
     if model_config is not None:
-        check_model_config(state["model_config"], model_config, path)
-    cfg = ModelConfig(**state["model_config"])
-    model = Transformer(cfg)
+        given_cls = Transformer if isinstance(model_config, ModelConfig | dict) else None
+        check_model_config(state["model_config"], model_config, path, state.get("model_class"),
+                           model_class_name_of(given_cls) if given_cls else None)
+    model = cls(state["model_config"])
+    cfg = model.cfg
     weights = state["ema"]["shadow"] if ema and state.get("ema") else state["model"]
     model.load_state_dict(weights)
     model.to(map_location if isinstance(map_location, str | torch.device) else "cpu").eval()

@@ -3,6 +3,11 @@
     θ̄_n = β θ̄_{n−1} + (1 − β) θ_n,      θ̄_0 = θ_0
 
 computed in place as a lerp, θ̄ ← θ̄ + (1 − β)(θ − θ̄), over all parameters at once.
+
+The shadow holds exactly the model's ``state_dict`` entries: parameters (averaged) and
+*persistent* buffers (copied). Non-persistent buffers (``register_buffer(...,
+persistent=False)``: cached tables such as sinusoidal frequencies) are not part of a state dict,
+so they are neither shadowed nor checkpointed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ __all__ = ["EMA"]
 
 
 class EMA:
-    """EMA of ``model``'s parameters (buffers are copied as they are).
+    """EMA of ``model``'s parameters (persistent buffers are copied as they are).
 
     Args:
         model: the network being trained.
@@ -29,7 +34,8 @@ class EMA:
         self.shadow: dict[str, Tensor] = {
             k: v.detach().clone() for k, v in model.state_dict().items()
         }
-        self._param_names = [k for k, _ in model.named_parameters()]
+        self._param_names = [k for k, _ in model.named_parameters() if k in self.shadow]
+        self._buffer_names = [k for k, _ in model.named_buffers() if k in self.shadow]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -38,8 +44,9 @@ class EMA:
         current = [params[k].detach() for k in self._param_names]
         if shadow:
             torch._foreach_lerp_(shadow, current, 1.0 - self.decay)
-        for k, b in model.named_buffers():
-            self.shadow[k].copy_(b)
+        buffers = dict(model.named_buffers())
+        for k in self._buffer_names:
+            self.shadow[k].copy_(buffers[k])
         self.num_updates += 1
 
     @torch.no_grad()
@@ -51,6 +58,12 @@ class EMA:
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
+        missing = sorted(set(self.shadow) - set(state["shadow"]))
+        extra = sorted(set(state["shadow"]) - set(self.shadow))
+        if missing or extra:
+            raise KeyError(
+                f"EMA state does not match the model: missing {missing[:5]}, unexpected {extra[:5]}"
+            )
         self.decay = state["decay"]
         self.num_updates = state["num_updates"]
         for k, v in state["shadow"].items():

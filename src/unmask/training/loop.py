@@ -51,8 +51,10 @@ from unmask.losses import loss_weight, masked_cross_entropy
 from unmask.training.checkpoint import (
     check_model_config,
     checkpoint_path,
+    config_dict,
     latest_checkpoint,
     list_checkpoints,
+    model_class_name,
     prune_checkpoints,
     save_checkpoint,
 )
@@ -69,7 +71,18 @@ _LOSS_EMA_BETA = 0.95
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss (or gradient norm) became NaN / inf."""
+    """The loss (or gradient norm) became NaN / inf.
+
+    Attributes:
+        step: the 0-based index of the update that failed.
+        batch: the global sample indices of that step's batch.
+        checkpoint: the last good checkpoint (the weights before this step), written if needed.
+    """
+
+    def __init__(self, message: str, step: int = -1, batch: list[int] | None = None,
+                 checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.step, self.batch, self.checkpoint = step, batch or [], checkpoint
 
 
 @dataclass
@@ -349,7 +362,8 @@ def train(
     found = latest_checkpoint(ckpt_dir) if resume else None
     if found is not None:
         last_ckpt, state = found
-        check_model_config(state["model_config"], model.cfg, last_ckpt)
+        check_model_config(state["model_config"], model.cfg, last_ckpt,
+                           state.get("model_class"), model_class_name(model))
         changed = {k: v for k, v in cfg.changed(state["train_config"]).items()
                    if k not in _RESUME_SAFE}
         if changed:
@@ -369,7 +383,8 @@ def train(
         path = save_checkpoint(
             {
                 "step": step,
-                "model_config": model.cfg.model_dump(mode="json"),
+                "model_config": config_dict(model.cfg),
+                "model_class": model_class_name(model),
                 "train_config": cfg.model_dump(mode="json"),
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -418,13 +433,14 @@ def train(
                 local, total = _objective(fwd, model, x0, y, step, index, cfg, schedule, ddp)
             loss = total.item()
             if not math.isfinite(loss):
-                raise _nonfinite(f"loss is {loss}", step, ckpt_dir, snapshot)
+                raise _nonfinite(f"loss is {loss}", step, order(step), ckpt_dir, snapshot)
             opt.zero_grad(set_to_none=True)
             local.backward()
             clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
             if not math.isfinite(grad_norm):
-                raise _nonfinite(f"gradient norm is {grad_norm}", step, ckpt_dir, snapshot)
+                raise _nonfinite(f"gradient norm is {grad_norm}", step, order(step), ckpt_dir,
+                                 snapshot)
             lr = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
@@ -467,11 +483,15 @@ def train(
     )
 
 
-def _nonfinite(what: str, step: int, ckpt_dir: Path, snapshot) -> NonFiniteLossError:
+def _nonfinite(what: str, step: int, batch: Tensor, ckpt_dir: Path,
+               snapshot) -> NonFiniteLossError:
     # The weights are still those before this step: keep them as the last good checkpoint.
     path = checkpoint_path(ckpt_dir, step)
     if not path.exists():
         path = snapshot(step)
+    idx = batch.tolist()
+    shown = ", ".join(map(str, idx[:16])) + (f", … ({len(idx)} in all)" if len(idx) > 16 else "")
     return NonFiniteLossError(
-        f"{what} at step {step} (0-based update index); last good checkpoint: {path}"
+        f"{what} at step {step} (0-based update index) on the batch of sample indices "
+        f"[{shown}]; last good checkpoint: {path}", step, idx, path,
     )

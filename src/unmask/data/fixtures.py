@@ -1,0 +1,238 @@
+"""Tiny datasets and checkpoints in the real on-disk formats, for tests and smoke runs.
+
+Each writer produces a few random images in exactly the layout the loader of
+:mod:`unmask.data` reads (so a pipeline can be run end to end with its data path pointed at
+the fixture), optionally with corrupt files that the loaders must skip by name:
+
+* :func:`write_imagenet`: ``train/<wnid>/<wnid>_<k>.JPEG`` (ILSVRC-2012 train folders);
+* :func:`write_coco`: ``{split}2014/COCO_{split}2014_<id>.jpg`` and
+  ``annotations/captions_{split}2014.json``;
+* :func:`write_cc12m`: img2dataset webdataset shards ``<shard>.tar`` (``.jpg``/``.txt``/``.json``)
+  with ``<shard>_stats.json``;
+* :func:`write_cifar10`: ``cifar-10-batches-py/`` pickle batches + ``batches.meta``;
+* :func:`write_random_vqmodel`: a randomly initialised diffusers ``VQModel`` folder with
+  SD-VQ-F8's structure (4 levels → f = 8) at tiny widths (SD-VQ-F8 cannot be downloaded);
+* :func:`scratch_pipeline`: a fresh git + DVC repo holding one ``pipelines/<exp>/`` with its
+  params overridden (point it at a fixture), to ``dvc repro`` end to end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "write_imagenet",
+    "write_coco",
+    "write_cc12m",
+    "write_cifar10",
+    "write_random_vqmodel",
+    "scratch_pipeline",
+    "CORRUPT_JPEG",
+    "WNIDS",
+    "CIFAR10_NAMES",
+]
+
+CORRUPT_JPEG = b"\xff\xd8\xffnot really a jpeg"
+WNIDS = ("n01440764", "n01443537", "n02119789")
+CIFAR10_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_WORDS = ("a", "red", "dog", "cat", "bus", "on", "the", "couch", "street", "two", "small", "blue")
+
+
+def _image(seed: int, size: tuple[int, int]) -> np.ndarray:
+    """A smooth random RGB image (a blurred random field: tokenizers see structure)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, size[0] // 8), max(2, size[1] // 8), 3), dtype=np.uint8)
+    return np.array(Image.fromarray(small).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def _jpeg_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _caption(rng: np.random.Generator) -> str:
+    return " ".join(rng.choice(_WORDS, size=int(rng.integers(3, 7)))).capitalize() + "."
+
+
+def write_imagenet(
+    root: str | Path,
+    per_class: int = 4,
+    size: tuple[int, int] = (40, 48),
+    corrupt: int = 0,
+    wnids: tuple[str, ...] = WNIDS,
+) -> Path:
+    """ILSVRC-2012 train folders with ``per_class`` JPEGs per synset; the last ``corrupt`` files
+    of the first synset are corrupt. Returns ``root``."""
+    root = Path(root)
+    for c, w in enumerate(wnids):
+        d = root / "train" / w
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            bad = c == 0 and j >= per_class - corrupt
+            data = CORRUPT_JPEG if bad else _jpeg_bytes(_image(100 * c + j, size))
+            (d / f"{w}_{j + 1}.JPEG").write_bytes(data)
+    return root
+
+
+def write_coco(
+    root: str | Path,
+    split: str = "train",
+    n: int = 8,
+    size: tuple[int, int] = (40, 48),
+    corrupt: int = 0,
+) -> Path:
+    """COCO 2014 ``{split}2014/`` images with ``annotations/captions_{split}2014.json`` (2
+    captions each); the last ``corrupt`` images are corrupt. Returns ``root``."""
+    root = Path(root)
+    (root / f"{split}2014").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for k in range(n):
+        image_id = 1000 + 7 * k
+        name = f"COCO_{split}2014_{image_id:012d}.jpg"
+        data = CORRUPT_JPEG if k >= n - corrupt else _jpeg_bytes(_image(k, size))
+        (root / f"{split}2014" / name).write_bytes(data)
+        images.append({"id": image_id, "file_name": name, "height": size[0], "width": size[1]})
+        for _ in range(2):
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "caption": _caption(rng)})
+    data = {"info": {}, "licenses": [], "images": images, "annotations": anns}
+    (root / "annotations" / f"captions_{split}2014.json").write_text(json.dumps(data))
+    return root
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_cc12m(
+    root: str | Path,
+    shards: int = 2,
+    per_shard: int = 4,
+    size: tuple[int, int] = (40, 48),
+    corrupt: int = 0,
+) -> Path:
+    """img2dataset webdataset shards ``00000.tar``… with ``.jpg``, ``.txt``, ``.json`` per sample
+    and ``*_stats.json``; the last ``corrupt`` samples of shard 0 have corrupt JPEGs."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for s in range(shards):
+        with tarfile.open(root / f"{s:05d}.tar", "w") as tar:
+            for i in range(per_shard):
+                key = f"{s:05d}{i:04d}"
+                caption = _caption(rng)
+                meta = {"url": f"http://example/{key}.jpg", "caption": caption, "key": key}
+                bad = s == 0 and i >= per_shard - corrupt
+                img = CORRUPT_JPEG if bad else _jpeg_bytes(_image(10 * s + i, size))
+                _add(tar, f"{key}.jpg", img)
+                _add(tar, f"{key}.txt", caption.encode())
+                _add(tar, f"{key}.json", json.dumps({**meta, "status": "success"}).encode())
+        stats = {"count": per_shard, "successes": per_shard}
+        (root / f"{s:05d}_stats.json").write_text(json.dumps(stats))
+    return root
+
+
+def write_cifar10(root: str | Path, per_batch: int = 8, test: int = 8) -> Path:
+    """``cifar-10-batches-py/`` with 5 training batches of ``per_batch`` images, a test batch
+    and ``batches.meta``. Returns the ``cifar-10-batches-py`` folder."""
+    d = Path(root) / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+
+    def batch(name: str, n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        imgs = np.stack([_image(1000 * seed + i, (32, 32)) for i in range(n)])
+        data = imgs.transpose(0, 3, 1, 2).reshape(n, 3072)  # channel planes, as CIFAR stores
+        obj = {
+            b"batch_label": name.encode(),
+            b"labels": [int(x) for x in rng.integers(0, 10, n)],
+            b"data": data,
+            b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)],
+        }
+        (d / name).write_bytes(pickle.dumps(obj, protocol=2))
+
+    for i in range(1, 6):
+        batch(f"data_batch_{i}", per_batch, i)
+    batch("test_batch", test, 0)
+    meta = {b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072}
+    (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return d
+
+
+def write_random_vqmodel(path: str | Path, num_codes: int = 16384, seed: int = 0) -> Path:
+    """A randomly initialised diffusers ``VQModel`` with SD-VQ-F8's structure (4 levels → f = 8,
+    ``num_codes`` codes of dim 4) at tiny widths, saved with ``save_pretrained``."""
+    import torch
+    from diffusers import VQModel
+
+    torch.manual_seed(seed)
+    model = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        num_vq_embeddings=num_codes,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    with torch.no_grad():  # codes on the scale of the encoder outputs: many in use
+        model.quantize.embedding.weight.normal_(0, 0.5)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def scratch_pipeline(
+    repo: str | Path, exp: str, dest: str | Path, overrides: Mapping[str, Any] | None = None
+) -> Path:
+    """Copy ``pipelines/<exp>/`` (``dvc.yaml``, ``.gitignore``, ``params.yaml`` with
+    ``overrides`` merged in, e.g. the fixture's data path) and ``src/`` of ``repo`` into a fresh
+    git + DVC repository at ``dest`` and return ``dest``; then
+    ``dvc repro pipelines/<exp>/dvc.yaml`` runs the pipeline there on the fixture."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from unmask.config import _merge, parse_overrides
+
+    repo, dest = Path(repo), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "-q"], cwd=dest, check=True)
+    shutil.copytree(repo / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    src, out = repo / "pipelines" / exp, dest / "pipelines" / exp
+    out.mkdir(parents=True)
+    for name in ("dvc.yaml", ".gitignore"):
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+    params = _merge(yaml.safe_load((src / "params.yaml").read_text()), parse_overrides(overrides))
+    (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest

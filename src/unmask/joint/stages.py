@@ -1,0 +1,366 @@
+"""Stages of the joint image–mask pipelines (``pipelines/seg-default``, ``pipelines/cityscapes``),
+run from the pipeline folder::
+
+    python -m unmask.joint.stages tokenize   → tokens/{tokens.npz, meta.json, vq.pt}
+    python -m unmask.joint.stages train      → models/{model.pt, train.json}
+    python -m unmask.joint.stages evaluate   → samples/*.png, metrics.json, report/index.html
+
+``tokenize`` reads (image, mask) pairs — the embedded Fashion-MNIST pairs
+(:class:`~unmask.data.seg_fmnist.SegFashionMNIST`) or Cityscapes with DI's 8 categories
+(:class:`~unmask.data.cityscapes.Cityscapes`) — fits or loads the image tokenizer and stores
+image tokens, mask classes and the raw test images. ``train`` trains ONE model on
+``[image tokens | mask tokens]`` (:class:`~unmask.joint.JointLayout`): the training loop masks
+every position of both modalities with the schedule's κ_t. ``evaluate`` uses that model three
+ways (:func:`~unmask.joint.sample_joint`): unconditional joint samples, image → mask on test
+images scored by mIoU against the ground-truth masks (:class:`~unmask.metrics.segmentation.
+MeanIoU`), and mask → image on test masks scored by FID against the real test images (the
+standard offline Inception; unavailable with its reason otherwise). Every stage logs an MLflow
+run tagged ``unmask.task=joint_seg``.
+
+Options: ``--params FILE``, ``--set key=value`` (repeatable); ``$UNMASK_TORCH_THREADS``
+(default 1) sets torch's intra-op threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from unmask.joint.common import (
+    Section,
+    TokenizerSection,
+    TrackingSection,
+    fid_result,
+    fit_tokenizer,
+    load_model,
+    load_tokenizer,
+    load_yaml_params,
+    make_tracker,
+    save_model,
+    write_json,
+)
+from unmask.joint.layout import JointLayout
+from unmask.joint.sampling import sample_joint
+from unmask.models import ModelConfig, Transformer
+from unmask.training import TrainConfig, train
+
+__all__ = ["JointParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
+
+TOKENS, RUNS, MODELS, SAMPLES = Path("tokens"), Path("runs"), Path("models"), Path("samples")
+REPORT, METRICS = Path("report"), Path("metrics.json")
+TASK_TAG = {"unmask.task": "joint_seg"}
+
+
+class DataSection(Section):
+    """``seg_fmnist``: Fashion-MNIST images (28×28) with foreground × class masks pooled to
+    ``mask_size``; ``cityscapes``: ``root`` in the official layout, images resized to
+    ``image_size``, 8-category masks to ``mask_size`` (DI: 256×512 and 32×64)."""
+
+    kind: Literal["seg_fmnist", "cityscapes"] = "seg_fmnist"
+    root: str | None = None
+    max_train: int | None = Field(default=None, gt=0)
+    max_test: int | None = Field(default=None, gt=0)
+    mask_size: tuple[int, int] = (7, 7)
+    image_size: tuple[int, int] | None = None
+    threshold: int = Field(default=16, ge=0, le=255)
+    test_split: str = "test"
+
+
+class SampleSection(Section):
+    method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
+    steps: int = Field(default=16, gt=0)
+    schedule: str = "cosine"
+    temperature: float = Field(default=1.0, gt=0)
+    choice_temperature: float = Field(default=4.5, ge=0)
+    seg_method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
+    seg_steps: int = Field(default=8, gt=0)
+    seg_temperature: float = Field(default=1.0, gt=0)
+    num_joint: int = Field(default=32, gt=0)
+    num_eval: int = Field(default=200, gt=0)
+    batch_size: int = Field(default=100, gt=0)
+    seed: int = 0
+
+
+class EvaluateSection(Section):
+    fid: bool = True
+    fid_batch_size: int = Field(default=50, gt=0)
+
+
+class ReportSection(Section):
+    title: str = "Joint image + segmentation-mask model"
+
+
+class JointParams(Section):
+    data: DataSection = DataSection()
+    tokenizer: TokenizerSection = TokenizerSection()
+    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "tiny"})
+    train: TrainConfig = TrainConfig()
+    sample: SampleSection = SampleSection()
+    evaluate: EvaluateSection = EvaluateSection()
+    tracking: TrackingSection = TrackingSection(experiment="joint-seg")
+    report: ReportSection = ReportSection()
+
+
+# -- tokenize -------------------------------------------------------------------------------------
+def _load_pairs(d: DataSection, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if d.kind == "seg_fmnist":
+        from unmask.data.seg_fmnist import SegFashionMNIST
+
+        kw: dict[str, Any] = {"threshold": d.threshold, "mask_size": tuple(d.mask_size)}
+        ds = SegFashionMNIST.from_default(split, d.root, **kw)
+        images, masks, _ = ds.arrays()
+        return images[:limit], masks[:limit]
+    from unmask.data.cityscapes import Cityscapes
+
+    if d.root is None:
+        raise ValueError("data.root: set it to the Cityscapes folder (leftImg8bit/, gtFine/)")
+    ds = Cityscapes(d.root, split, image_size=d.image_size, mask_size=tuple(d.mask_size))
+    images, masks = [], []
+    for i, item in enumerate(tqdm(ds, desc=f"read {split}", total=len(ds))):
+        if limit is not None and i >= limit:
+            break
+        images.append(item["image"])
+        masks.append(item["mask"])
+    return np.stack(images), np.stack(masks)
+
+
+def _num_classes(d: DataSection) -> int:
+    if d.kind == "seg_fmnist":
+        from unmask.data.seg_fmnist import NUM_MASK_CLASSES
+
+        return NUM_MASK_CLASSES
+    from unmask.data.cityscapes import NUM_CATEGORIES
+
+    return NUM_CATEGORIES
+
+
+def _class_names(d: DataSection) -> list[str]:
+    if d.kind == "cityscapes":
+        from unmask.data.cityscapes import CATEGORY_NAMES
+
+        return list(CATEGORY_NAMES)
+    from unmask.data.fashion_mnist import CLASS_NAMES
+
+    return ["background", *CLASS_NAMES]
+
+
+def run_tokenize(p: JointParams) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    train_split = "train"
+    tr_img, tr_mask = _load_pairs(p.data, train_split, p.data.max_train)
+    te_img, te_mask = _load_pairs(p.data, p.data.test_split, p.data.max_test)
+    tok, tok_meta = fit_tokenizer(p.tokenizer, tr_img, TOKENS)
+    kw = {} if p.tokenizer.kind == "pixel" else {"batch_size": p.tokenizer.batch_size}
+    tr_tok, te_tok = tok.encode(tr_img, **kw), tok.encode(te_img, **kw)
+    np.savez_compressed(TOKENS / "tokens.npz", train_image=tr_tok.numpy().astype(np.int32),
+                        train_mask=tr_mask, test_image=te_tok.numpy().astype(np.int32),
+                        test_mask=te_mask, test_raw=te_img)
+    meta = {"tokenizer": tok_meta, "image_vocab": int(tok.vocab_size),
+            "image_shape": list(tr_tok.shape[1:]), "mask_shape": list(tr_mask.shape[1:]),
+            "num_classes": _num_classes(p.data), "class_names": _class_names(p.data),
+            "counts": {"train": len(tr_tok), "test": len(te_tok)},
+            "raw_shape": list(te_img.shape[1:]), "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(TOKENS / "meta.json", meta)
+    with make_tracker(p.tracking).start_run(p.tracking.experiment, "tokenize",
+                                            params=p.model_dump(mode="json"),
+                                            tags={**TASK_TAG, "stage": "tokenize"}) as tr:
+        tr.log_metrics({k: v for k, v in tok_meta.items() if isinstance(v, float)}, step=0)
+    print(f"tokenize: {meta['counts']} pairs, image tokens {meta['image_shape']} (V = "
+          f"{meta['image_vocab']}), masks {meta['mask_shape']} (C = {meta['num_classes']}), "
+          f"{meta['seconds']}s → {TOKENS}")
+    return meta
+
+
+def _layout(meta: dict[str, Any]) -> JointLayout:
+    return JointLayout(tuple(meta["image_shape"]), meta["image_vocab"], tuple(meta["mask_shape"]),
+                       meta["num_classes"])
+
+
+def model_config(p: JointParams, layout: JointLayout) -> ModelConfig:
+    m = {**p.model, "vocab_size": layout.vocab_size, "seq_len": layout.seq_len,
+         "modalities": layout.modalities(), "num_classes": 0}
+    m.pop("grid", None)
+    return ModelConfig(**m)
+
+
+# -- train ----------------------------------------------------------------------------------------
+def run_train(p: JointParams) -> dict[str, Any]:
+    meta = json.loads((TOKENS / "meta.json").read_text())
+    layout = _layout(meta)
+    with np.load(TOKENS / "tokens.npz") as z:
+        x = layout.combine(torch.from_numpy(z["train_image"]), torch.from_numpy(z["train_mask"]))
+    cfg = model_config(p, layout)
+    torch.manual_seed(p.train.seed)
+    model = Transformer(cfg)
+    run_dir = RUNS / "joint"
+    tracker = make_tracker(p.tracking)
+    with tracker.start_run(p.tracking.experiment, "train", params=p.model_dump(mode="json"),
+                           tags={**TASK_TAG, "stage": "train"}):
+        res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False)
+        tracker.log_metrics({"final_loss": res.loss or float("nan"),
+                             "num_params": model.num_params()}, step=res.step)
+    weights = res.ema.shadow if res.ema is not None else None
+    save_model(model, weights, MODELS / "model.pt", {"meta": meta, "step": res.step})
+    summary = {"step": res.step, "loss": res.loss, "elapsed_s": round(res.elapsed_s, 1),
+               "tokens_per_s": round(res.tokens_per_s, 1), "num_params": model.num_params(),
+               "seq_len": layout.seq_len, "vocab_size": layout.vocab_size}
+    write_json(MODELS / "train.json", summary)
+    print(f"train: {res.step} steps, loss {res.loss:.4f}, {res.elapsed_s:.0f}s → {MODELS}")
+    return summary
+
+
+# -- evaluate -------------------------------------------------------------------------------------
+#: Colours of mask classes 0..: background black, then distinct hues (Cityscapes-like).
+PALETTE = np.array([
+    [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+    [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+], dtype=np.uint8)
+
+
+def colorize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class masks [N, h, w] → RGB [N, H, W, 3] (nearest upsampling to ``size``)."""
+    rgb = PALETTE[np.asarray(mask) % len(PALETTE)]
+    fy, fx = size[0] // mask.shape[1], size[1] // mask.shape[2]
+    return rgb.repeat(fy, 1).repeat(fx, 2)
+
+
+def _rgb(images: np.ndarray, gray: bool = True) -> np.ndarray:
+    """Grayscale images [..., H, W] → [..., H, W, 3] (RGB ones unchanged)."""
+    return np.repeat(images[..., None], 3, -1) if gray else images
+
+
+def _sample_batches(model: Transformer, layout: JointLayout, task: str, n: int, s: SampleSection,
+                    seg: bool = False, **given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(s.seed + {"joint": 0, "image_to_mask": 1,
+                                                "mask_to_image": 2}[task])
+    imgs, masks = [], []
+    for i in tqdm(range(0, n, s.batch_size), desc=task, leave=False):
+        b = min(s.batch_size, n - i)
+        kw = {k: v[i : i + b] for k, v in given.items()}
+        with torch.no_grad():
+            im, mk = sample_joint(
+                model, layout, task, batch_size=b, method=s.seg_method if seg else s.method,
+                steps=s.seg_steps if seg else s.steps, schedule=s.schedule,
+                temperature=s.seg_temperature if seg else s.temperature,
+                choice_temperature=s.choice_temperature, generator=g, **kw)
+        imgs.append(im)
+        masks.append(mk)
+    return torch.cat(imgs), torch.cat(masks)
+
+
+def run_evaluate(p: JointParams) -> dict[str, Any]:
+    from unmask.metrics import as_mlflow_metrics
+    from unmask.metrics.segmentation import MeanIoU
+    from unmask.report import image_grid, save_png, write_report
+
+    model, state = load_model(MODELS / "model.pt")
+    meta = state["meta"]
+    layout = _layout(meta)
+    tok = load_tokenizer(meta["tokenizer"], TOKENS)
+    with np.load(TOKENS / "tokens.npz") as z:
+        te_img, te_mask, te_raw = (torch.from_numpy(z["test_image"]).long(),
+                                   torch.from_numpy(z["test_mask"]).long(), z["test_raw"])
+    n = min(p.sample.num_eval, len(te_img))
+    raw_hw = tuple(te_raw.shape[1:3])
+    gray = te_raw.ndim == 3
+    t0 = time.perf_counter()
+
+    # 1. unconditional joint samples
+    j_img, j_mask = _sample_batches(model, layout, "joint", p.sample.num_joint, p.sample)
+    # 2. image → mask (segmentation as unmasking), scored by mIoU against the ground truth
+    _, seg = _sample_batches(model, layout, "image_to_mask", n, p.sample, seg=True,
+                             image=te_img[:n])
+    miou = MeanIoU(class_names=meta["class_names"], name="miou_image_to_mask")
+    miou.update(seg, te_mask[:n])
+    miou_res = miou.compute()
+    # does the predicted mask fit the object, whatever its class? (foreground vs background)
+    fg = MeanIoU(class_names=["background", "foreground"], name="miou_foreground")
+    fg.update((seg[:n] > 0).long(), (te_mask[:n] > 0).long())
+    fg_res = fg.compute()
+    # 3. mask → image, scored by FID against the real test images
+    m2i_img, _ = _sample_batches(model, layout, "mask_to_image", n, p.sample, mask=te_mask[:n])
+    seconds = time.perf_counter() - t0
+    m2i = tok.decode(m2i_img)
+    # figures: joint samples (image | mask), segmentation (image | truth | prediction),
+    # mask → image (mask | generated | real)
+    joint_dec = tok.decode(j_img)
+    k = min(8, p.sample.num_joint)
+    rows = [np.stack([_rgb(joint_dec[i], gray), colorize(j_mask[i : i + 1].numpy(), raw_hw)[0]])
+            for i in range(k)]
+    figs = {"unconditional joint samples (image | mask)":
+            save_png(image_grid(np.stack(rows).transpose(1, 0, 2, 3, 4), scale=2),
+                     SAMPLES / "joint.png")}
+    m = min(8, n)
+    seg_rows = np.stack([_rgb(te_raw[:m], gray), colorize(te_mask[:m].numpy(), raw_hw),
+                         colorize(seg[:m].numpy(), raw_hw)])
+    figs["image → mask (rows: image, ground truth, prediction)"] = save_png(
+        image_grid(seg_rows, scale=2), SAMPLES / "image_to_mask.png")
+    m2i_rows = np.stack([colorize(te_mask[:m].numpy(), raw_hw), _rgb(m2i[:m], gray),
+                         _rgb(te_raw[:m], gray)])
+    figs["mask → image (rows: given mask, generated, real)"] = save_png(
+        image_grid(m2i_rows, scale=2), SAMPLES / "mask_to_image.png")
+
+    fid = fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
+                     batch_size=p.evaluate.fid_batch_size, name="fid_mask_to_image")
+
+    metrics: dict[str, Any] = {**as_mlflow_metrics([miou_res, fg_res, fid]),
+                               "num_eval": n, "sample_seconds": round(seconds, 1)}
+    per_class = {f"iou.{k}": v for k, v in miou.per_class().items() if v == v}
+    reasons = {r.name: r.reason for r in (miou_res, fid) if not r.available}
+    train_info = json.loads((MODELS / "train.json").read_text())
+    out = {"miou_image_to_mask": miou_res.value, "fid_mask_to_image": fid.value,
+           "miou_foreground": fg_res.value,
+           "unavailable": reasons, **per_class, "num_eval": n,
+           "train_loss": train_info.get("loss"), "train_steps": train_info.get("step"),
+           "sample_seconds": round(seconds, 1)}
+    write_json(METRICS, out)
+    with make_tracker(p.tracking).start_run(p.tracking.experiment, "evaluate",
+                                            params=p.model_dump(mode="json"),
+                                            tags={**TASK_TAG, "stage": "evaluate"}) as tr:
+        tr.log_metrics({k: float(v) for k, v in {**metrics, **per_class}.items()
+                        if isinstance(v, int | float)}, step=0)
+        if reasons:
+            tr.set_tags({f"unavailable.{k}": v for k, v in reasons.items()})
+        for f in figs.values():
+            tr.log_artifact(f, "samples")
+        from unmask.stages import git_commit
+
+        page = write_report(REPORT, title=p.report.title, metrics=out, params=p.model_dump(
+            mode="json"), figures=figs, commit=git_commit(), notes={"task": "joint_seg"})
+        tr.log_artifact(page)
+    print(f"evaluate: mIoU(image→mask) = {miou_res.value}, FID(mask→image) = "
+          f"{fid.value if fid.available else 'unavailable: ' + str(fid.reason)} "
+          f"({seconds:.0f}s sampling) → {METRICS}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Any:
+    ap = argparse.ArgumentParser(prog="python -m unmask.joint.stages",
+                                 description="joint image + segmentation-mask pipeline stages")
+    ap.add_argument("stage", choices=["tokenize", "train", "evaluate"])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    from unmask.stages import user_errors
+
+    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
+    with user_errors():
+        p = load_yaml_params(JointParams, args.params, args.overrides)
+        return {"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate}[
+            args.stage](p)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,149 @@
+"""Runs from MLflow as one pandas table, with the ablation each run belongs to.
+
+Tagging convention (the names of :mod:`unmask.tracking_tags` plus those of
+:mod:`unmask.orchestration.runs`; the writers are the ``ablations`` / ``t_min`` flows, the default
+pipeline's stages, :mod:`unmask.prime` and :mod:`unmask.emigm`):
+
+==========================  ==================================================================
+tag / param / metric        meaning
+==========================  ==================================================================
+``unmask.ablation``         the axis: ``nfe``, ``temperature``, ``cfg``, ``schedule``,
+                            ``t_min``, ``prime_l`` (plotted); ``sampler``, ``top_p``,
+                            ``cfg_interval``, ``weighting``, ... (tabled)
+``unmask.kind``             ``trial`` (a grid point) or ``sweep`` (its parent; never plotted)
+``unmask.paper``            ``discrete-interpolants`` / ``emigm`` / ``mdm-prime``
+``unmask.stage`` / ``stage``  ``train`` / ``evaluate`` / ``summary`` (pipeline stages:
+                            ``evaluate`` runs carry ``fid`` etc.)
+``unmask.primary_metric``   the trial's headline metric (``fid`` when computed)
+``unmask.fid_unavailable``  why a run has no ``fid`` (shown, never replaced)
+``git_commit``              the commit a run was made from
+``unmask.device``           the device (``cpu ...``, ``cuda:0 NVIDIA H100``, ...)
+``unmask.dataset_manifest`` sha256 of the dataset manifest (else the ``fid.reference`` param)
+``point.<dotted key>``      param: the grid point's value of the swept key (orchestration)
+``<section>.<key>``         param: resolved params (``sample.steps``, ``train.t_min``,
+                            ``prime.l``, ``train.seed``: repeats over seeds are averaged)
+metrics                     ``fid`` (FID plots), ``ppl`` / ``bits_per_dim`` (ℓ plot),
+                            ``train_seconds`` (t_min cost), ``nfe`` (x of the NFE plot)
+==========================  ==================================================================
+
+Older MDM-Prime runs without ``unmask.ablation`` (tag/param ``ell`` and a ``perplexity`` or
+``ppl`` metric) are read as ``prime_l`` points.
+
+:func:`load_runs` returns ``mlflow.search_runs``'s frame (columns ``run_id``,
+``experiment_id``, ``status``, ``start_time``, ``params.*``, ``metrics.*``, ``tags.*``) plus
+``experiment`` (name) and ``ablation`` (the axis, or ``""``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pandas as pd
+
+__all__ = ["ABLATION_TAG", "load_runs", "infer_ablation", "param", "metric", "tag"]
+
+ABLATION_TAG = "unmask.ablation"
+KIND_TAG = "unmask.kind"
+
+
+def param(df: pd.DataFrame, key: str) -> pd.Series:
+    """Param ``key`` of every row (the grid point's ``point.<key>`` first), as strings (NaN if
+    absent)."""
+    out = pd.Series([None] * len(df), index=df.index, dtype=object)
+    for col in (f"params.point.{key}", f"params.{key}"):
+        if col in df:
+            out = out.where(out.notna(), df[col])
+    return out
+
+
+def metric(df: pd.DataFrame, key: str) -> pd.Series:
+    """Metric ``key`` of every row as floats (NaN if absent)."""
+    col = f"metrics.{key}"
+    if col not in df:
+        return pd.Series([float("nan")] * len(df), index=df.index, dtype=float)
+    return pd.to_numeric(df[col], errors="coerce")
+
+
+def tag(df: pd.DataFrame, key: str) -> pd.Series:
+    """Tag ``key`` of every row (NaN if absent)."""
+    col = f"tags.{key}"
+    if col not in df:
+        return pd.Series([None] * len(df), index=df.index, dtype=object)
+    return df[col]
+
+
+def infer_ablation(df: pd.DataFrame) -> pd.Series:
+    """The ablation of each run: the ``unmask.ablation`` tag (sweep parents excluded), else
+    ``prime_l`` for older MDM-Prime evaluate runs (``ell`` and a ``perplexity``/``ppl`` metric),
+    else ``""``."""
+    abl = tag(df, ABLATION_TAG).fillna("").astype(str)
+    kind = tag(df, KIND_TAG).fillna("").astype(str)
+    abl = abl.where(kind != "sweep", "")
+    ell = tag(df, "ell").where(tag(df, "ell").notna(), param(df, "ell"))
+    ppl = metric(df, "perplexity").notna() | metric(df, "ppl").notna()
+    prime = (abl == "") & ell.notna() & ppl
+    return abl.where(~prime, "prime_l")
+
+
+def load_runs(
+    tracking_uri: str | None = None,
+    experiments: Sequence[str] | None = None,
+    *,
+    finished_only: bool = True,
+) -> pd.DataFrame:
+    """All runs of ``experiments`` (names; default: every experiment) in the store at
+    ``tracking_uri`` (default :func:`unmask.tracking.tracking_uri`).
+
+    Args:
+        finished_only: keep only FINISHED runs (a failed or running trial has no valid metrics).
+
+    Raises:
+        ValueError: an experiment name that does not exist in the store.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    from unmask.tracking import tracking_uri as default_uri
+
+    uri = tracking_uri or default_uri()
+    client = MlflowClient(tracking_uri=uri)
+    if experiments:
+        exps = []
+        for name in experiments:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                known = sorted(e.name for e in client.search_experiments())
+                raise ValueError(f"experiment {name!r} not found in {uri}; known: {known}")
+            exps.append(exp)
+    else:
+        exps = list(client.search_experiments())
+    names = {e.experiment_id: e.name for e in exps}
+    if not names:
+        return _empty()
+    import mlflow
+
+    prev = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        filt = "attributes.status = 'FINISHED'" if finished_only else ""
+        df = mlflow.search_runs(
+            experiment_ids=list(names),
+            filter_string=filt,
+            output_format="pandas",
+            max_results=50_000,
+        )
+    finally:
+        mlflow.set_tracking_uri(prev)
+    if df.empty:
+        return _empty()
+    df = df.copy()
+    df["experiment"] = df["experiment_id"].map(names)
+    df["ablation"] = infer_ablation(df)
+    return df.reset_index(drop=True)
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame(
+        columns=["run_id", "experiment_id", "experiment", "status", "start_time", "ablation"]
+    )
