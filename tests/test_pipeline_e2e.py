@@ -5,21 +5,16 @@ metrics), and a second `dvc repro` changes nothing."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from unmask.config import _merge, load_params, parse_overrides
+from unmask.config import load_params
 from unmask.data import fashion_mnist
+from unmask.data.fixtures import dvc_bin, run_dvc, scratch_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SHRINK = [
     "data.n_train=256",
     "data.n_val=32",
@@ -60,34 +55,15 @@ pytestmark = [
     pytest.mark.skipif(
         not fashion_mnist.DEFAULT_ROOT.is_dir(), reason="apt-get install dataset-fashion-mnist"
     ),
-    pytest.mark.skipif(not (BIN / "dvc").exists(), reason="dvc is not installed in this venv"),
+    pytest.mark.skipif(not dvc_bin().exists(), reason="dvc is not installed"),
 ]
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, f"{args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    _run(["git", "init", "-q"], root)
-    _run([str(BIN / "dvc"), "init", "-q"], root)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), parse_overrides(SHRINK))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = scratch_pipeline(REPO, None, tmp_path_factory.mktemp("pipeline"), SHRINK)
     load_params(root / "params.yaml")  # the shrunk params are valid
-    _run([str(BIN / "dvc"), "repro"], root)
+    run_dvc(["repro"], root)
     return root
 
 
@@ -124,9 +100,9 @@ def test_outputs_and_metrics(pipeline):
 
 
 def test_second_repro_is_a_no_op(pipeline):
-    out = _run([str(BIN / "dvc"), "repro"], pipeline)
+    out = run_dvc(["repro"], pipeline)
     text = out.stdout + out.stderr
     assert "Running stage" not in text
     assert "up to date" in text or "didn't change" in text
-    status = _run([str(BIN / "dvc"), "status"], pipeline)
+    status = run_dvc(["status"], pipeline)
     assert "up to date" in status.stdout

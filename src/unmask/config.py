@@ -44,6 +44,8 @@ __all__ = [
     "ReportConfig",
     "Params",
     "load_params",
+    "read_params_file",
+    "validation_error",
     "parse_overrides",
 ]
 
@@ -387,21 +389,41 @@ def load_params(
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
 ) -> Params:
     """Read, override and validate a params file. Raises :class:`ConfigError` (one line)."""
+    raw = read_params_file(path)
+    extra = parse_overrides(overrides)
+    return validate_params(_merge(raw, extra), source=str(path), overridden=_dotted(extra))
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML params file; a missing file, invalid YAML (with its line)
+    or a non-mapping is one :class:`ConfigError` line naming the file. Every pipeline's params
+    loader (foundation, MDM-Prime, eMIGM, joint/video) reads its file through this."""
     path = Path(path)
-    name = str(path)
     if not path.is_file():
-        raise ConfigError(f"{name}: params file not found")
+        raise ConfigError(f"{path}: params file not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "syntax error"
-        raise ConfigError(f"{name}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a mapping of sections at the top level")
-    extra = parse_overrides(overrides)
-    return validate_params(_merge(raw, extra), source=name, overridden=_dotted(extra))
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def validation_error(path: str | Path, e: ValidationError) -> ConfigError:
+    """The first pydantic error as one :class:`ConfigError` line ``<file>: <dotted.key>: msg``
+    (for the pipelines' own params models; :func:`validate_params` adds suggestions)."""
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return ConfigError(f"{path}: {key}: {msg}" if key else f"{path}: {msg}")
 
 
 def validate_params(

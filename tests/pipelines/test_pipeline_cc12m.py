@@ -6,52 +6,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from unmask.data.fixtures import scratch_pipeline, write_cc12m, write_random_vqmodel
+from unmask.data.fixtures import run_dvc, write_cc12m
 from unmask.data.shards import TokenShards
 from unmask.stages.experiment import load_experiment_params
 from unmask.tokenizers.text import HashedBagOfWords
 
 pytest.importorskip("diffusers")
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 EXP = "cc12m"
-TINY = {
-    "model.preset": "tiny",
-    "model.dim": 32,
-    "model.depth": 1,
-    "model.heads": 2,
-    "train.steps": 3,
-    "train.batch_size": 4,
-    "train.warmup_steps": 1,
-    "train.log_every": 1,
-    "train.ckpt_every": 3,
-    "train.device": "cpu",
-    "tracking.enabled": False,
-}
-
-
-def dvc(args: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    out = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, f"dvc {args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout
 
 
 def test_real_params():
@@ -60,22 +28,10 @@ def test_real_params():
 
 
 @pytest.mark.slow
-def test_dvc_repro_on_fixture(tmp_path):
+def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
     data = write_cc12m(tmp_path / "cc12m", shards=2, per_shard=3, size=(72, 80), corrupt=1)
-    vq = write_random_vqmodel(tmp_path / "sd-vq-f8")
-    over = {
-        "data.root": str(data),
-        "data.image_size": 64,
-        "data.batch_size": 4,
-        "tokenizer.path": str(vq),
-        "tokenizer.device": "cpu",
-        "tokenizer.flip": True,
-        "text.encoder": "bow",
-        "text.dim": 16,
-        **TINY,
-    }
-    root = scratch_pipeline(REPO, EXP, tmp_path / "repo", over)
-    dvc(["repro", f"pipelines/{EXP}/dvc.yaml"], root)
+    text = {"text.encoder": "bow", "text.dim": 16}
+    root = reproduce(EXP, {**tiny_sd_vq, "data.root": str(data), "tokenizer.flip": True, **text})
     out = root / "pipelines" / EXP / "out"
 
     tok = json.loads((out / "metrics" / "tokenize.json").read_text())
@@ -95,4 +51,4 @@ def test_dvc_repro_on_fixture(tmp_path):
     train = json.loads((out / "metrics" / "train-di-cc12m.json").read_text())
     assert train["step"] == 3 and train["train_sequences"] == 10 and np.isfinite(train["loss"])
     assert (out / "models" / "di-cc12m" / "model.pt").is_file()
-    assert io.StringIO(dvc(["metrics", "show"], root)).read().count("di-cc12m") >= 1
+    assert io.StringIO(run_dvc(["metrics", "show"], root).stdout).read().count("di-cc12m") >= 1

@@ -4,63 +4,31 @@ stage per schedule; `dvc repro` on a tiny cifar-10-batches-py fixture trains eac
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from unmask.data.cifar10 import CIFAR10
-from unmask.data.fixtures import scratch_pipeline, write_cifar10
+from unmask.data.fixtures import run_dvc, scratch_pipeline, write_cifar10
 from unmask.data.shards import TokenShards
 from unmask.stages.experiment import load_experiment_params
 from unmask.tokenizers import PixelTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 EXP = "cifar10-s8"
-TINY = {
-    "model.preset": "tiny",
-    "model.dim": 32,
-    "model.depth": 1,
-    "model.heads": 2,
-    "train.steps": 3,
-    "train.batch_size": 4,
-    "train.warmup_steps": 1,
-    "train.log_every": 1,
-    "train.ckpt_every": 3,
-    "train.device": "cpu",
-    "tracking.enabled": False,
-}
-
-
-def dvc(args: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    out = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, f"dvc {args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout
 
 
 def test_real_params_and_dag():
     p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
     assert p.data.root == "/data/cifar10" and len(p.schedules) >= 4
     assert {"linear", "cosine"} <= set(p.schedules)
-    dag = dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml:train@cosine"], REPO)
+    dag = run_dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml:train@cosine"], REPO).stdout
     assert "tokenize" in dag and "train@cosine" in dag
 
 
 @pytest.mark.slow
-def test_dvc_repro_on_fixture(tmp_path):
+def test_dvc_repro_on_fixture(tmp_path, tiny):
     root_data = tmp_path / "cifar"
     write_cifar10(root_data, per_batch=4, test=4)
     over = {
@@ -69,12 +37,12 @@ def test_dvc_repro_on_fixture(tmp_path):
         "schedules": ["linear", "cosine"],
         "sample.steps": 4,
         "sample.n_per_class": 1,
-        **TINY,
+        **tiny,
     }
     root = scratch_pipeline(REPO, EXP, tmp_path / "repo", over)
-    dag = dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml"], root)
+    dag = run_dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml"], root).stdout
     assert "train@linear" in dag and "train@cosine" in dag and "train@arccos" not in dag
-    dvc(["repro", f"pipelines/{EXP}/dvc.yaml"], root)
+    run_dvc(["repro", f"pipelines/{EXP}/dvc.yaml"], root)
     out = root / "pipelines" / EXP / "out"
 
     shard = TokenShards(out / "tokens" / "train")
@@ -91,5 +59,5 @@ def test_dvc_repro_on_fixture(tmp_path):
         assert (out / "models" / sched / "model.pt").is_file()
         with np.load(out / "samples" / sched / "samples.npz") as z:  # 10 classes × 1
             assert z["images"].shape == (10, 8, 8, 3) and z["tokens"].shape == (10, 8, 24)
-    shown = dvc(["metrics", "show"], root)
+    shown = run_dvc(["metrics", "show"], root).stdout
     assert "train-linear.json" in shown and "train-cosine.json" in shown

@@ -12,12 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("diffusers")
 
 from unmask.joint import stages  # noqa: E402
 from unmask.joint.common import load_model  # noqa: E402
-
-PIPE = Path(__file__).resolve().parents[2] / "pipelines" / "cityscapes"
 
 
 def _pair(root: Path, split: str, city: str, frame: int) -> None:
@@ -33,61 +31,26 @@ def _pair(root: Path, split: str, city: str, frame: int) -> None:
     Image.fromarray(ids).save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
 
 
-def _tiny_vq_f8(path: Path) -> None:
-    """SD-VQ-F8's structure (4 levels → f = 8, 16 384 codes of dim 4) with tiny widths."""
-    torch.manual_seed(0)
-    model = diffusers.VQModel(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        num_vq_embeddings=16384,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_(0, 0.5)
-    model.save_pretrained(path)
-
-
 @pytest.mark.slow
-def test_cityscapes_pipeline_on_fixture(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
-    data, vq = tmp_path / "cityscapes", tmp_path / "sd-vq-f8"
+def test_cityscapes_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
+    data = tmp_path / "cityscapes"
     for i in range(4):
         _pair(data, "train", "aachen", i)
     _pair(data, "val", "lindau", 7)
-    _tiny_vq_f8(vq)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    sets = [
-        f"data.root={data}",
-        f"tokenizer.path={vq}",
-        "data.image_size=[32, 64]",
-        "data.mask_size=[4, 8]",
-        "model.preset=tiny",
-        "model.dim=32",
-        "model.depth=2",
-        "train.steps=3",
-        "train.batch_size=2",
-        "train.warmup_steps=1",
-        "train.device=cpu",
-        "train.ckpt_every=3",
-        "sample.num_joint=2",
-        "sample.num_eval=1",
-        "sample.batch_size=2",
-        "sample.steps=4",
-        "sample.seg_steps=4",
-        "evaluate.fid=false",
-        "tracking.enabled=false",
-    ]
-    argv = ["--params", str(PIPE / "params.yaml")] + [a for s in sets for a in ("--set", s)]
+    sets = {
+        "data.root": data,
+        "tokenizer.path": sd_vq_f8,
+        "data.image_size": [32, 64],
+        "data.mask_size": [4, 8],
+        "train.steps": 3,
+        "train.ckpt_every": 3,
+        "sample.num_joint": 2,
+        "sample.num_eval": 1,
+        "sample.seg_steps": 4,
+    }
+    run = stage_cli(stages.main, "cityscapes", sets)
 
-    meta = stages.main(["tokenize", *argv])
+    meta = run("tokenize")
     assert meta["image_vocab"] == 16384 and meta["num_classes"] == 8
     assert meta["image_shape"] == [4, 8] and meta["mask_shape"] == [4, 8]
     with np.load("tokens/tokens.npz") as z:
@@ -97,7 +60,7 @@ def test_cityscapes_pipeline_on_fixture(tmp_path, monkeypatch):
         assert (z["train_mask"][:, 0] == 5).all() and (z["train_mask"][:, -1] == 7).all()
         assert z["train_image"].max() < 16384
 
-    summary = stages.main(["train", *argv])
+    summary = run("train")
     assert summary["step"] == 3 and summary["seq_len"] == 64
     model, _ = load_model(Path("models/model.pt"))
     assert model.cfg.vocab_size == 16384 + 8
@@ -108,7 +71,7 @@ def test_cityscapes_pipeline_on_fixture(tmp_path, monkeypatch):
         p = model(x, torch.tensor([0.5])).softmax(-1)
     assert float(p[0, 32:, :16384].sum()) == 0.0 and float(p[0, :32, 16384:].sum()) == 0.0
 
-    out = stages.main(["evaluate", *argv])
+    out = run("evaluate")
     assert 0.0 <= out["miou_image_to_mask"] <= 1.0 and 0.0 <= out["miou_foreground"] <= 1.0
     assert out["fid_mask_to_image"] is None and "fid_mask_to_image" in out["unavailable"]
     assert json.loads(Path("metrics.json").read_text())["num_eval"] == 1

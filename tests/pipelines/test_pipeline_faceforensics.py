@@ -9,14 +9,12 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
-import torch
 
-diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("diffusers")
 
 from unmask.joint.common import load_model  # noqa: E402
 from unmask.video import stages  # noqa: E402
 
-PIPE = Path(__file__).resolve().parents[2] / "pipelines" / "faceforensics"
 VIDEOS = "original_sequences/youtube/c23/videos"
 
 
@@ -41,70 +39,36 @@ def _mp4(path: Path, n: int, seed: int, size: int = 32) -> None:
     w.close()
 
 
-def _tiny_vq_f8(path: Path) -> None:
-    torch.manual_seed(0)
-    model = diffusers.VQModel(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        num_vq_embeddings=16384,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    with torch.no_grad():
-        model.quantize.embedding.weight.normal_(0, 0.5)
-    model.save_pretrained(path)
-
-
 @pytest.mark.slow
-def test_faceforensics_pipeline_on_fixture(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
-    data, vq = tmp_path / "ff", tmp_path / "sd-vq-f8"
+def test_faceforensics_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
+    data = tmp_path / "ff"
     for i in range(3):
         _mp4(data / VIDEOS / f"{i:03d}.mp4", 34, seed=i)  # 2 clips of 16 frames each
-    _tiny_vq_f8(vq)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    sets = [
-        f"data.root={data}",
-        f"tokenizer.path={vq}",
-        "data.size=16",
-        "data.test_fraction=0.34",
-        "model.preset=tiny",
-        "model.dim=32",
-        "model.depth=2",
-        "train.steps=2",
-        "train.batch_size=2",
-        "train.warmup_steps=1",
-        "train.device=cpu",
-        "train.ckpt_every=2",
-        "sample.num_uncond=2",
-        "sample.num_cond=1",
-        "sample.batch_size=2",
-        "sample.steps=4",
-        "evaluate.fid=false",
-        "tracking.enabled=false",
-    ]
-    argv = ["--params", str(PIPE / "params.yaml")] + [a for s in sets for a in ("--set", s)]
+    sets = {
+        "data.root": data,
+        "tokenizer.path": sd_vq_f8,
+        "data.size": 16,
+        "data.test_fraction": 0.34,
+        "train.steps": 2,
+        "train.ckpt_every": 2,
+        "sample.num_uncond": 2,
+        "sample.num_cond": 1,
+    }
+    run = stage_cli(stages.main, "faceforensics", sets)
 
-    meta = stages.main(["tokenize", *argv])
+    meta = run("tokenize")
     assert meta["frames"] == 16 and meta["grid"] == [2, 2] and meta["vocab_size"] == 16384
     assert meta["counts"] == {"train": 4, "test": 2}
     with np.load("tokens/tokens.npz") as z:
         assert z["train"].shape == (4, 16, 2, 2) and z["test_raw"].shape == (2, 16, 16, 16, 3)
 
-    summary = stages.main(["train", *argv])
+    summary = run("train")
     assert summary["step"] == 2 and summary["seq_len"] == 64
     assert summary["attention"] == "factorized"
     model, _ = load_model(Path("models/model.pt"))
     assert model.cfg.frames == 16 and model.cfg.pos == "spacetime"
 
-    out = stages.main(["evaluate", *argv])
+    out = run("evaluate")
     assert out["context_kept_exactly"] is True and out["context_frames"] == 1
     assert out["fvd"] is None and "fvd" in out["unavailable"]
     assert Path("samples/unconditional.gif").is_file()

@@ -5,9 +5,6 @@ few training steps of a tiny model; plus the real params' DI-546M configuration.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unmask.data.fixtures import WNIDS, scratch_pipeline, write_imagenet, write_random_vqmodel
+from unmask.data.fixtures import WNIDS, run_dvc, write_imagenet
 from unmask.data.shards import TokenShards
 from unmask.data.transforms import center_crop_arr
 from unmask.models import Transformer
@@ -23,36 +20,7 @@ from unmask.stages.experiment import load_experiment_params
 
 pytest.importorskip("diffusers")
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 EXP = "imagenet256-di"
-TINY = {
-    "model.preset": "tiny",
-    "model.dim": 32,
-    "model.depth": 1,
-    "model.heads": 2,
-    "train.steps": 3,
-    "train.batch_size": 4,
-    "train.warmup_steps": 1,
-    "train.log_every": 1,
-    "train.ckpt_every": 3,
-    "train.device": "cpu",
-    "tracking.enabled": False,
-}
-
-
-def dvc(args: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    out = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, f"dvc {args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout
 
 
 def test_real_params_are_di_546m_on_sd_vq_f8_tokens():
@@ -68,22 +36,10 @@ def test_real_params_are_di_546m_on_sd_vq_f8_tokens():
 
 
 @pytest.mark.slow
-def test_dvc_repro_on_fixture(tmp_path):
+def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, sd_vq_f8, reproduce):
     data = write_imagenet(tmp_path / "imagenet", per_class=3, size=(72, 80), corrupt=1)
-    vq = write_random_vqmodel(tmp_path / "sd-vq-f8")
-    over = {
-        "data.root": str(data),
-        "data.image_size": 64,
-        "data.batch_size": 4,
-        "tokenizer.path": str(vq),
-        "tokenizer.device": "cpu",
-        "sample.steps": 4,
-        "sample.classes": [0, 2],
-        "sample.n_per_class": 2,
-        **TINY,
-    }
-    root = scratch_pipeline(REPO, EXP, tmp_path / "repo", over)
-    dvc(["repro", f"pipelines/{EXP}/dvc.yaml"], root)
+    sample = {"sample.steps": 4, "sample.classes": [0, 2], "sample.n_per_class": 2}
+    root = reproduce(EXP, {**tiny_sd_vq, "data.root": str(data), **sample})
     out = root / "pipelines" / EXP / "out"
 
     tok = json.loads((out / "metrics" / "tokenize.json").read_text())
@@ -97,7 +53,7 @@ def test_dvc_repro_on_fixture(tmp_path):
     first = sorted((data / "train" / WNIDS[0]).glob("*.JPEG"))[0]
     crop = center_crop_arr(Image.open(first).convert("RGB"), 64)
     mirror = np.array(Image.fromarray(crop).transpose(Image.FLIP_LEFT_RIGHT))
-    enc = SDVQTokenizer.from_pretrained(vq)
+    enc = SDVQTokenizer.from_pretrained(sd_vq_f8)
     np.testing.assert_array_equal(shard.tokens[0], enc.encode(crop[None]).numpy()[0])
     np.testing.assert_array_equal(shard.flipped[0], enc.encode(mirror[None]).numpy()[0])
 
@@ -111,10 +67,10 @@ def test_dvc_repro_on_fixture(tmp_path):
     assert (out / "samples" / "di-546m" / "grid.png").is_file()
     info = json.loads((out / "metrics" / "sample-di-546m.json").read_text())
     assert info["cfg_scale"] == 3.0 and info["nfe"] > 0 and info["method"] == "euler"
-    metrics = json.loads(dvc(["metrics", "show", "--json"], root))
+    metrics = json.loads(run_dvc(["metrics", "show", "--json"], root).stdout)
     flat = json.dumps(metrics)
     assert "train-di-546m.json" in flat and "tokenize.json" in flat
-    plots = json.loads(dvc(["plots", "show", "--json"], root))
+    plots = json.loads(run_dvc(["plots", "show", "--json"], root).stdout)
     assert any("train-di-546m.csv" in k for k in plots["data"])
-    dag = dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml:train"], root)
+    dag = run_dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml:train"], root).stdout
     assert "tokenize" in dag and "train" in dag

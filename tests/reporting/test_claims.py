@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from unmask.reporting.claims import Claim, check_claim, load_claims, references
+from unmask.reporting import claims as claims_mod
+from unmask.reporting.claims import Claim, check_claim, fidelity_table, load_claims, references
+from unmask.reporting.page import html_table, link
 
 
 def _claim(direction: dict) -> Claim:
@@ -112,3 +114,58 @@ def test_references_are_consistent():
     # the MDM-Prime abstract's OpenWebText perplexities
     owt = next(v for v in refs["values"] if v["id"] == "prime_owt_ppl")["entries"]
     assert owt == {"MDM-Prime": 15.36, "MDM (ℓ=1)": 21.52, "ARM": 17.54}
+
+
+def test_every_transcribed_number_names_its_source():
+    refs = references()
+    for c in load_claims():
+        if c.paper_values:
+            assert c.source and c.source.startswith("https://"), c.id
+    for v in refs["values"]:
+        assert str(v.get("source", "")).startswith("https://"), v["id"]
+
+
+def test_fidelity_table_carries_the_source_url():
+    fid = fidelity_table({}).set_index("id")
+    prime = next(c for c in load_claims() if c.id == "prime_l_improves_ppl")
+    assert fid.loc["prime_l_improves_ppl", "source_url"] == prime.source
+    assert fid.loc["prime_l_improves_ppl", "paper"] == "ℓ = 1 (MDM): 21.52; MDM-Prime: 15.36"
+    untranscribed = fid[fid["paper"] == "not transcribed"]
+    assert len(untranscribed) and (untranscribed["source_url"] == "").all()
+
+
+def test_a_source_that_is_not_a_url_is_rejected(monkeypatch):
+    refs = {
+        "papers": references()["papers"],
+        "claims": [
+            {
+                "id": "bad",
+                "ablation": "x",
+                "paper": "di",
+                "where": "Table 1",
+                "claim": "c",
+                "direction": {"decreasing": {"metric": "fid"}},
+                "paper_values": {"a": 1.0},
+                "source": "my memory",
+            }
+        ],
+    }
+    monkeypatch.setattr(claims_mod, "references", lambda: refs)
+    with pytest.raises(ValueError, match="claim 'bad': source must be an http"):
+        load_claims()
+
+
+def test_link_cells_render_as_links_and_everything_else_is_escaped():
+    out = html_table(
+        ["source", "plain"],
+        [
+            [link("Paper <A> & co", "https://example.org/abs?x=1&y=2"), "<b>"],
+            [link("no url", ""), "x"],
+            [link("js", "javascript:alert(1)"), "y"],
+        ],
+    )
+    assert '<td><a href="https://example.org/abs?x=1&amp;y=2" rel="noopener">' in out
+    assert "Paper &lt;A&gt; &amp; co</a></td>" in out
+    assert "<td>&lt;b&gt;</td>" in out
+    assert "<td>no url</td>" in out  # escaped once, not a link
+    assert "javascript:" not in out and "<td>js</td>" in out

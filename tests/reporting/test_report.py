@@ -184,6 +184,16 @@ def test_page_is_self_contained(report):
     assert "FID unavailable in 1 run(s): no weights" in html
 
 
+def test_fidelity_table_links_the_source(report):
+    html = report.read_text()
+    fidelity = html.split("<h2 id='fidelity'>")[1].split("<h2")[0]
+    fid = pd.read_csv(report.parent / "fidelity.csv").set_index("id")
+    url = fid.loc["prime_l_improves_ppl", "source_url"]
+    assert url.startswith("https://")
+    assert f'<a href="{url}" rel="noopener">' in fidelity
+    assert fidelity.count("<a href=") == fid["source_url"].notna().sum()
+
+
 def test_sections_without_runs_say_so(tmp_path):
     uri = _populate(tmp_path / "store", {"nfe"})
     html = build_report(uri, tmp_path / "out").read_text()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("diffusers")
+from unmask.data.fixtures import write_random_vqmodel  # noqa: E402
 from unmask.tokenizers.sd_vq import SDVQTokenizer  # noqa: E402
 
 
@@ -21,30 +22,10 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _tiny_vq_f8(path: Path, seed: int = 0) -> None:
-    """SD-VQ-F8's structure (4 levels → f = 8, 16 384 codes of dim 4) with tiny widths."""
-    torch.manual_seed(seed)
-    model = diffusers.VQModel(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        num_vq_embeddings=16384,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    with torch.no_grad():  # a codebook on the scale of the encoder outputs: many codes in use
-        model.quantize.embedding.weight.normal_(0, 0.5)
-    model.save_pretrained(path)
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sdvq")
-    _tiny_vq_f8(root / "vqvae")
+    write_random_vqmodel(root / "vqvae")
     return root
 
 
@@ -88,7 +69,7 @@ def test_identity_hashes_the_weights(saved: Path, tmp_path: Path) -> None:
     a = SDVQTokenizer.from_pretrained(saved / "vqvae")
     assert a.identity == SDVQTokenizer.from_pretrained(saved, subfolder="vqvae").identity
     assert '"vocab":16384' in a.identity and "weights=sha256:" in a.identity
-    _tiny_vq_f8(tmp_path / "other", seed=1)
+    write_random_vqmodel(tmp_path / "other", seed=1)
     assert SDVQTokenizer.from_pretrained(tmp_path / "other").identity != a.identity
 
 

@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from unmask.data.errors import (
-    CorruptFileError,
-    DatasetLayoutError,
-    OnError,
-    SkipsCorruptFiles,
-    require_dir,
-    require_file,
-)
-from unmask.data.transforms import center_crop_arr, load_rgb
+from unmask.data.base import CroppedImageSplit
+from unmask.data.errors import DatasetLayoutError, require_dir, require_file
 
 __all__ = ["COCOCaptions", "LAYOUT", "read_captions"]
 
@@ -60,7 +50,7 @@ def read_captions(path: str | Path) -> list[tuple[int, str, list[str]]]:
     return [(i, images[i], caps[i]) for i in sorted(images) if caps.get(i)]
 
 
-class COCOCaptions(SkipsCorruptFiles):
+class COCOCaptions(CroppedImageSplit):
     """COCO 2014 ``(image, captions)`` pairs.
 
     Args:
@@ -72,19 +62,11 @@ class COCOCaptions(SkipsCorruptFiles):
     Items: ``{"key": file name, "image_id": int, "image": uint8 [S, S, 3], "captions": [str]}``.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        image_size: int | None = 256,
-        on_error: OnError = "skip",
-    ):
-        self._init_skips(on_error)
-        if split not in ("train", "val"):
-            raise ValueError(f"COCO split must be 'train' or 'val', got {split!r}")
-        self.root = require_dir(_NAME, root, LAYOUT, "dataset root")
-        self.split = split
-        self.image_size = image_size
+    split_label = "COCO"
+
+    def _open(self) -> None:
+        split = self.split
+        self.root = require_dir(_NAME, self.root, LAYOUT, "dataset root")
         self.image_dir = require_dir(_NAME, self.root / f"{split}2014", LAYOUT, f"{split}2014/")
         ann = self.root / "annotations" / f"captions_{split}2014.json"
         self.records = read_captions(require_file(_NAME, ann, LAYOUT, "caption annotations"))
@@ -97,14 +79,6 @@ class COCOCaptions(SkipsCorruptFiles):
     def load(self, index: int) -> dict[str, Any]:
         """Item ``index``; raises :class:`CorruptFileError` for a missing or corrupt image."""
         image_id, name, captions = self.records[index]
-        path = self.image_dir / name
-        if not path.is_file():
-            raise CorruptFileError(path, "listed in the annotations but missing on disk")
-        img = load_rgb(path)
-        arr = center_crop_arr(img, self.image_size) if self.image_size else np.array(img)
+        arr = self._read_image(self.image_dir / name,
+                               "listed in the annotations but missing on disk")
         return {"key": name, "image_id": image_id, "image": arr, "captions": list(captions)}
-
-    __getitem__ = load
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._iter_skipping(range(len(self)), self.load)

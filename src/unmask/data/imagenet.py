@@ -10,14 +10,13 @@ folders like train. Class ids are the sorted WordNet ids (0..999), as torchvisio
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unmask.data.errors import CorruptFileError, DatasetLayoutError, OnError, SkipsCorruptFiles
-from unmask.data.transforms import center_crop_arr, load_rgb
+from unmask.data.base import CroppedImageSplit
+from unmask.data.errors import CorruptFileError, DatasetLayoutError
 
 __all__ = ["ImageNet", "LAYOUT", "IMAGE_EXTENSIONS", "read_synset_mapping", "read_val_labels"]
 
@@ -107,7 +106,7 @@ def read_val_labels(label_file: str | Path, meta_mat: str | Path | None = None) 
     return {f"ILSVRC2012_val_{i + 1:08d}": id_to_wnid[k] for i, k in enumerate(ids)}
 
 
-class ImageNet(SkipsCorruptFiles):
+class ImageNet(CroppedImageSplit):
     """ILSVRC-2012 images with class labels, ADM center-cropped.
 
     Args:
@@ -120,24 +119,14 @@ class ImageNet(SkipsCorruptFiles):
     Items are dicts ``{"key": relative path, "image": uint8 [S, S, 3], "label": int}``.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        image_size: int | None = 256,
-        on_error: OnError = "skip",
-    ):
-        self._init_skips(on_error)
-        if split not in ("train", "val"):
-            raise ValueError(f"ImageNet split must be 'train' or 'val', got {split!r}")
-        self.root = Path(root)
-        self.split = split
-        self.image_size = image_size
+    split_label = "ImageNet"
+
+    def _open(self) -> None:
         if not self.root.is_dir():
             raise DatasetLayoutError(_NAME, self.root, "missing dataset root", LAYOUT)
-        split_dir = self.root / split
+        split_dir = self.root / self.split
         if not split_dir.is_dir():
-            raise DatasetLayoutError(_NAME, split_dir, f"missing {split}/ folder", LAYOUT)
+            raise DatasetLayoutError(_NAME, split_dir, f"missing {self.split}/ folder", LAYOUT)
         self.classes = self._class_list()
         self.class_to_idx = {w: i for i, w in enumerate(self.classes)}
         self.samples = self._index(split_dir)
@@ -214,13 +203,5 @@ class ImageNet(SkipsCorruptFiles):
     def load(self, index: int) -> dict[str, Any]:
         """Item ``index``; raises :class:`CorruptFileError` if its file cannot be decoded."""
         path, label = self.samples[index]
-        if not path.is_file():
-            raise CorruptFileError(path, "listed in the labels but missing on disk")
-        img = load_rgb(path)
-        arr = center_crop_arr(img, self.image_size) if self.image_size else np.array(img)
+        arr = self._read_image(path, "listed in the labels but missing on disk")
         return {"key": str(path.relative_to(self.root)), "image": arr, "label": label}
-
-    __getitem__ = load
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._iter_skipping(range(len(self)), self.load)

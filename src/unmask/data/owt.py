@@ -23,12 +23,9 @@ import tarfile
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from unmask.data.base import TextDocuments
 from unmask.data.errors import CorruptFileError, DatasetLayoutError, OnError, SkipsCorruptFiles
-from unmask.tokenizers.bpe import GPT2BPE, encode_and_pack
 
 __all__ = ["OpenWebText", "LAYOUT", "iter_xz_documents", "datasets_available", "MDLM_VALID_DOCS"]
 
@@ -125,7 +122,7 @@ def _iter_arrow_texts(root: Path, hf_split: str, column: str) -> Iterator[tuple[
                     i += 1
 
 
-class OpenWebText(SkipsCorruptFiles):
+class OpenWebText(TextDocuments, SkipsCorruptFiles):
     """OpenWebText documents from a folder of .txt/.xz files or a save_to_disk dataset.
 
     Args:
@@ -214,14 +211,3 @@ class OpenWebText(SkipsCorruptFiles):
             return islice(self._iter_all(), n_train)
         return islice(self._iter_all(), n_train, None)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for key, text in self.documents():
-            yield {"key": key, "text": text}
-
-    # -- tokenized, packed blocks -------------------------------------------------------------
-    def iter_blocks(
-        self, tokenizer: GPT2BPE, block_size: int = 1024, batch_docs: int = 256
-    ) -> Iterator[np.ndarray]:
-        """MDLM-wrapped blocks (int32 [block_size], BOS = EOS = ``tokenizer.eos_id``)."""
-        texts = (text for _, text in self.documents())
-        return encode_and_pack(texts, tokenizer, block_size, batch_docs)

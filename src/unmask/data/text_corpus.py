@@ -19,12 +19,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from unmask.data.base import TextDocuments
 from unmask.data.errors import CorruptFileError, DatasetLayoutError, OnError, SkipsCorruptFiles
-from unmask.tokenizers.bpe import GPT2BPE, encode_and_pack
 
 __all__ = ["TextCorpus", "SOURCES", "split_of", "parse_fortunes"]
 
@@ -81,7 +78,7 @@ def _read_text(path: Path) -> str:
         raise CorruptFileError(path, f"unreadable ({e})") from None
 
 
-class TextCorpus(SkipsCorruptFiles):
+class TextCorpus(TextDocuments, SkipsCorruptFiles):
     """Documents of a Debian text corpus (see :data:`SOURCES`).
 
     Args:
@@ -137,14 +134,3 @@ class TextCorpus(SkipsCorruptFiles):
             for key, text in docs:
                 if self.split == "all" or split_of(key, self.valid_fraction) == self.split:
                     yield key, text
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for key, text in self.documents():
-            yield {"key": key, "text": text}
-
-    def iter_blocks(
-        self, tokenizer: GPT2BPE, block_size: int = 1024, batch_docs: int = 256
-    ) -> Iterator[np.ndarray]:
-        """MDLM-wrapped GPT-2 blocks of the split (int32 [block_size])."""
-        texts = (text for _, text in self.documents())
-        return encode_and_pack(texts, tokenizer, block_size, batch_docs)

@@ -22,10 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from unmask.config import ConfigError, parse_overrides
+from unmask.config import _merge, parse_overrides, read_params_file, validation_error
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.kl_ae import KLAEConfig
 from unmask.emigm.objective import EMIGM_SCHEDULES, emigm_train_config
@@ -156,27 +155,10 @@ class EMIGMParams(_Section):
         return MAEConfig(**{**model, **derived})
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_emigm_params(path: str | Path, overrides: list[str] | dict | None = None) -> EMIGMParams:
     """Read and validate an eMIGM params file (with ``key=value`` overrides)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    raw = _merge(raw, parse_overrides(overrides))
+    raw = _merge(read_params_file(path), parse_overrides(overrides))
     try:
         return EMIGMParams.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {key + ': ' if key else ''}{msg}") from None
+        raise validation_error(path, e) from None

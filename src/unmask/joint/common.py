@@ -1,30 +1,49 @@
 """Pieces shared by the joint image–mask and the video pipelines: params sections and loading,
-the image tokenizer (fitted or loaded by the tokenize stage), model save / load, MLflow.
+the image tokenizer (fitted or loaded by the tokenize stage), model save / load, MLflow, and
+the stage skeletons both run (the train stage, the end of the evaluate stage, the CLI).
 
 Both pipelines run their stages from the pipeline folder (``dvc.yaml``'s ``wdir``), with
-``--params FILE`` (default params.yaml) and repeatable ``--set key=value`` overrides.
+``--params FILE`` (default params.yaml) and repeatable ``--set key=value`` overrides; the
+stages read and write the folders :data:`TOKENS`, :data:`RUNS`, :data:`MODELS`,
+:data:`SAMPLES`, :data:`REPORT` and the file :data:`METRICS` relative to it.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from unmask.config import ConfigError, parse_overrides
+from unmask.config import (
+    ConfigError,
+    Section,
+    TrackingConfig,
+    _merge,
+    parse_overrides,
+    read_params_file,
+    validation_error,
+)
 from unmask.models import ModelConfig, Transformer
+from unmask.training import TrainConfig, train
 
 __all__ = [
     "Section",
     "TokenizerSection",
     "TrackingSection",
+    "SamplerSection",
+    "FIDSection",
+    "ReportSection",
+    "StageParams",
     "load_yaml_params",
     "fit_tokenizer",
     "load_tokenizer",
@@ -32,11 +51,24 @@ __all__ = [
     "load_model",
     "make_tracker",
     "fid_result",
+    "write_json",
+    "stage_run",
+    "finish_tokenize",
+    "load_tokens",
+    "train_stage",
+    "load_trained",
+    "finish_evaluate",
+    "stage_main",
+    "TOKENS",
+    "RUNS",
+    "MODELS",
+    "SAMPLES",
+    "REPORT",
+    "METRICS",
 ]
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+TOKENS, RUNS, MODELS, SAMPLES = Path("tokens"), Path("runs"), Path("models"), Path("samples")
+REPORT, METRICS = Path("report"), Path("metrics.json")
 
 
 class TokenizerSection(Section):
@@ -57,41 +89,62 @@ class TokenizerSection(Section):
     batch_size: int = Field(default=256, gt=0)
 
 
-class TrackingSection(Section):
-    enabled: bool = True
+class TrackingSection(TrackingConfig):
+    """MLflow (:class:`unmask.config.TrackingConfig`); ``root`` is relative to the pipeline
+    folder."""
+
     experiment: str = "unmask"
     root: str = "../../mlruns"
+
+
+class SamplerSection(Section):
+    """The sampler both pipelines share (:func:`unmask.sampling.sample`): ``method`` with
+    ``steps`` steps on the κ ``schedule``, the token ``temperature`` and MaskGIT's
+    ``choice_temperature`` (the scale of the annealed Gumbel noise added to the confidences)."""
+
+    method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
+    steps: int = Field(default=16, gt=0)
+    schedule: str = "cosine"
+    temperature: float = Field(default=1.0, gt=0)
+    choice_temperature: float = Field(default=4.5, ge=0)
+
+
+class FIDSection(Section):
+    """FID against the real test images (``fid: false`` reports it unavailable)."""
+
+    fid: bool = True
+    fid_batch_size: int = Field(default=50, gt=0)
+
+
+class ReportSection(Section):
+    """The HTML report (``report/index.html``)."""
+
+    title: str = "unmask"
+
+
+class StageParams(Section):
+    """A pipeline's params.yaml, one section per top-level key; a pipeline narrows ``data``,
+    ``sample``, ``evaluate``, ``tracking`` and ``report`` to its own sections."""
+
+    data: Section = Section()
+    tokenizer: TokenizerSection = TokenizerSection()
+    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "tiny"})
+    train: TrainConfig = TrainConfig()
+    sample: SamplerSection = SamplerSection()
+    evaluate: FIDSection = FIDSection()
+    tracking: TrackingSection = TrackingSection()
+    report: ReportSection = ReportSection()
 
 
 def load_yaml_params(cls: type[BaseModel], path: str | Path,
                      overrides: list[str] | None = None) -> Any:
     """Read ``path``, apply ``key=value`` overrides and validate with ``cls``; any problem is a
     one-line :class:`~unmask.config.ConfigError` naming the file and the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
+    raw = read_params_file(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-
-    def merge(base: dict, extra: dict) -> dict:
-        for k, v in extra.items():
-            if isinstance(v, dict) and isinstance(base.get(k), dict):
-                merge(base[k], v)
-            else:
-                base[k] = v
-        return base
-
-    extra = parse_overrides(overrides)
-    try:
-        params = cls.model_validate(merge(raw, extra))
+        params = cls.model_validate(_merge(raw, parse_overrides(overrides)))
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: {key}: {err['msg']}") from None
+        raise validation_error(path, e) from None
     model = getattr(params, "model", None)
     if isinstance(model, dict):  # validated when the data shape is known; check keys now
         unknown = sorted(set(model) - set(ModelConfig.model_fields))
@@ -199,3 +252,107 @@ def write_json(path: Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, default=float) + "\n")
     return path
+
+
+# -- stage skeletons ------------------------------------------------------------------------------
+@contextmanager
+def stage_run(p: Any, stage: str, task_tag: dict[str, str]) -> Iterator[Any]:
+    """An MLflow run of ``stage`` in ``p.tracking.experiment`` (a no-op tracker when tracking
+    is disabled), logging the flattened params ``p`` and tagged ``{**task_tag, stage}``."""
+    with make_tracker(p.tracking).start_run(p.tracking.experiment, stage,
+                                            params=p.model_dump(mode="json"),
+                                            tags={**task_tag, "stage": stage}) as tr:
+        yield tr
+
+
+def finish_tokenize(p: Any, task_tag: dict[str, str], meta: dict[str, Any],
+                    **arrays: np.ndarray) -> None:
+    """The end of a tokenize stage: ``arrays`` to ``TOKENS/tokens.npz``, ``meta`` to
+    ``TOKENS/meta.json``, and the tokenizer's float statistics (``meta["tokenizer"]``) to the
+    ``tokenize`` MLflow run."""
+    np.savez_compressed(TOKENS / "tokens.npz", **arrays)
+    write_json(TOKENS / "meta.json", meta)
+    with stage_run(p, "tokenize", task_tag) as tr:
+        tr.log_metrics({k: v for k, v in meta["tokenizer"].items() if isinstance(v, float)},
+                       step=0)
+
+
+def load_tokens(*keys: str) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """``TOKENS/meta.json`` and the arrays ``keys`` of ``TOKENS/tokens.npz``."""
+    meta = json.loads((TOKENS / "meta.json").read_text())
+    with np.load(TOKENS / "tokens.npz") as z:
+        return meta, [z[k] for k in keys]
+
+
+def train_stage(p: Any, model: Transformer, x: torch.Tensor, run_dir: Path,
+                meta: dict[str, Any], task_tag: dict[str, str],
+                **summary: Any) -> dict[str, Any]:
+    """Train ``model`` on the token sequences ``x`` with ``p.train`` (the masked-CE loop of
+    :func:`unmask.training.train`), logged as the ``train`` MLflow run; save the (EMA)
+    weights with ``meta`` to ``MODELS/model.pt`` and the run summary (plus the ``summary``
+    keywords) to ``MODELS/train.json``; returns the summary."""
+    tracker = make_tracker(p.tracking)
+    with tracker.start_run(p.tracking.experiment, "train", params=p.model_dump(mode="json"),
+                           tags={**task_tag, "stage": "train"}):
+        res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False)
+        tracker.log_metrics({"final_loss": res.loss or float("nan"),
+                             "num_params": model.num_params()}, step=res.step)
+    weights = res.ema.shadow if res.ema is not None else None
+    save_model(model, weights, MODELS / "model.pt", {"meta": meta, "step": res.step})
+    out = {"step": res.step, "loss": res.loss, "elapsed_s": round(res.elapsed_s, 1),
+           "tokens_per_s": round(res.tokens_per_s, 1), "num_params": model.num_params(),
+           **summary}
+    write_json(MODELS / "train.json", out)
+    print(f"train: {res.step} steps, loss {res.loss:.4f}, {res.elapsed_s:.0f}s → {MODELS}")
+    return out
+
+
+def load_trained() -> tuple[Transformer, dict[str, Any], Any, dict[str, Any]]:
+    """What the evaluate stage starts from: the trained model (eval mode), the tokens' meta
+    it was trained on, their tokenizer, and the train stage's summary."""
+    model, state = load_model(MODELS / "model.pt")
+    meta = state["meta"]
+    tok = load_tokenizer(meta["tokenizer"], TOKENS)
+    return model, meta, tok, json.loads((MODELS / "train.json").read_text())
+
+
+def finish_evaluate(p: Any, task_tag: dict[str, str], out: dict[str, Any],
+                    metrics: dict[str, Any], reasons: dict[str, str], figures: dict[str, Path],
+                    artifacts: list[Path]) -> None:
+    """The end of an evaluate stage: write ``out`` to :data:`METRICS`, log the numeric
+    ``metrics`` (others dropped), the ``unavailable.<name>`` reasons as tags and ``artifacts``
+    (under ``samples``) to MLflow, and write the HTML report of ``out`` and ``figures``."""
+    from unmask.report import write_report
+    from unmask.stages import git_commit
+
+    write_json(METRICS, out)
+    with stage_run(p, "evaluate", task_tag) as tr:
+        tr.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+                       step=0)
+        if reasons:
+            tr.set_tags({f"unavailable.{k}": v for k, v in reasons.items()})
+        for a in artifacts:
+            tr.log_artifact(a, "samples")
+        page = write_report(REPORT, title=p.report.title, metrics=out,
+                            params=p.model_dump(mode="json"), figures=figures,
+                            commit=git_commit(), notes={"task": task_tag["unmask.task"]})
+        tr.log_artifact(page)
+
+
+def stage_main(argv: list[str] | None, *, prog: str, description: str,
+               params_cls: type[BaseModel], stages: dict[str, Callable[[Any], Any]]) -> Any:
+    """``prog STAGE [--params FILE] [--set KEY=VALUE ...]``: load ``params_cls`` and run
+    ``stages[STAGE]`` under :func:`unmask.stages.user_errors` with
+    ``$UNMASK_TORCH_THREADS`` (default 1) torch intra-op threads; returns its result."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("stage", choices=list(stages))
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    from unmask.stages import user_errors
+
+    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
+    with user_errors():
+        p = load_yaml_params(params_cls, args.params, args.overrides)
+        return stages[args.stage](p)

@@ -23,12 +23,8 @@ Options: ``--params FILE``, ``--set key=value`` (repeatable); ``$UNMASK_TORCH_TH
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -36,32 +32,17 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from unmask.joint.common import (
-    Section,
-    TokenizerSection,
-    TrackingSection,
-    fid_result,
-    fit_tokenizer,
-    load_model,
-    load_tokenizer,
-    load_yaml_params,
-    make_tracker,
-    save_model,
-    write_json,
-)
+from unmask.joint import common
 from unmask.joint.layout import JointLayout
 from unmask.joint.sampling import sample_joint
 from unmask.models import ModelConfig, Transformer
-from unmask.training import TrainConfig, train
 
 __all__ = ["JointParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
 
-TOKENS, RUNS, MODELS, SAMPLES = Path("tokens"), Path("runs"), Path("models"), Path("samples")
-REPORT, METRICS = Path("report"), Path("metrics.json")
 TASK_TAG = {"unmask.task": "joint_seg"}
 
 
-class DataSection(Section):
+class DataSection(common.Section):
     """``seg_fmnist``: Fashion-MNIST images (28×28) with foreground × class masks pooled to
     ``mask_size``; ``cityscapes``: ``root`` in the official layout, images resized to
     ``image_size``, 8-category masks to ``mask_size`` (DI: 256×512 and 32×64)."""
@@ -76,12 +57,10 @@ class DataSection(Section):
     test_split: str = "test"
 
 
-class SampleSection(Section):
-    method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
-    steps: int = Field(default=16, gt=0)
-    schedule: str = "cosine"
-    temperature: float = Field(default=1.0, gt=0)
-    choice_temperature: float = Field(default=4.5, ge=0)
+class SampleSection(common.SamplerSection):
+    """The shared sampler for joint samples and mask → image; ``seg_*`` for image → mask;
+    ``num_joint`` unconditional samples, ``num_eval`` test pairs each way."""
+
     seg_method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
     seg_steps: int = Field(default=8, gt=0)
     seg_temperature: float = Field(default=1.0, gt=0)
@@ -91,24 +70,12 @@ class SampleSection(Section):
     seed: int = 0
 
 
-class EvaluateSection(Section):
-    fid: bool = True
-    fid_batch_size: int = Field(default=50, gt=0)
-
-
-class ReportSection(Section):
-    title: str = "Joint image + segmentation-mask model"
-
-
-class JointParams(Section):
+class JointParams(common.StageParams):
     data: DataSection = DataSection()
-    tokenizer: TokenizerSection = TokenizerSection()
-    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "tiny"})
-    train: TrainConfig = TrainConfig()
     sample: SampleSection = SampleSection()
-    evaluate: EvaluateSection = EvaluateSection()
-    tracking: TrackingSection = TrackingSection(experiment="joint-seg")
-    report: ReportSection = ReportSection()
+    tracking: common.TrackingSection = common.TrackingSection(experiment="joint-seg")
+    report: common.ReportSection = common.ReportSection(
+        title="Joint image + segmentation-mask model")
 
 
 # -- tokenize -------------------------------------------------------------------------------------
@@ -159,25 +126,20 @@ def run_tokenize(p: JointParams) -> dict[str, Any]:
     train_split = "train"
     tr_img, tr_mask = _load_pairs(p.data, train_split, p.data.max_train)
     te_img, te_mask = _load_pairs(p.data, p.data.test_split, p.data.max_test)
-    tok, tok_meta = fit_tokenizer(p.tokenizer, tr_img, TOKENS)
+    tok, tok_meta = common.fit_tokenizer(p.tokenizer, tr_img, common.TOKENS)
     kw = {} if p.tokenizer.kind == "pixel" else {"batch_size": p.tokenizer.batch_size}
     tr_tok, te_tok = tok.encode(tr_img, **kw), tok.encode(te_img, **kw)
-    np.savez_compressed(TOKENS / "tokens.npz", train_image=tr_tok.numpy().astype(np.int32),
-                        train_mask=tr_mask, test_image=te_tok.numpy().astype(np.int32),
-                        test_mask=te_mask, test_raw=te_img)
     meta = {"tokenizer": tok_meta, "image_vocab": int(tok.vocab_size),
             "image_shape": list(tr_tok.shape[1:]), "mask_shape": list(tr_mask.shape[1:]),
             "num_classes": _num_classes(p.data), "class_names": _class_names(p.data),
             "counts": {"train": len(tr_tok), "test": len(te_tok)},
             "raw_shape": list(te_img.shape[1:]), "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(TOKENS / "meta.json", meta)
-    with make_tracker(p.tracking).start_run(p.tracking.experiment, "tokenize",
-                                            params=p.model_dump(mode="json"),
-                                            tags={**TASK_TAG, "stage": "tokenize"}) as tr:
-        tr.log_metrics({k: v for k, v in tok_meta.items() if isinstance(v, float)}, step=0)
+    common.finish_tokenize(p, TASK_TAG, meta, train_image=tr_tok.numpy().astype(np.int32),
+                           train_mask=tr_mask, test_image=te_tok.numpy().astype(np.int32),
+                           test_mask=te_mask, test_raw=te_img)
     print(f"tokenize: {meta['counts']} pairs, image tokens {meta['image_shape']} (V = "
           f"{meta['image_vocab']}), masks {meta['mask_shape']} (C = {meta['num_classes']}), "
-          f"{meta['seconds']}s → {TOKENS}")
+          f"{meta['seconds']}s → {common.TOKENS}")
     return meta
 
 
@@ -195,28 +157,14 @@ def model_config(p: JointParams, layout: JointLayout) -> ModelConfig:
 
 # -- train ----------------------------------------------------------------------------------------
 def run_train(p: JointParams) -> dict[str, Any]:
-    meta = json.loads((TOKENS / "meta.json").read_text())
+    meta, (image, mask) = common.load_tokens("train_image", "train_mask")
     layout = _layout(meta)
-    with np.load(TOKENS / "tokens.npz") as z:
-        x = layout.combine(torch.from_numpy(z["train_image"]), torch.from_numpy(z["train_mask"]))
+    x = layout.combine(torch.from_numpy(image), torch.from_numpy(mask))
     cfg = model_config(p, layout)
     torch.manual_seed(p.train.seed)
     model = Transformer(cfg)
-    run_dir = RUNS / "joint"
-    tracker = make_tracker(p.tracking)
-    with tracker.start_run(p.tracking.experiment, "train", params=p.model_dump(mode="json"),
-                           tags={**TASK_TAG, "stage": "train"}):
-        res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False)
-        tracker.log_metrics({"final_loss": res.loss or float("nan"),
-                             "num_params": model.num_params()}, step=res.step)
-    weights = res.ema.shadow if res.ema is not None else None
-    save_model(model, weights, MODELS / "model.pt", {"meta": meta, "step": res.step})
-    summary = {"step": res.step, "loss": res.loss, "elapsed_s": round(res.elapsed_s, 1),
-               "tokens_per_s": round(res.tokens_per_s, 1), "num_params": model.num_params(),
-               "seq_len": layout.seq_len, "vocab_size": layout.vocab_size}
-    write_json(MODELS / "train.json", summary)
-    print(f"train: {res.step} steps, loss {res.loss:.4f}, {res.elapsed_s:.0f}s → {MODELS}")
-    return summary
+    return common.train_stage(p, model, x, common.RUNS / "joint", meta, TASK_TAG,
+                              seq_len=layout.seq_len, vocab_size=layout.vocab_size)
 
 
 # -- evaluate -------------------------------------------------------------------------------------
@@ -262,15 +210,12 @@ def _sample_batches(model: Transformer, layout: JointLayout, task: str, n: int, 
 def run_evaluate(p: JointParams) -> dict[str, Any]:
     from unmask.metrics import as_mlflow_metrics
     from unmask.metrics.segmentation import MeanIoU
-    from unmask.report import image_grid, save_png, write_report
+    from unmask.report import image_grid, save_png
 
-    model, state = load_model(MODELS / "model.pt")
-    meta = state["meta"]
+    model, meta, tok, train_info = common.load_trained()
     layout = _layout(meta)
-    tok = load_tokenizer(meta["tokenizer"], TOKENS)
-    with np.load(TOKENS / "tokens.npz") as z:
-        te_img, te_mask, te_raw = (torch.from_numpy(z["test_image"]).long(),
-                                   torch.from_numpy(z["test_mask"]).long(), z["test_raw"])
+    _, (te_img, te_mask, te_raw) = common.load_tokens("test_image", "test_mask", "test_raw")
+    te_img, te_mask = torch.from_numpy(te_img).long(), torch.from_numpy(te_mask).long()
     n = min(p.sample.num_eval, len(te_img))
     raw_hw = tuple(te_raw.shape[1:3])
     gray = te_raw.ndim == 3
@@ -298,68 +243,45 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
     k = min(8, p.sample.num_joint)
     rows = [np.stack([_rgb(joint_dec[i], gray), colorize(j_mask[i : i + 1].numpy(), raw_hw)[0]])
             for i in range(k)]
+    samples = common.SAMPLES
     figs = {"unconditional joint samples (image | mask)":
             save_png(image_grid(np.stack(rows).transpose(1, 0, 2, 3, 4), scale=2),
-                     SAMPLES / "joint.png")}
+                     samples / "joint.png")}
     m = min(8, n)
     seg_rows = np.stack([_rgb(te_raw[:m], gray), colorize(te_mask[:m].numpy(), raw_hw),
                          colorize(seg[:m].numpy(), raw_hw)])
     figs["image → mask (rows: image, ground truth, prediction)"] = save_png(
-        image_grid(seg_rows, scale=2), SAMPLES / "image_to_mask.png")
+        image_grid(seg_rows, scale=2), samples / "image_to_mask.png")
     m2i_rows = np.stack([colorize(te_mask[:m].numpy(), raw_hw), _rgb(m2i[:m], gray),
                          _rgb(te_raw[:m], gray)])
     figs["mask → image (rows: given mask, generated, real)"] = save_png(
-        image_grid(m2i_rows, scale=2), SAMPLES / "mask_to_image.png")
+        image_grid(m2i_rows, scale=2), samples / "mask_to_image.png")
 
-    fid = fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
+    fid = common.fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
                      batch_size=p.evaluate.fid_batch_size, name="fid_mask_to_image")
 
     metrics: dict[str, Any] = {**as_mlflow_metrics([miou_res, fg_res, fid]),
                                "num_eval": n, "sample_seconds": round(seconds, 1)}
     per_class = {f"iou.{k}": v for k, v in miou.per_class().items() if v == v}
     reasons = {r.name: r.reason for r in (miou_res, fid) if not r.available}
-    train_info = json.loads((MODELS / "train.json").read_text())
     out = {"miou_image_to_mask": miou_res.value, "fid_mask_to_image": fid.value,
            "miou_foreground": fg_res.value,
            "unavailable": reasons, **per_class, "num_eval": n,
            "train_loss": train_info.get("loss"), "train_steps": train_info.get("step"),
            "sample_seconds": round(seconds, 1)}
-    write_json(METRICS, out)
-    with make_tracker(p.tracking).start_run(p.tracking.experiment, "evaluate",
-                                            params=p.model_dump(mode="json"),
-                                            tags={**TASK_TAG, "stage": "evaluate"}) as tr:
-        tr.log_metrics({k: float(v) for k, v in {**metrics, **per_class}.items()
-                        if isinstance(v, int | float)}, step=0)
-        if reasons:
-            tr.set_tags({f"unavailable.{k}": v for k, v in reasons.items()})
-        for f in figs.values():
-            tr.log_artifact(f, "samples")
-        from unmask.stages import git_commit
-
-        page = write_report(REPORT, title=p.report.title, metrics=out, params=p.model_dump(
-            mode="json"), figures=figs, commit=git_commit(), notes={"task": "joint_seg"})
-        tr.log_artifact(page)
+    common.finish_evaluate(p, TASK_TAG, out, {**metrics, **per_class}, reasons, figs,
+                    list(figs.values()))
     print(f"evaluate: mIoU(image→mask) = {miou_res.value}, FID(mask→image) = "
           f"{fid.value if fid.available else 'unavailable: ' + str(fid.reason)} "
-          f"({seconds:.0f}s sampling) → {METRICS}")
+          f"({seconds:.0f}s sampling) → {common.METRICS}")
     return out
 
 
 def main(argv: list[str] | None = None) -> Any:
-    ap = argparse.ArgumentParser(prog="python -m unmask.joint.stages",
-                                 description="joint image + segmentation-mask pipeline stages")
-    ap.add_argument("stage", choices=["tokenize", "train", "evaluate"])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
-    from unmask.stages import user_errors
-
-    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
-    with user_errors():
-        p = load_yaml_params(JointParams, args.params, args.overrides)
-        return {"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate}[
-            args.stage](p)
+    return common.stage_main(
+        argv, prog="python -m unmask.joint.stages",
+        description="joint image + segmentation-mask pipeline stages", params_cls=JointParams,
+        stages={"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate})
 
 
 if __name__ == "__main__":

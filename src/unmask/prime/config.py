@@ -13,27 +13,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from unmask.config import ConfigError, parse_overrides
+from unmask.config import (
+    ReportConfig,
+    Section,
+    TrackingConfig,
+    _merge,
+    parse_overrides,
+    read_params_file,
+    validation_error,
+)
 from unmask.training import TrainConfig
 
 __all__ = ["PrimeParams", "load_prime_params", "DataSection"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataSection(_Section):
+class DataSection(Section):
     """What ``prepare`` reads.
 
     * ``kind: text`` — the embedded Debian corpus (:class:`~unmask.data.text_corpus.TextCorpus`,
@@ -63,7 +64,7 @@ class DataSection(_Section):
     seed: int = 0
 
 
-class PrimeSection(_Section):
+class PrimeSection(Section):
     """ℓ values trained and compared (1 = plain MDM)."""
 
     ells: list[int] = Field(default_factory=lambda: [1, 2])
@@ -76,7 +77,7 @@ class PrimeSection(_Section):
         return v
 
 
-class EvaluateSection(_Section):
+class EvaluateSection(Section):
     """ELBO on the valid split: ``n_sequences`` sequences × ``num_samples`` MC times."""
 
     n_sequences: int = Field(default=256, gt=0)
@@ -85,7 +86,7 @@ class EvaluateSection(_Section):
     seed: int = 0
 
 
-class SampleSection(_Section):
+class SampleSection(Section):
     """Unconditional samples (texts / images) and the idle-step ratio."""
 
     method: Literal["mdm", "euler", "first_hitting"] = "mdm"
@@ -98,20 +99,19 @@ class SampleSection(_Section):
     seed: int = 0
 
 
-class TrackingSection(_Section):
+class TrackingSection(TrackingConfig):
     """MLflow: ``$MLFLOW_TRACKING_URI`` or a sqlite store under ``root`` (relative to the
     pipeline folder)."""
 
-    enabled: bool = True
     experiment: str = Field(default="prime", min_length=1)
     root: str = "../../mlruns"
 
 
-class ReportSection(_Section):
+class ReportSection(ReportConfig):
     title: str = "MDM-Prime: partial masking, ℓ side by side"
 
 
-class PrimeParams(_Section):
+class PrimeParams(Section):
     data: DataSection = DataSection()
     model: dict[str, Any] = Field(default_factory=lambda: {"preset": "prime-text-tiny"})
     prime: PrimeSection = PrimeSection()
@@ -144,35 +144,8 @@ class PrimeParams(_Section):
 def load_prime_params(path: str | Path = "params.yaml",
                       overrides: list[str] | None = None) -> PrimeParams:
     """Read, override (``key.sub=value``) and validate; errors are one-line ConfigErrors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    for key, value in _flatten(parse_overrides(overrides)).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    raw = _merge(read_params_file(path), parse_overrides(overrides))
     try:
         return PrimeParams.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ConfigError(f"{path}: {key}: {msg}" if key else f"{path}: {msg}") from None
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+        raise validation_error(path, e) from None

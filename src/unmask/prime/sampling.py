@@ -53,7 +53,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from unmask.prime.subtokens import SubTokenCodec
-from unmask.sampling.common import Evaluator, Guidance, GuidanceSchedule, process_logits
+from unmask.sampling.common import (
+    Evaluator,
+    Guidance,
+    GuidanceSchedule,
+    check_sampler_args,
+    process_logits,
+)
 from unmask.sampling.common import sample_categorical as _sample_categorical
 from unmask.sampling.first_hitting import next_hitting_time
 from unmask.sampling.grid import unmask_probability
@@ -173,13 +179,9 @@ def sample_prime(
             miss tokens of probability below ~1e-7).
         cache, return_trajectory, device, progress: as in :func:`unmask.sampling.sample`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown prime sampling method {method!r}; valid: {', '.join(METHODS)}")
-    if method != "first_hitting" and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    process_logits(torch.zeros(1), temperature, top_p)  # validates temperature and top_p
-    if isinstance(schedule, str):
-        schedule = get_schedule(schedule)
+    schedule = check_sampler_args(
+        method, METHODS, steps, temperature, top_p, schedule, kind="prime sampling"
+    )
     if device is None and y_init is not None:
         device = y_init.device
     y = _check_init(y_init, (batch_size, seq_len, codec.ell), codec, device)

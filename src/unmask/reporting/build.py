@@ -30,7 +30,7 @@ import pandas as pd
 from unmask.reporting.ablations import ABLATION_IDS, ABLATIONS, AblationSpec, ablation_table
 from unmask.reporting.claims import fidelity_table
 from unmask.reporting.figures import ablation_figure, figure_div, plot_id, png_data_uri
-from unmask.reporting.page import esc, frame_table, kv_table, page
+from unmask.reporting.page import esc, frame_table, kv_table, link, page
 from unmask.reporting.runs import load_runs, param, tag
 
 __all__ = ["build_report", "MAX_IMAGES"]
@@ -352,7 +352,14 @@ def build_report(
         "<p class='meta'>Each claim is checked on the runs of its ablation; "
         "“not transcribed”: the paper's numbers are not in references.yaml yet.</p>"
         + frame_table(
-            fidelity, ["claim", "ablation", "metric", "source", "paper", "ours", "verdict"], classes
+            fidelity.assign(
+                source=[
+                    link(s, u)
+                    for s, u in zip(fidelity["source"], fidelity["source_url"], strict=True)
+                ]
+            ),
+            ["claim", "ablation", "metric", "source", "paper", "ours", "verdict"],
+            classes,
         )
     )
     with tempfile.TemporaryDirectory(prefix="unmask-report-") as tmp:

@@ -2,8 +2,10 @@
 reproduces.
 
 The claims and the papers' numbers live in ``references.yaml`` beside this module (one place,
-each with its table / figure). A claim is checked only on the ablation it names; with no runs
-(or not the points it compares) its verdict is ``not covered``. Directions:
+each with its table / figure, and ``source``: the address the numbers were read from, shown as a
+link in the report; a claim without one has no transcribed numbers yet). A claim is checked
+only on the ablation it names; with no runs (or not the points it compares) its verdict is
+``not covered``. Directions:
 
 - ``lower_at {metric, better, worse}``: value(x = better) < value(x = worse); ``better: max``
   means the largest x (MDM-Prime: the largest ℓ against ℓ = 1);
@@ -47,6 +49,7 @@ class Claim:
     claim: str
     direction: dict[str, Any]
     paper_values: dict[str, float] | None
+    source: str | None = None  # URL the paper's numbers were read from
 
     @property
     def citation(self) -> str:
@@ -60,7 +63,14 @@ class Claim:
 
 
 def load_claims() -> list[Claim]:
-    return [Claim(**c) for c in references()["claims"]]
+    claims = [Claim(**c) for c in references()["claims"]]
+    for c in claims:
+        if c.source is not None and not str(c.source).startswith(("https://", "http://")):
+            raise ValueError(
+                f"{REFERENCES_FILE.name}: claim {c.id!r}: source must be an http(s) URL, "
+                f"got {c.source!r}"
+            )
+    return claims
 
 
 def _match(x: Any, target: Any) -> bool:
@@ -143,7 +153,8 @@ def check_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str]:
 
 
 def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per claim: ablation, claim, citation, the paper's numbers, ours, verdict."""
+    """One row per claim: ablation, claim, citation, the address its numbers were read from
+    (``source_url``, empty if none), the paper's numbers, ours, verdict."""
     rows = []
     for c in load_claims():
         verdict, ours = check_claim(c, tables.get(c.ablation, pd.DataFrame()))
@@ -159,6 +170,7 @@ def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "claim": c.claim,
                 "metric": c.metric,
                 "source": c.citation,
+                "source_url": c.source or "",
                 "paper": paper,
                 "ours": ours,
                 "verdict": verdict,

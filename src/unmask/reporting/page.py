@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["esc", "fmt", "html_table", "kv_table", "frame_table", "page"]
+__all__ = ["Html", "esc", "link", "fmt", "html_table", "kv_table", "frame_table", "page"]
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -35,8 +36,27 @@ details { margin: 0.3em 0 1em; } summary { cursor: pointer; color: #335; }
 """
 
 
+@dataclass(frozen=True)
+class Html:
+    """A table cell that is already HTML (built with :func:`link`); not escaped again. (Not a
+    ``str`` subclass: pandas would turn a column of those back into plain, escaped strings.)"""
+
+    html: str
+
+    def __str__(self) -> str:
+        return self.html
+
+
 def esc(v: Any) -> str:
     return html.escape(str(v))
+
+
+def link(text: Any, url: str | None) -> Html:
+    """``text`` as a link to ``url`` (http(s) only, opens outside the page); plain escaped text
+    when there is no such url."""
+    if not url or not str(url).startswith(("https://", "http://")):
+        return Html(esc(text))
+    return Html(f'<a href="{esc(url)}" rel="noopener">{esc(text)}</a>')
 
 
 def fmt(v: Any) -> str:
@@ -60,7 +80,11 @@ def html_table(
     for i, row in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if row_classes else ""
         cells = "".join(
-            f'<td class="num">{esc(fmt(v))}</td>' if _is_num(v) else f"<td>{esc(fmt(v))}</td>"
+            f"<td>{v.html}</td>"
+            if isinstance(v, Html)
+            else f'<td class="num">{esc(fmt(v))}</td>'
+            if _is_num(v)
+            else f"<td>{esc(fmt(v))}</td>"
             for v in row
         )
         body.append(f"<tr{cls}>{cells}</tr>")

@@ -34,12 +34,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from unmask.sampling.common import Evaluator, Guidance, GuidanceSchedule, process_logits
+from unmask.sampling.common import (
+    Evaluator,
+    Guidance,
+    GuidanceSchedule,
+    check_sampler_args,
+    process_logits,
+)
 from unmask.sampling.first_hitting import first_hitting_step, next_hitting_time
 from unmask.sampling.grid import grid_step, jump_sets, unmask_probabilities
 from unmask.sampling.maskgit import maskgit_keep_masked, maskgit_step
 from unmask.schedules import Schedule
-from unmask.schedules import get as get_schedule
 
 __all__ = ["METHODS", "SampleResult", "sample", "sample_with_info", "process_logits", "Guidance"]
 
@@ -125,13 +130,7 @@ def sample_with_info(
     progress: bool = False,
 ) -> SampleResult:
     """Sample (B, L) token sequences; see :func:`sample` for the arguments."""
-    if method not in METHODS:
-        raise ValueError(f"unknown sampling method {method!r}; valid methods: {', '.join(METHODS)}")
-    if method != "first_hitting" and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    process_logits(torch.zeros(1), temperature, top_p)  # validates temperature and top_p
-    if isinstance(schedule, str):
-        schedule = get_schedule(schedule)
+    schedule = check_sampler_args(method, METHODS, steps, temperature, top_p, schedule)
     if device is None and x_init is not None:
         device = x_init.device
     x = _check_init(x_init, batch_size, seq_len, mask_id, device)

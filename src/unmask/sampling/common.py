@@ -35,6 +35,9 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from unmask.schedules import Schedule
+from unmask.schedules import get as get_schedule
+
 __all__ = [
     "Denoiser",
     "GuidanceSchedule",
@@ -91,6 +94,26 @@ class Guidance:
             return self.scale * t
         lo, hi = self.interval
         return self.scale if lo <= t <= hi else 0.0
+
+
+def check_sampler_args(
+    method: str,
+    methods: tuple[str, ...],
+    steps: int,
+    temperature: float,
+    top_p: float,
+    schedule: Schedule | str,
+    *,
+    kind: str = "sampling",
+) -> Schedule:
+    """One-line ``ValueError`` for an unknown ``method`` / non-positive ``steps`` / bad
+    ``temperature`` or ``top_p`` (shared by every sampler family); returns the κ schedule."""
+    if method not in methods:
+        raise ValueError(f"unknown {kind} method {method!r}; valid methods: {', '.join(methods)}")
+    if method != "first_hitting" and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    process_logits(torch.zeros(1), temperature, top_p)  # validates temperature and top_p
+    return get_schedule(schedule) if isinstance(schedule, str) else schedule
 
 
 def process_logits(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0) -> Tensor:

@@ -6,7 +6,8 @@ and writes to ``samples/``:
 
 * ``samples.npz``: ``tokens`` [N, h, w], ``images`` uint8 [N, H, W] (decoded through
   :func:`unmask.stages.load_tokenizer`: H = h for pixel tokens, 4h for the VQ-VAE), ``labels``;
-* ``grid.png``: rows = classes; ``chain.png``: one unmasking chain per class, left to right;
+* ``grid.png``: rows = classes (the first 12 samples of each);
+* ``chain.png``: one unmasking chain per class, left to right;
 * ``info.json``: method, steps, NFE, wall time and seconds per sample.
 """
 
@@ -26,6 +27,8 @@ from unmask.report import chain_strip, image_grid, save_png
 from unmask.sampling import sample_with_info
 from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
 from unmask.training import load_checkpoint
+
+GRID_COLUMNS = 12
 
 
 def sampling_schedule(params: Params, name: str | None = None) -> schedules.Schedule:
@@ -86,7 +89,8 @@ def generate(
     )
     size = images.shape[1:3]
     scale = max(1, round(56 / size[0]))  # ~56 px per image in the PNGs
-    grid = images.reshape(n_cls, s.n_per_class, *images.shape[1:])
+    # the grid shows the first GRID_COLUMNS samples of each class (all are in samples.npz)
+    grid = images.reshape(n_cls, s.n_per_class, *images.shape[1:])[:, :GRID_COLUMNS]
     save_png(image_grid(grid, class_names, scale=scale), out_dir / "grid.png")
 
     # One chain per class (its first sample), chain_frames states evenly spaced in time.

@@ -19,9 +19,6 @@ weights are present; otherwise reported unavailable with the reason). MLflow run
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,31 +29,17 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from unmask.joint.common import (
-    Section,
-    TokenizerSection,
-    TrackingSection,
-    fit_tokenizer,
-    load_model,
-    load_tokenizer,
-    load_yaml_params,
-    make_tracker,
-    save_model,
-    write_json,
-)
+from unmask.joint import common
 from unmask.models import ModelConfig, Transformer
-from unmask.training import TrainConfig, train
 from unmask.video.export import frames_grid, save_gif, save_mp4, tile_clips
 from unmask.video.sampling import sample_video
 
 __all__ = ["VideoParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
 
-TOKENS, RUNS, MODELS, SAMPLES = Path("tokens"), Path("runs"), Path("models"), Path("samples")
-REPORT, METRICS = Path("report"), Path("metrics.json")
 TASK_TAG = {"unmask.task": "video"}
 
 
-class DataSection(Section):
+class DataSection(common.Section):
     """Clips of ``frames`` frames.
 
     * ``moving_fmnist``: ``num_train`` / ``num_test`` videos of ``num_items`` garments
@@ -83,12 +66,10 @@ class DataSection(Section):
     test_fraction: float = Field(default=0.1, ge=0, lt=1)
 
 
-class SampleSection(Section):
-    method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
-    steps: int = Field(default=16, gt=0)
-    schedule: str = "cosine"
-    temperature: float = Field(default=1.0, gt=0)
-    choice_temperature: float = Field(default=4.5, ge=0)
+class SampleSection(common.SamplerSection):
+    """``num_uncond`` unconditional clips and ``num_cond`` predictions from the first
+    ``context_frames`` frames of test clips; GIF / MP4 at ``fps``."""
+
     num_uncond: int = Field(default=16, gt=0)
     num_cond: int = Field(default=16, gt=0)
     context_frames: int = Field(default=4, gt=0)
@@ -97,26 +78,19 @@ class SampleSection(Section):
     seed: int = 0
 
 
-class EvaluateSection(Section):
-    fid: bool = True
-    fid_batch_size: int = Field(default=50, gt=0)
+class EvaluateSection(common.FIDSection):
+    """Per-frame FID, and FVD with the I3D weights at ``i3d_path`` (``fvd: false`` skips it)."""
+
     fvd: bool = True
     i3d_path: str | None = None
 
 
-class ReportSection(Section):
-    title: str = "Video model"
-
-
-class VideoParams(Section):
+class VideoParams(common.StageParams):
     data: DataSection = DataSection()
-    tokenizer: TokenizerSection = TokenizerSection()
-    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "tiny"})
-    train: TrainConfig = TrainConfig()
     sample: SampleSection = SampleSection()
     evaluate: EvaluateSection = EvaluateSection()
-    tracking: TrackingSection = TrackingSection(experiment="video")
-    report: ReportSection = ReportSection()
+    tracking: common.TrackingSection = common.TrackingSection(experiment="video")
+    report: common.ReportSection = common.ReportSection(title="Video model")
 
 
 # -- tokenize -------------------------------------------------------------------------------------
@@ -171,7 +145,7 @@ def run_tokenize(p: VideoParams) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_clips, test_clips = load_clips(p.data, "train"), load_clips(p.data, "test")
     frames = train_clips.reshape(-1, *train_clips.shape[2:])
-    tok, tok_meta = fit_tokenizer(p.tokenizer, frames, TOKENS)
+    tok, tok_meta = common.fit_tokenizer(p.tokenizer, frames, common.TOKENS)
 
     def encode(clips: np.ndarray) -> np.ndarray:
         flat = clips.reshape(-1, *clips.shape[2:])
@@ -180,18 +154,13 @@ def run_tokenize(p: VideoParams) -> dict[str, Any]:
         return ids.numpy().astype(np.int32).reshape(len(clips), clips.shape[1], *ids.shape[1:])
 
     tr, te = encode(train_clips), encode(test_clips)
-    np.savez_compressed(TOKENS / "tokens.npz", train=tr, test=te, test_raw=test_clips)
     meta = {"tokenizer": tok_meta, "vocab_size": int(tok.vocab_size), "frames": tr.shape[1],
             "grid": list(tr.shape[2:]), "counts": {"train": len(tr), "test": len(te)},
             "frame_shape": list(test_clips.shape[2:]),
             "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(TOKENS / "meta.json", meta)
-    with make_tracker(p.tracking).start_run(p.tracking.experiment, "tokenize",
-                                            params=p.model_dump(mode="json"),
-                                            tags={**TASK_TAG, "stage": "tokenize"}) as trk:
-        trk.log_metrics({k: v for k, v in tok_meta.items() if isinstance(v, float)}, step=0)
+    common.finish_tokenize(p, TASK_TAG, meta, train=tr, test=te, test_raw=test_clips)
     print(f"tokenize: {meta['counts']} clips of {meta['frames']} frames, tokens/frame "
-          f"{meta['grid']} (V = {meta['vocab_size']}), {meta['seconds']}s → {TOKENS}")
+          f"{meta['grid']} (V = {meta['vocab_size']}), {meta['seconds']}s → {common.TOKENS}")
     return meta
 
 
@@ -204,26 +173,13 @@ def model_config(p: VideoParams, meta: dict[str, Any]) -> ModelConfig:
 
 # -- train ----------------------------------------------------------------------------------------
 def run_train(p: VideoParams) -> dict[str, Any]:
-    meta = json.loads((TOKENS / "meta.json").read_text())
-    with np.load(TOKENS / "tokens.npz") as z:
-        x = torch.from_numpy(z["train"]).long()
+    meta, (train_tokens,) = common.load_tokens("train")
+    x = torch.from_numpy(train_tokens).long()
     cfg = model_config(p, meta)
     torch.manual_seed(p.train.seed)
     model = Transformer(cfg)
-    tracker = make_tracker(p.tracking)
-    with tracker.start_run(p.tracking.experiment, "train", params=p.model_dump(mode="json"),
-                           tags={**TASK_TAG, "stage": "train"}):
-        res = train(model, x, None, p.train, RUNS / "video", tracker=tracker, resume=False)
-        tracker.log_metrics({"final_loss": res.loss or float("nan"),
-                             "num_params": model.num_params()}, step=res.step)
-    weights = res.ema.shadow if res.ema is not None else None
-    save_model(model, weights, MODELS / "model.pt", {"meta": meta, "step": res.step})
-    summary = {"step": res.step, "loss": res.loss, "elapsed_s": round(res.elapsed_s, 1),
-               "tokens_per_s": round(res.tokens_per_s, 1), "num_params": model.num_params(),
-               "seq_len": cfg.length, "attention": cfg.attention}
-    write_json(MODELS / "train.json", summary)
-    print(f"train: {res.step} steps, loss {res.loss:.4f}, {res.elapsed_s:.0f}s → {MODELS}")
-    return summary
+    return common.train_stage(p, model, x, common.RUNS / "video", meta, TASK_TAG,
+                              seq_len=cfg.length, attention=cfg.attention)
 
 
 # -- evaluate -------------------------------------------------------------------------------------
@@ -258,13 +214,10 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
     from unmask.metrics import MetricResult, as_mlflow_metrics
     from unmask.metrics.fvd import compute_fvd, per_frame_fid
     from unmask.orchestration.evaluation import fid_available
-    from unmask.report import write_report
 
-    model, state = load_model(MODELS / "model.pt")
-    meta = state["meta"]
-    tok = load_tokenizer(meta["tokenizer"], TOKENS)
-    with np.load(TOKENS / "tokens.npz") as z:
-        te, te_raw = torch.from_numpy(z["test"]).long(), z["test_raw"]
+    model, meta, tok, train_info = common.load_trained()
+    _, (te, te_raw) = common.load_tokens("test", "test_raw")
+    te = torch.from_numpy(te).long()
     s = p.sample
     k = min(s.context_frames, meta["frames"] - 1)
     n_cond = min(s.num_cond, len(te))
@@ -275,18 +228,19 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
     cond = _decode(tok, cond_tok)
     recon = _decode(tok, te[:n_cond])  # the tokenizer's reconstruction of the truth
 
+    samples = common.SAMPLES
     figs: dict[str, Path] = {}
     m = min(8, len(unc))
-    save_gif(tile_clips(unc[:m]), SAMPLES / "unconditional.gif", fps=s.fps, scale=2)
+    save_gif(tile_clips(unc[:m]), samples / "unconditional.gif", fps=s.fps, scale=2)
     figs["unconditional samples (rows: clips, frames left to right)"] = frames_grid(
-        unc[:m], SAMPLES / "unconditional.png")
+        unc[:m], samples / "unconditional.png")
     mc = min(4, n_cond)
     pairs = np.stack([c for i in range(mc) for c in (cond[i], te_raw[i])])
-    save_gif(tile_clips(pairs), SAMPLES / "conditioned.gif", fps=s.fps, scale=2)
+    save_gif(tile_clips(pairs), samples / "conditioned.gif", fps=s.fps, scale=2)
     figs[f"frame-conditioned (first {k} frames given; rows: prediction, truth)"] = frames_grid(
-        pairs, SAMPLES / "conditioned.png")
+        pairs, samples / "conditioned.png")
     try:
-        save_mp4(tile_clips(unc[:m]), SAMPLES / "unconditional.mp4", fps=s.fps, scale=2)
+        save_mp4(tile_clips(unc[:m]), samples / "unconditional.mp4", fps=s.fps, scale=2)
     except (ImportError, OSError, RuntimeError) as e:  # MP4 is optional; the GIF always works
         print(f"evaluate: MP4 export skipped ({type(e).__name__}: {e})")
 
@@ -312,48 +266,23 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
                                               .mean()),
                "sample_seconds": round(seconds, 1)}
     reasons = {r.name: r.reason for r in results if not r.available}
-    train_info = json.loads((MODELS / "train.json").read_text())
     out = {**{r.name: r.value for r in results}, "unavailable": reasons,
            "context_frames": k, "context_kept_exactly": given_exact,
            **{kk: v for kk, v in metrics.items() if not kk.startswith(("fid", "fvd"))},
            "num_uncond": len(unc), "num_cond": n_cond, "train_loss": train_info.get("loss"),
            "train_steps": train_info.get("step")}
-    write_json(METRICS, out)
-    with make_tracker(p.tracking).start_run(p.tracking.experiment, "evaluate",
-                                            params=p.model_dump(mode="json"),
-                                            tags={**TASK_TAG, "stage": "evaluate"}) as trk:
-        trk.log_metrics({kk: float(v) for kk, v in metrics.items()
-                         if isinstance(v, int | float)}, step=0)
-        if reasons:
-            trk.set_tags({f"unavailable.{kk}": v for kk, v in reasons.items()})
-        trk.log_artifact(SAMPLES, "samples")
-        from unmask.stages import git_commit
-
-        page = write_report(REPORT, title=p.report.title, metrics=out,
-                            params=p.model_dump(mode="json"), figures=figs, commit=git_commit(),
-                            notes={"task": "video"})
-        trk.log_artifact(page)
+    common.finish_evaluate(p, TASK_TAG, out, metrics, reasons, figs, [samples])
     print("evaluate: " + ", ".join(f"{r.name} = {r.value if r.available else 'unavailable'}"
                                     for r in results)
-          + f", context kept exactly: {given_exact} ({seconds:.0f}s sampling) → {METRICS}")
+          + f", context kept exactly: {given_exact} ({seconds:.0f}s sampling) → {common.METRICS}")
     return out
 
 
 def main(argv: list[str] | None = None) -> Any:
-    ap = argparse.ArgumentParser(prog="python -m unmask.video.stages",
-                                 description="video pipeline stages")
-    ap.add_argument("stage", choices=["tokenize", "train", "evaluate"])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
-    from unmask.stages import user_errors
-
-    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
-    with user_errors():
-        p = load_yaml_params(VideoParams, args.params, args.overrides)
-        return {"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate}[
-            args.stage](p)
+    return common.stage_main(
+        argv, prog="python -m unmask.video.stages", description="video pipeline stages",
+        params_cls=VideoParams,
+        stages={"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate})
 
 
 if __name__ == "__main__":
