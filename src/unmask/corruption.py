@@ -71,7 +71,12 @@ def emigm_time_range(t_min: float, t_max: float = 1.0) -> tuple[float, float]:
 
 
 def _per_row(v: Tensor | float, x: Tensor) -> Tensor:
+    """κ broadcastable to ``x``: a scalar, one value per row (B,), or — with a per-position
+    schedule such as :class:`unmask.joint.ModalitySchedules` — one per position ((B, L), or
+    shaped like ``x``)."""
     v = torch.as_tensor(v, dtype=torch.float32, device=x.device)
+    if v.dim() >= 2 and v.numel() == x.numel():
+        return v.reshape(x.shape)
     return v.reshape(-1, *([1] * (x.dim() - 1))) if v.dim() else v
 
 
@@ -83,7 +88,8 @@ def mask_independent(
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Mask each token independently with probability 1 − κ_t (κ_t per row, shape (B,)).
+    """Mask each token independently with probability 1 − κ_t (κ_t per row, shape (B,), or
+    per position, shape (B, L) or like ``x0``: per-modality schedules).
 
     Returns ``(x_t, masked)`` with ``masked`` a bool tensor shaped like ``x0``. Positions in
     ``keep`` (bool, like x0) are never masked.
@@ -105,6 +111,11 @@ def mask_exact_count(
 ) -> tuple[Tensor, Tensor]:
     """MaskGIT masking: exactly ⌈n (1 − κ_t)⌉ tokens per row, uniformly at random, where n is
     the number of maskable positions (L, or L minus the ``keep`` positions)."""
+    if isinstance(kappa_t, Tensor) and kappa_t.dim() >= 2 and kappa_t.numel() != x0.shape[0]:
+        raise ValueError(
+            f"maskgit masking needs one κ per row; a per-position κ of shape "
+            f"{tuple(kappa_t.shape)} is supported by independent masking only"
+        )
     b = x0.shape[0]
     flat = x0.reshape(b, -1)
     keep_f = keep.reshape(b, -1) if keep is not None else torch.zeros_like(flat, dtype=torch.bool)

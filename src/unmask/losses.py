@@ -52,7 +52,9 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
 def loss_weight(schedule: Schedule, t: Tensor, weighting: Weighting) -> Tensor:
-    """w(t) per row: 1 (``constant``) or κ̇_t / (1 − κ_t) (``elbo``)."""
+    """w(t) per row: 1 (``constant``) or κ̇_t / (1 − κ_t) (``elbo``). With a per-position
+    schedule (:class:`unmask.joint.ModalitySchedules`) the ``elbo`` weight is per position,
+    (B, L): each token's own modality's κ̇/(1 − κ)."""
     if weighting == "constant":
         return torch.ones_like(t, dtype=torch.float32)
     if weighting == "elbo":
@@ -75,7 +77,8 @@ def masked_cross_entropy(
         logits: (B, ..., V) denoiser output (clean vocabulary only).
         x0: (B, ...) clean tokens.
         masked: (B, ...) bool, the positions that were masked.
-        weight: (B,) per-row weight w(t), or None for 1.
+        weight: (B,) per-row weight w(t), a per-position weight ((B, L) or like ``x0``), or
+            None for 1.
         normalize: see the module docstring.
         scored: (B,) number of scorable positions per row (default: all positions).
 
@@ -88,6 +91,10 @@ def masked_cross_entropy(
     ce = torch.zeros(x0.shape, dtype=torch.float32, device=logits.device)
     if masked.any():
         ce[masked] = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")
+    if weight is not None and weight.dim() >= 2 and weight.numel() == x0.numel():
+        # per position: weight each token's CE
+        ce = ce * weight.reshape(x0.shape).to(ce)
+        weight = None
     row_sum = ce.reshape(b, -1).sum(-1)
     if weight is not None:
         row_sum = row_sum * weight.to(row_sum)

@@ -30,8 +30,12 @@ def test_real_params():
 @pytest.mark.slow
 def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
     data = write_cc12m(tmp_path / "cc12m", shards=2, per_shard=3, size=(72, 80), corrupt=1)
+    held = write_cc12m(tmp_path / "cc12m-heldout", shards=1, per_shard=4, size=(64, 70))
     text = {"text.encoder": "bow", "text.dim": 16}
-    root = reproduce(EXP, {**tiny_sd_vq, "data.root": str(data), "tokenizer.flip": True, **text})
+    heldout = {"heldout.root": str(held), "heldout.count": 3, "heldout.columns": 2}
+    sample = {"sample.steps": 4, "sample.cfg_scale": 1.5, "sample.batch_size": 2}
+    overrides = {**tiny_sd_vq, "data.root": str(data), "tokenizer.flip": True, **text}
+    root = reproduce(EXP, {**overrides, **heldout, **sample})
     out = root / "pipelines" / EXP / "out"
 
     tok = json.loads((out / "metrics" / "tokenize.json").read_text())
@@ -51,4 +55,37 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
     train = json.loads((out / "metrics" / "train-di-cc12m.json").read_text())
     assert train["step"] == 3 and train["train_sequences"] == 10 and np.isfinite(train["loss"])
     assert (out / "models" / "di-cc12m" / "model.pt").is_file()
-    assert io.StringIO(run_dvc(["metrics", "show"], root).stdout).read().count("di-cc12m") >= 1
+    shown = io.StringIO(run_dvc(["metrics", "show"], root).stdout).read()
+    assert "train-di-cc12m.json" in shown and "evaluate-di-cc12m.json" in shown
+
+    # Held-out pairs: the first 3 samples of the held-out shard, captions read from the tar.
+    with tarfile.open(held / "00000.tar") as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.name.endswith(".txt"))[:3]
+        expect_caps = [tar.extractfile(n).read().decode() for n in names]
+    check_sample_and_evaluate(out, "di-cc12m", expect_caps, image_size=64)
+
+
+def check_sample_and_evaluate(out: Path, run: str, captions: list[str], image_size: int) -> None:
+    """The sample stage drew one image per held-out caption (grid, info, npz with the held-out
+    real images) and evaluate reported FID (a number, or unavailable with a reason) and the
+    CLIP score unavailable with its reason (no open_clip checkpoint configured)."""
+    d = out / "samples" / run
+    assert (d / "grid.png").is_file()
+    info = json.loads((d / "info.json").read_text())
+    assert info["captions"] == captions and info["n_samples"] == len(captions)
+    assert info["cfg_scale"] == 1.5 and info["checkpoint_step"] == 3
+    with np.load(d / "samples.npz") as z:
+        assert z["captions"].tolist() == captions
+        assert z["images"].shape == (len(captions), image_size, image_size, 3)
+        assert z["images"].dtype == np.uint8 and z["tokens"].shape == (len(captions), 8, 8)
+        assert z["reference"].shape == z["images"].shape
+        assert z["tokens"].min() >= 0 and z["tokens"].max() < 16384  # no [MASK] left
+    ev = json.loads((out / "metrics" / f"evaluate-{run}.json").read_text())
+    assert ev["num_samples"] == len(captions)
+    if ev["fid"] is None:
+        assert ev["unavailable"]["fid"]
+    else:
+        assert np.isfinite(ev["fid"]) and ev["fid"] >= 0 and "fid" not in ev["unavailable"]
+    assert ev["clip_score"] is None
+    reason = ev["unavailable"]["clip_score"]
+    assert "open_clip" in reason or "CLIP checkpoint" in reason

@@ -1,6 +1,8 @@
 """pipelines/coco end to end on a tiny COCO 2014 fixture (official layout, one corrupt image) with
 a random SD-VQ-F8-structured VQModel and the weight-free text encoder: `dvc repro` through
-tokenize (captions → embeddings) and a few text-conditioned training steps."""
+tokenize (captions → embeddings), a few text-conditioned training steps, sampling from held-out
+(val2014) captions with CFG, and evaluate (FID vs the held-out images, CLIP score unavailable
+without an open_clip checkpoint)."""
 
 from __future__ import annotations
 
@@ -29,8 +31,12 @@ def test_real_params():
 @pytest.mark.slow
 def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
     data = write_coco(tmp_path / "coco", "train", n=6, size=(72, 80), corrupt=1)
+    write_coco(data, "val", n=4, size=(64, 70), corrupt=1)  # held out: 3 readable pairs
     text = {"text.encoder": "bow", "text.dim": 16}
-    root = reproduce(EXP, {**tiny_sd_vq, "data.root": str(data), "tokenizer.flip": False, **text})
+    held = {"heldout.root": str(data), "heldout.count": 3, "heldout.columns": 2}
+    sample = {"sample.steps": 4, "sample.cfg_scale": 1.5, "sample.batch_size": 2}
+    overrides = {**tiny_sd_vq, "data.root": str(data), "tokenizer.flip": False, **text, **held}
+    root = reproduce(EXP, {**overrides, **sample})
     out = root / "pipelines" / EXP / "out"
 
     tok = json.loads((out / "metrics" / "tokenize.json").read_text())
@@ -51,4 +57,39 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
     train = json.loads((out / "metrics" / "train-di-coco.json").read_text())
     assert train["step"] == 3 and np.isfinite(train["loss"])
     assert (out / "models" / "di-coco" / "model.pt").is_file()
-    assert "train-di-coco.json" in run_dvc(["metrics", "show"], root).stdout
+    shown = run_dvc(["metrics", "show"], root).stdout
+    assert "train-di-coco.json" in shown and "evaluate-di-coco.json" in shown
+
+    # Held-out pairs: the first caption of each readable val2014 image, in annotation order.
+    val = json.loads((data / "annotations" / "captions_val2014.json").read_text())
+    first_val = {}
+    for a in val["annotations"]:
+        first_val.setdefault(a["image_id"], a["caption"])
+    expect_caps = [first_val[i] for i in sorted(first_val)[:3]]
+    check_sample_and_evaluate(out, "di-coco", expect_caps, image_size=64)
+
+
+def check_sample_and_evaluate(out: Path, run: str, captions: list[str], image_size: int) -> None:
+    """The sample stage drew one image per held-out caption (grid, info, npz with the held-out
+    real images) and evaluate reported FID (a number, or unavailable with a reason) and the
+    CLIP score unavailable with its reason (no open_clip checkpoint configured)."""
+    d = out / "samples" / run
+    assert (d / "grid.png").is_file()
+    info = json.loads((d / "info.json").read_text())
+    assert info["captions"] == captions and info["n_samples"] == len(captions)
+    assert info["cfg_scale"] == 1.5 and info["checkpoint_step"] == 3
+    with np.load(d / "samples.npz") as z:
+        assert z["captions"].tolist() == captions
+        assert z["images"].shape == (len(captions), image_size, image_size, 3)
+        assert z["images"].dtype == np.uint8 and z["tokens"].shape == (len(captions), 8, 8)
+        assert z["reference"].shape == z["images"].shape
+        assert z["tokens"].min() >= 0 and z["tokens"].max() < 16384  # no [MASK] left
+    ev = json.loads((out / "metrics" / f"evaluate-{run}.json").read_text())
+    assert ev["num_samples"] == len(captions)
+    if ev["fid"] is None:
+        assert ev["unavailable"]["fid"]
+    else:
+        assert np.isfinite(ev["fid"]) and ev["fid"] >= 0 and "fid" not in ev["unavailable"]
+    assert ev["clip_score"] is None
+    reason = ev["unavailable"]["clip_score"]
+    assert "open_clip" in reason or "CLIP checkpoint" in reason

@@ -157,6 +157,11 @@ def test_sweep_retries_fails_isolates_and_resumes(project, monkeypatch, tmp_path
             5: "completed",
         }
         assert "point steps=4 is broken" in rows[FAILING]["error"]
+        # the sweep rebuilt the MLflow report next to its table: every finished trial is listed
+        report_runs = (project / "reports" / "ablations" / "runs.csv").read_text()
+        assert (project / "reports" / "ablations" / "index.html").stat().st_size > 0
+        for s in (2, 3, 5):
+            assert rows[s]["mlflow_run_id"] in report_runs
 
         # MLflow: one run per point; the killed point's run was reused by its retry.
         c = runs.client(uri)

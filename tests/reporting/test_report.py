@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -210,3 +211,18 @@ def test_empty_store(tmp_path):
     html = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out").read_text()
     assert html.count("class='no-runs'") >= len(ABLATION_IDS)
     assert np.isin(pd.read_csv(tmp_path / "out" / "fidelity.csv")["verdict"], ["not covered"]).all()
+
+
+def test_reading_a_store_leaves_the_process_tracking_uri_alone(store, monkeypatch):
+    """mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI; the report must not leave it set,
+    or the next sweep in the same process would plan against the report's store."""
+    from unmask.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = tracking_uri(root="somewhere")
+    assert len(load_runs(store)) > 0
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking_uri(root="somewhere") == before
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    load_runs(store)
+    assert tracking_uri() == "sqlite:///elsewhere.db"

@@ -3,11 +3,21 @@
 One masked model over ``[image tokens | mask tokens]`` (:class:`JointLayout`), trained once by
 masking both modalities, is used three ways through :func:`unmask.sampling.sample`'s ``x_init``
 (:func:`sample_joint`): unconditional joint generation, image → mask (segmentation as
-unmasking) and mask → image. ``python -m unmask.joint.stages`` runs the pipelines
-``pipelines/seg-default`` and ``pipelines/cityscapes``.
+unmasking) and mask → image. Each modality may have its own training κ schedule
+(:class:`ModalitySchedules`, ``train.schedules`` in params). ``python -m unmask.joint.stages``
+runs the pipelines ``pipelines/seg-default`` and ``pipelines/cityscapes``.
 """
 
 from unmask.joint.layout import TASKS, JointLayout
 from unmask.joint.sampling import restrict_logits, sample_joint
+from unmask.joint.schedules import JointTrainConfig, ModalitySchedules, train_schedule
 
-__all__ = ["JointLayout", "TASKS", "sample_joint", "restrict_logits"]
+__all__ = [
+    "JointLayout",
+    "TASKS",
+    "sample_joint",
+    "restrict_logits",
+    "ModalitySchedules",
+    "JointTrainConfig",
+    "train_schedule",
+]

@@ -285,16 +285,18 @@ def load_tokens(*keys: str) -> tuple[dict[str, Any], list[np.ndarray]]:
 
 
 def train_stage(p: Any, model: Transformer, x: torch.Tensor, run_dir: Path,
-                meta: dict[str, Any], task_tag: dict[str, str],
+                meta: dict[str, Any], task_tag: dict[str, str], *, schedule: Any = None,
                 **summary: Any) -> dict[str, Any]:
     """Train ``model`` on the token sequences ``x`` with ``p.train`` (the masked-CE loop of
     :func:`unmask.training.train`), logged as the ``train`` MLflow run; save the (EMA)
     weights with ``meta`` to ``MODELS/model.pt`` and the run summary (plus the ``summary``
-    keywords) to ``MODELS/train.json``; returns the summary."""
+    keywords) to ``MODELS/train.json``; returns the summary. ``schedule`` overrides
+    ``p.train.schedule`` in the loop (per-modality schedules, :mod:`unmask.joint.schedules`)."""
     tracker = make_tracker(p.tracking)
     with tracker.start_run(p.tracking.experiment, "train", params=p.model_dump(mode="json"),
                            tags={**task_tag, "stage": "train"}):
-        res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False)
+        res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False,
+                    schedule=schedule)
         tracker.log_metrics({"final_loss": res.loss or float("nan"),
                              "num_params": model.num_params()}, step=res.step)
     weights = res.ema.shadow if res.ema is not None else None

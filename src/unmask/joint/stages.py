@@ -10,7 +10,9 @@ run from the pipeline folder::
 (:class:`~unmask.data.cityscapes.Cityscapes`) — fits or loads the image tokenizer and stores
 image tokens, mask classes and the raw test images. ``train`` trains ONE model on
 ``[image tokens | mask tokens]`` (:class:`~unmask.joint.JointLayout`): the training loop masks
-every position of both modalities with the schedule's κ_t. ``evaluate`` uses that model three
+every position of both modalities with the schedule's κ_t, or with each modality's own κ_m(t)
+given ``train.schedules: {image: NAME, mask: NAME}`` (:mod:`unmask.joint.schedules`; sampling
+still uses the one ``sample.schedule``). ``evaluate`` uses that model three
 ways (:func:`~unmask.joint.sample_joint`): unconditional joint samples, image → mask on test
 images scored by mIoU against the ground-truth masks (:class:`~unmask.metrics.segmentation.
 MeanIoU`), and mask → image on test masks scored by FID against the real test images (the
@@ -35,6 +37,7 @@ from tqdm.auto import tqdm
 from unmask.joint import common
 from unmask.joint.layout import JointLayout
 from unmask.joint.sampling import sample_joint
+from unmask.joint.schedules import JointTrainConfig, train_schedule
 from unmask.models import ModelConfig, Transformer
 
 __all__ = ["JointParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
@@ -72,6 +75,7 @@ class SampleSection(common.SamplerSection):
 
 class JointParams(common.StageParams):
     data: DataSection = DataSection()
+    train: JointTrainConfig = JointTrainConfig()
     sample: SampleSection = SampleSection()
     tracking: common.TrackingSection = common.TrackingSection(experiment="joint-seg")
     report: common.ReportSection = common.ReportSection(
@@ -164,6 +168,7 @@ def run_train(p: JointParams) -> dict[str, Any]:
     torch.manual_seed(p.train.seed)
     model = Transformer(cfg)
     return common.train_stage(p, model, x, common.RUNS / "joint", meta, TASK_TAG,
+                              schedule=train_schedule(p.train, layout.modalities()),
                               seq_len=layout.seq_len, vocab_size=layout.vocab_size)
 
 

@@ -305,7 +305,6 @@ class Ablation:
                     if ours:
                         ray.shutdown()
             summary = self._summarise(parent, board.outcomes)
-            refresh_report(self.uri, self.workdir / s.output)
             tracker.log_metrics({"points": len(self.points), "completed": len(summary.completed),
                                  "skipped": len(summary.skipped),
                                  "failed": len(summary.failed)}, step=0)
@@ -314,6 +313,7 @@ class Ablation:
                 tracker.set_tags({"unmask.failed_points": json.dumps(summary.failed)[:4900]})
                 tracker.end_run("FAILED")
         summary.seconds = time.perf_counter() - start
+        refresh_report(self.uri, self.workdir / s.output)  # after the parent run is closed
         return summary
 
     def _grid(self) -> dict[str, list[Any]]:

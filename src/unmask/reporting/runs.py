@@ -123,7 +123,9 @@ def load_runs(
         return _empty()
     import mlflow
 
-    prev = mlflow.get_tracking_uri()
+    # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI: restore both, or every later
+    # unmask.tracking.tracking_uri() in this process would silently follow this store.
+    prev, prev_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         filt = "attributes.status = 'FINISHED'" if finished_only else ""
@@ -135,6 +137,10 @@ def load_runs(
         )
     finally:
         mlflow.set_tracking_uri(prev)
+        if prev_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = prev_env
     if df.empty:
         return _empty()
     df = df.copy()

