@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,3 +149,35 @@ def stage_cli(
 
     yield bind
     torch.set_num_threads(threads)
+
+
+def _check_sample_and_evaluate(out: Path, run: str, captions: list[str], image_size: int) -> None:
+    """The sample stage drew one image per held-out caption (grid, info, npz with the held-out
+    real images) and evaluate reported FID (a number, or unavailable with a reason) and the
+    CLIP score unavailable with its reason (no open_clip checkpoint configured)."""
+    d = out / "samples" / run
+    assert (d / "grid.png").is_file()
+    info = json.loads((d / "info.json").read_text())
+    assert info["captions"] == captions and info["n_samples"] == len(captions)
+    assert info["cfg_scale"] == 1.5 and info["checkpoint_step"] == 3
+    with np.load(d / "samples.npz") as z:
+        assert z["captions"].tolist() == captions
+        assert z["images"].shape == (len(captions), image_size, image_size, 3)
+        assert z["images"].dtype == np.uint8 and z["tokens"].shape == (len(captions), 8, 8)
+        assert z["reference"].shape == z["images"].shape
+        assert z["tokens"].min() >= 0 and z["tokens"].max() < 16384  # no [MASK] left
+    ev = json.loads((out / "metrics" / f"evaluate-{run}.json").read_text())
+    assert ev["num_samples"] == len(captions)
+    if ev["fid"] is None:
+        assert ev["unavailable"]["fid"]
+    else:
+        assert np.isfinite(ev["fid"]) and ev["fid"] >= 0 and "fid" not in ev["unavailable"]
+    assert ev["clip_score"] is None
+    reason = ev["unavailable"]["clip_score"]
+    assert "open_clip" in reason or "CLIP checkpoint" in reason
+
+
+@pytest.fixture
+def check_sample_and_evaluate() -> Callable[[Path, str, list[str], int], None]:
+    """The text-to-image pipelines' (coco, cc12m) sample + evaluate checks."""
+    return _check_sample_and_evaluate

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from unmask.data.fixtures import run_dvc, write_cc12m
 from unmask.data.shards import TokenShards
@@ -25,10 +26,15 @@ EXP = "cc12m"
 def test_real_params():
     p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
     assert p.data.dataset == "cc12m" and p.data.root == "/data/cc12m" and p.text is not None
+    assert p.heldout.root not in (None, p.data.root)  # held-out shards kept apart
+    assert p.evaluate.fid and p.evaluate.clip_path is None and p.sample.cfg_scale > 0
+    dvc = yaml.safe_load((REPO / "pipelines" / EXP / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == ["tokenize", "train", "sample", "evaluate"]
+    assert dvc["evaluate"]["metrics"] == [{"out/metrics/evaluate-${name}.json": {"cache": False}}]
 
 
 @pytest.mark.slow
-def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
+def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce, check_sample_and_evaluate):
     data = write_cc12m(tmp_path / "cc12m", shards=2, per_shard=3, size=(72, 80), corrupt=1)
     held = write_cc12m(tmp_path / "cc12m-heldout", shards=1, per_shard=4, size=(64, 70))
     text = {"text.encoder": "bow", "text.dim": 16}
@@ -64,28 +70,3 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
         expect_caps = [tar.extractfile(n).read().decode() for n in names]
     check_sample_and_evaluate(out, "di-cc12m", expect_caps, image_size=64)
 
-
-def check_sample_and_evaluate(out: Path, run: str, captions: list[str], image_size: int) -> None:
-    """The sample stage drew one image per held-out caption (grid, info, npz with the held-out
-    real images) and evaluate reported FID (a number, or unavailable with a reason) and the
-    CLIP score unavailable with its reason (no open_clip checkpoint configured)."""
-    d = out / "samples" / run
-    assert (d / "grid.png").is_file()
-    info = json.loads((d / "info.json").read_text())
-    assert info["captions"] == captions and info["n_samples"] == len(captions)
-    assert info["cfg_scale"] == 1.5 and info["checkpoint_step"] == 3
-    with np.load(d / "samples.npz") as z:
-        assert z["captions"].tolist() == captions
-        assert z["images"].shape == (len(captions), image_size, image_size, 3)
-        assert z["images"].dtype == np.uint8 and z["tokens"].shape == (len(captions), 8, 8)
-        assert z["reference"].shape == z["images"].shape
-        assert z["tokens"].min() >= 0 and z["tokens"].max() < 16384  # no [MASK] left
-    ev = json.loads((out / "metrics" / f"evaluate-{run}.json").read_text())
-    assert ev["num_samples"] == len(captions)
-    if ev["fid"] is None:
-        assert ev["unavailable"]["fid"]
-    else:
-        assert np.isfinite(ev["fid"]) and ev["fid"] >= 0 and "fid" not in ev["unavailable"]
-    assert ev["clip_score"] is None
-    reason = ev["unavailable"]["clip_score"]
-    assert "open_clip" in reason or "CLIP checkpoint" in reason

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from unmask.data.fixtures import run_dvc, write_coco
 from unmask.data.shards import TokenShards
@@ -26,10 +27,15 @@ def test_real_params():
     p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
     assert p.data.dataset == "coco" and p.data.root == "/data/coco"
     assert p.tokenizer.kind == "sd_vq" and p.text is not None and p.text.encoder == "clip"
+    assert p.heldout.root == "/data/coco" and p.heldout.split == "val"
+    assert p.evaluate.fid and p.evaluate.clip_path is None and p.sample.cfg_scale > 0
+    dvc = yaml.safe_load((REPO / "pipelines" / EXP / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == ["tokenize", "train", "sample", "evaluate"]
+    assert dvc["evaluate"]["metrics"] == [{"out/metrics/evaluate-${name}.json": {"cache": False}}]
 
 
 @pytest.mark.slow
-def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
+def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce, check_sample_and_evaluate):
     data = write_coco(tmp_path / "coco", "train", n=6, size=(72, 80), corrupt=1)
     write_coco(data, "val", n=4, size=(64, 70), corrupt=1)  # held out: 3 readable pairs
     text = {"text.encoder": "bow", "text.dim": 16}
@@ -68,28 +74,3 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce):
     expect_caps = [first_val[i] for i in sorted(first_val)[:3]]
     check_sample_and_evaluate(out, "di-coco", expect_caps, image_size=64)
 
-
-def check_sample_and_evaluate(out: Path, run: str, captions: list[str], image_size: int) -> None:
-    """The sample stage drew one image per held-out caption (grid, info, npz with the held-out
-    real images) and evaluate reported FID (a number, or unavailable with a reason) and the
-    CLIP score unavailable with its reason (no open_clip checkpoint configured)."""
-    d = out / "samples" / run
-    assert (d / "grid.png").is_file()
-    info = json.loads((d / "info.json").read_text())
-    assert info["captions"] == captions and info["n_samples"] == len(captions)
-    assert info["cfg_scale"] == 1.5 and info["checkpoint_step"] == 3
-    with np.load(d / "samples.npz") as z:
-        assert z["captions"].tolist() == captions
-        assert z["images"].shape == (len(captions), image_size, image_size, 3)
-        assert z["images"].dtype == np.uint8 and z["tokens"].shape == (len(captions), 8, 8)
-        assert z["reference"].shape == z["images"].shape
-        assert z["tokens"].min() >= 0 and z["tokens"].max() < 16384  # no [MASK] left
-    ev = json.loads((out / "metrics" / f"evaluate-{run}.json").read_text())
-    assert ev["num_samples"] == len(captions)
-    if ev["fid"] is None:
-        assert ev["unavailable"]["fid"]
-    else:
-        assert np.isfinite(ev["fid"]) and ev["fid"] >= 0 and "fid" not in ev["unavailable"]
-    assert ev["clip_score"] is None
-    reason = ev["unavailable"]["clip_score"]
-    assert "open_clip" in reason or "CLIP checkpoint" in reason
