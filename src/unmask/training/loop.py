@@ -425,6 +425,9 @@ def train(
         _StepBatches(tokens, labels, order, rows), sampler=range(start, end), batch_size=None,
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda" and not tokens.is_cuda,
         generator=torch.Generator(),
+        # fork() of a process that already runs Ray / Prefect / MLflow threads can kill the
+        # worker before it reports anything; a fresh interpreter per worker is safe.
+        multiprocessing_context="spawn" if cfg.num_workers > 0 else None,
     )
     tokens_per_step = cfg.batch_size * model.cfg.length
     index = torch.arange(rows.start, rows.stop, device=device)
