@@ -161,46 +161,35 @@ def _fidelity(
         _report(res, metric, experiment, track)
 
 
-@evaluate_app.command("fid")
-def fid(
-    samples: str,
-    reference: str,
-    reference_key: Annotated[str | None, typer.Option(help="Cache the reference.")] = None,
-    batch_size: BatchOpt = 50,
-    device: DeviceOpt = None,
-    experiment: ExpOpt = "metrics",
-    track: TrackOpt = True,
-) -> None:
-    """FID (standard 2015-12-05 Inception, torch-fidelity) of SAMPLES against REFERENCE."""
-    _fidelity("fid", samples, reference, reference_key, batch_size, device, None, experiment, track)
+def _fidelity_command(name: str, metric: str, doc: str) -> None:
+    """Register ``unmask evaluate <name>``: ``metric`` of SAMPLES against REFERENCE (fid, kid
+    and prdc share their arguments and the Inception features)."""
+
+    def command(
+        samples: str,
+        reference: str,
+        reference_key: Annotated[str | None, typer.Option(help="Cache the reference.")] = None,
+        batch_size: BatchOpt = 50,
+        device: DeviceOpt = None,
+        experiment: ExpOpt = "metrics",
+        track: TrackOpt = True,
+    ) -> None:
+        _fidelity(metric, samples, reference, reference_key, batch_size, device, None,
+                  experiment, track)
+
+    command.__doc__ = doc
+    evaluate_app.command(name)(command)
 
 
-@evaluate_app.command("kid")
-def kid(
-    samples: str,
-    reference: str,
-    reference_key: Annotated[str | None, typer.Option(help="Cache the reference.")] = None,
-    batch_size: BatchOpt = 50,
-    device: DeviceOpt = None,
-    experiment: ExpOpt = "metrics",
-    track: TrackOpt = True,
-) -> None:
-    """KID (cubic-kernel MMD², mean ± std over subsets) on the same Inception features."""
-    _fidelity("kid", samples, reference, reference_key, batch_size, device, None, experiment, track)
-
-
-@evaluate_app.command("prdc")
-def prdc(
-    samples: str,
-    reference: str,
-    reference_key: Annotated[str | None, typer.Option(help="Cache the reference.")] = None,
-    batch_size: BatchOpt = 50,
-    device: DeviceOpt = None,
-    experiment: ExpOpt = "metrics",
-    track: TrackOpt = True,
-) -> None:
-    """Precision / recall (Kynkäänniemi et al., k = 3) on the Inception pool3 features."""
-    _fidelity("pr", samples, reference, reference_key, batch_size, device, None, experiment, track)
+_fidelity_command("fid", "fid",
+                  "FID (standard 2015-12-05 Inception, torch-fidelity) of SAMPLES against "
+                  "REFERENCE.")
+_fidelity_command("kid", "kid",
+                  "KID (cubic-kernel MMD², mean ± std over subsets) on the same Inception "
+                  "features.")
+_fidelity_command("prdc", "pr",
+                  "Precision / recall (Kynkäänniemi et al., k = 3) on the Inception pool3 "
+                  "features.")
 
 
 @evaluate_app.command("is")
