@@ -253,11 +253,29 @@ def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
     return groups
 
 
+#: Extractors built in this process, keyed by (weights file, its size and mtime, layers,
+#: device): an ablation's trials share one process (Ray Tune ``reuse_actors``) and would
+#: otherwise reload the 95 MB Inception weights for every grid point.
+_EXTRACTORS: dict[tuple[Any, ...], Any] = {}
+
+
 def _make_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
-    """torch-fidelity's own Inception extractor with the given weights file (never downloads).
+    """torch-fidelity's own Inception extractor with the given weights file (never downloads),
+    built once per process (see ``_EXTRACTORS``).
 
     On the CPU its weights are put in channels-last layout: the same features (to ~1e-5) in
     about 2/3 of the time on two cores (see ``benchmarks/``)."""
+    st = Path(weights.path).stat()
+    key = (str(weights.path), st.st_size, st.st_mtime_ns, tuple(layers), str(dev))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS.clear()  # one extractor at a time: they hold ~100 MB each
+        _EXTRACTORS[key] = _build_extractor(weights, layers, dev)
+    fe = _EXTRACTORS[key]
+    fe.features_list = list(layers)  # a caller may have narrowed it
+    return fe
+
+
+def _build_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     fe = FeatureExtractorInceptionV3(

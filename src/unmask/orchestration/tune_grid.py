@@ -188,7 +188,10 @@ def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
     tuner = tune.Tuner(
         trainable,
         param_space={"index": tune.grid_search(list(range(len(specs))))},
+        # reuse_actors: a trial's process (torch, MLflow, the Inception extractor, the
+        # checkpoint) serves the next trial — about 3 s less per trial on a CPU.
         tune_config=tune.TuneConfig(max_concurrent_trials=ray.max_concurrent_trials,
+                                    reuse_actors=True,
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=name, storage_path=str(Path(storage_path).resolve()),
