@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from unmask import schedules
 from unmask.data import fashion_mnist
+from unmask.dicts import deep_merge
 from unmask.models.config import ModelConfig
 from unmask.sampling import METHODS
 from unmask.training.config import TrainConfig
@@ -363,7 +364,7 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str
     for key, value in pairs:
         if isinstance(value, Mapping):
             value = parse_overrides({f"{key}.{k}": v for k, v in value.items()})
-            _merge(out, value)
+            deep_merge(out, value)
             continue
         node = out
         *parents, leaf = key.split(".")
@@ -375,15 +376,6 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str
     return out
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    for k, v in extra.items():
-        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def load_params(
     path: str | Path = "params.yaml",
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
@@ -391,7 +383,7 @@ def load_params(
     """Read, override and validate a params file. Raises :class:`ConfigError` (one line)."""
     raw = read_params_file(path)
     extra = parse_overrides(overrides)
-    return validate_params(_merge(raw, extra), source=str(path), overridden=_dotted(extra))
+    return validate_params(deep_merge(raw, extra), source=str(path), overridden=_dotted(extra))
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:

@@ -234,7 +234,8 @@ def scratch_pipeline(
     (plain ``dvc repro``). ``overrides`` are ``{"train.steps": 3}`` or ``["train.steps=3"]``."""
     import yaml
 
-    from unmask.config import _merge, parse_overrides
+    from unmask.config import parse_overrides
+    from unmask.dicts import deep_merge
 
     repo, dest = Path(repo), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -249,7 +250,8 @@ def scratch_pipeline(
     for name in names:
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
-    params = _merge(yaml.safe_load((src / "params.yaml").read_text()), parse_overrides(overrides))
+    params = deep_merge(yaml.safe_load((src / "params.yaml").read_text()),
+                        parse_overrides(overrides))
     (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return dest
 

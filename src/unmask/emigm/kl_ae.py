@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from unmask.dicts import dataclass_from_dict
 from unmask.tokenizers.vq import sha256_state_dict
 
 __all__ = ["KLAEConfig", "TinyKLAE", "KLAETokenizer", "train_kl_ae"]
@@ -49,11 +50,7 @@ class KLAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KLAEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown KL autoencoder keys {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "KL autoencoder")
 
 
 class TinyKLAE(nn.Module):

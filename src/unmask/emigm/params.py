@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from unmask.config import _merge, parse_overrides, read_params_file, validation_error
+from unmask.config import parse_overrides, read_params_file, validation_error
+from unmask.dicts import deep_merge
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.kl_ae import KLAEConfig
 from unmask.emigm.objective import EMIGM_SCHEDULES, emigm_train_config
@@ -157,7 +158,7 @@ class EMIGMParams(_Section):
 
 def load_emigm_params(path: str | Path, overrides: list[str] | dict | None = None) -> EMIGMParams:
     """Read and validate an eMIGM params file (with ``key=value`` overrides)."""
-    raw = _merge(read_params_file(path), parse_overrides(overrides))
+    raw = deep_merge(read_params_file(path), parse_overrides(overrides))
     try:
         return EMIGMParams.model_validate(raw)
     except ValidationError as e:

@@ -28,11 +28,11 @@ from unmask.config import (
     ConfigError,
     Section,
     TrackingConfig,
-    _merge,
     parse_overrides,
     read_params_file,
     validation_error,
 )
+from unmask.dicts import deep_merge
 from unmask.models import ModelConfig, Transformer
 from unmask.training import TrainConfig, train
 
@@ -142,7 +142,7 @@ def load_yaml_params(cls: type[BaseModel], path: str | Path,
     one-line :class:`~unmask.config.ConfigError` naming the file and the key."""
     raw = read_params_file(path)
     try:
-        params = cls.model_validate(_merge(raw, parse_overrides(overrides)))
+        params = cls.model_validate(deep_merge(raw, parse_overrides(overrides)))
     except ValidationError as e:
         raise validation_error(path, e) from None
     model = getattr(params, "model", None)

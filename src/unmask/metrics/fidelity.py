@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +46,12 @@ from torch.utils.data import Dataset
 
 from unmask.metrics import MetricResult
 from unmask.metrics.frechet import frechet_distance_from_features
-from unmask.metrics.inception import InceptionWeights, cache_dir, resolve_inception_weights
+from unmask.metrics.inception import (
+    InceptionWeights,
+    atomic_torch_save,
+    cache_dir,
+    resolve_inception_weights,
+)
 
 __all__ = [
     "FID",
@@ -210,18 +214,6 @@ def reference_key(
 
 def _cache_file(root: Path, key: str) -> Path:
     return root / "fidelity" / f"{key}-{FEATURE_EXTRACTOR}-{FEATURE_LAYER}.pt"
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_features(key: str, cache_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -390,7 +382,7 @@ def compute_fidelity(
         if samples_key is not None:
             meta = dict(base_params, key=_sanitize(samples_key))
             entry = {"features": feats[FEATURE_LAYER], "meta": meta}
-            _atomic_torch_save(entry, _cache_file(root, _sanitize(samples_key)))
+            atomic_torch_save(entry, _cache_file(root, _sanitize(samples_key)))
         if binary and ref_feats is None:
             assert ref_ds is not None
             fe.features_list = [FEATURE_LAYER]
@@ -406,7 +398,7 @@ def compute_fidelity(
                     "weights": weights.source,
                 }
                 entry = {"features": ref_feats, "meta": meta}
-                _atomic_torch_save(entry, _cache_file(root, ref_name))
+                atomic_torch_save(entry, _cache_file(root, ref_name))
 
     if binary:
         assert ref_feats is not None
@@ -478,7 +470,7 @@ def reference_features(
     feats = _extract(fe, ds, batch_size, dev, verbose, "Inception (reference)")[FEATURE_LAYER]
     meta = {"key": name, "num_samples": len(ds),  # type: ignore[arg-type]
             "resolution": _resolution(ds), "features": _FEATURES_TAG, "weights": weights.source}
-    _atomic_torch_save({"features": feats, "meta": meta}, _cache_file(root, name))
+    atomic_torch_save({"features": feats, "meta": meta}, _cache_file(root, name))
     return feats
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "STANDARD_WEIGHTS_SHA256",
     "STANDARD_WEIGHTS_SHA256_PREFIX",
     "InceptionWeights",
+    "atomic_torch_save",
     "cache_dir",
     "convert_torchscript_to_fidelity_state_dict",
     "converted_weights_path",
@@ -227,7 +228,9 @@ def _check_shapes(state: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) 
             raise ValueError(f"{k}: shape {tuple(state[k].shape)} != expected {tuple(v.shape)}")
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file in the same folder: readers never see half a
+    file (the weights and the feature caches are shared by concurrent trials)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -257,7 +260,7 @@ def converted_weights_path(
     folder = Path(root) if root is not None else cache_dir()
     target = folder / f"{CONVERTED_WEIGHTS_STEM}-{file_sha256(ts)[:8]}.pth"
     if not target.is_file():
-        _atomic_torch_save(convert_torchscript_to_fidelity_state_dict(ts), target)
+        atomic_torch_save(convert_torchscript_to_fidelity_state_dict(ts), target)
     return target
 
 

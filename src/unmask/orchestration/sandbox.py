@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from unmask.dicts import deep_merge
+
 __all__ = ["SHRINK", "TINY_EVAL", "make_project"]
 
 #: params.yaml overrides of the sandbox.
@@ -42,15 +44,6 @@ def _repo() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    for k, v in extra.items():
-        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def make_project(root: str | Path, *, overrides: Mapping[str, Any] | None = None,
                  settings: Mapping[str, Any] | None = None,
                  stages: Sequence[str] = ("prepare", "tokenize", "train"),
@@ -70,11 +63,11 @@ def make_project(root: str | Path, *, overrides: Mapping[str, Any] | None = None
     root, repo = Path(root).resolve(), Path(repo) if repo else _repo()
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    _merge(params, parse_overrides({**SHRINK, **(overrides or {})}))
+    deep_merge(params, parse_overrides({**SHRINK, **(overrides or {})}))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     flows = yaml.safe_load((repo / "flows/ablations.yaml").read_text())
-    _merge(flows, TINY_EVAL)
-    _merge(flows, dict(settings or {}))
+    deep_merge(flows, TINY_EVAL)
+    deep_merge(flows, dict(settings or {}))
     (root / "flows").mkdir(exist_ok=True)
     (root / "flows/ablations.yaml").write_text(yaml.safe_dump(flows, sort_keys=False))
     loaded = load_params(root / "params.yaml")

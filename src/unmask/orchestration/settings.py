@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from unmask.dicts import deep_merge
+
 __all__ = [
     "SettingsError",
     "EvalSettings",
@@ -117,15 +119,6 @@ class AblationSettings(_Strict):
         return self.axes[name]
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> AblationSettings:
     """Read and validate the settings file; ``overrides`` is a nested dict merged on top
     (e.g. ``{"eval": {"n_per_class": 2}}``). Raises :class:`SettingsError` (one line)."""
@@ -137,7 +130,7 @@ def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     except yaml.YAMLError as e:
         raise SettingsError(f"{path}: invalid YAML: {e}") from None
     try:
-        return AblationSettings.model_validate(_merge(raw, overrides or {}))
+        return AblationSettings.model_validate(deep_merge(raw, overrides or {}))
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])

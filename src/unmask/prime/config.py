@@ -24,11 +24,11 @@ from unmask.config import (
     ReportConfig,
     Section,
     TrackingConfig,
-    _merge,
     parse_overrides,
     read_params_file,
     validation_error,
 )
+from unmask.dicts import deep_merge
 from unmask.training import TrainConfig
 
 __all__ = ["PrimeParams", "load_prime_params", "DataSection"]
@@ -144,7 +144,7 @@ class PrimeParams(Section):
 def load_prime_params(path: str | Path = "params.yaml",
                       overrides: list[str] | None = None) -> PrimeParams:
     """Read, override (``key.sub=value``) and validate; errors are one-line ConfigErrors."""
-    raw = _merge(read_params_file(path), parse_overrides(overrides))
+    raw = deep_merge(read_params_file(path), parse_overrides(overrides))
     try:
         return PrimeParams.model_validate(raw)
     except ValidationError as e:

@@ -58,9 +58,9 @@ from unmask.config import (
     Section,
     TrackingConfig,
     _describe,
-    _merge,
     parse_overrides,
 )
+from unmask.dicts import deep_merge
 from unmask.models import ModelConfig, Transformer
 from unmask.stages import git_commit, make_tracker, user_errors
 from unmask.training import TrainConfig
@@ -191,7 +191,7 @@ def load_experiment_params(
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     raw = yaml.safe_load(path.read_text()) or {}
-    raw = _merge(raw, parse_overrides(overrides))
+    raw = deep_merge(raw, parse_overrides(overrides))
     try:
         p = ExperimentParams.model_validate(raw)
     except ValidationError as e:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from unmask.dicts import dataclass_from_dict
 
 __all__ = [
     "VQConfig",
@@ -130,11 +132,7 @@ class VQConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VQConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VQ config keys {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "VQ config")
 
     def architecture(self) -> dict[str, Any]:
         """The fields that shape the network (what a checkpoint must agree on)."""
