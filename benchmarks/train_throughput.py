@@ -191,16 +191,19 @@ def loader(args, consumed_rows_s: float) -> dict:
 
 
 def gpu(args) -> dict | None:
-    if not torch.cuda.is_available():
+    """bf16 tokens/s and MFU at ``--gpu-preset`` on the GPU; ``--gpu-on-cpu`` runs the same
+    code on the CPU in fp32 (a smoke check of this path where no GPU is lent; no MFU)."""
+    if not torch.cuda.is_available() and not args.gpu_on_cpu:
         print("GPU: not available on this machine (no bf16 / fused AdamW / flash SDPA / MFU "
               "numbers measured)")
         return None
-    dev = torch.device("cuda")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = make_model(args.gpu_preset, args.vocab, args.seq_len) if args.gpu_preset in (
         "tiny", "small") else Transformer(ModelConfig(preset=args.gpu_preset))
     cfg = TrainConfig(steps=args.gpu_steps, batch_size=args.gpu_batch,
                       log_every=max(1, args.gpu_steps // 3), ckpt_every=10 * args.gpu_steps,
-                      device="cuda", precision="bf16", compile=args.compile)
+                      device=dev.type, precision="bf16" if dev.type == "cuda" else "fp32",
+                      compile=args.compile)
     g = torch.Generator().manual_seed(0)
     L, V = model.cfg.length, model.cfg.vocab_size
     n = args.gpu_batch * 4
@@ -210,9 +213,9 @@ def gpu(args) -> dict | None:
     tok_s = ours_tok_s(model, tokens, labels if model.cfg.num_classes else None, cfg)
     peak = peak_flops(dev, "bf16")
     util = mfu(tok_s, model.cfg, peak) if peak else None
-    name = torch.cuda.get_device_name(dev)
-    print(f"GPU {name}: preset {args.gpu_preset}, bf16, batch {args.gpu_batch}, "
-          f"compile={args.compile}: {tok_s:,.0f} tokens/s, "
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu (--gpu-on-cpu)"
+    print(f"GPU {name}: preset {args.gpu_preset}, batch {args.gpu_batch}, "
+          f"{cfg.precision}, compile={args.compile}: {tok_s:,.0f} tokens/s, "
           f"{training_flops_per_token(model.cfg) * tok_s / 1e12:.1f} TFLOP/s, MFU "
           + (f"{100 * util:.1f}% (goal >= 45% on an H100 at di-546m)" if util is not None
              else "unavailable (unknown peak FLOP/s for this GPU)"))
@@ -233,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--gpu-batch", type=int, default=32)
     ap.add_argument("--gpu-steps", type=int, default=30)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--gpu-on-cpu", action="store_true",
+                    help="without a GPU, run the GPU measurement on the CPU (smoke check)")
     ap.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
     return ap
 
