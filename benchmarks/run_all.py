@@ -1,6 +1,7 @@
 """Run every benchmark and print each measured ratio next to its goal.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--skip NAME ...] [--out benchmarks/results]
+        [--mlflow [URI]]
 
 Runs, in one process, ``peers.py`` (samplers vs flow_matching / diffusers),
 ``train_throughput.py`` (our step vs a bare loop, shard loader, GPU/MFU),
@@ -10,6 +11,9 @@ Runs, in one process, ``peers.py`` (samplers vs flow_matching / diffusers),
 mode. Prints a summary table (measured, goal, ok) and writes it, with the machine
 description and every benchmark's full output, to ``<out>/latest.md`` (plus
 ``<out>/latest.json``). A benchmark that fails is reported as such; the others still run.
+``--mlflow`` also logs the summary and the scaling tables to MLflow
+(:func:`unmask.reporting.benchmarks.log_benchmarks`), which the report's Performance section
+reads.
 """
 
 from __future__ import annotations
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="every benchmark's short mode")
     ap.add_argument("--skip", nargs="*", default=[], choices=NAMES)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--mlflow", metavar="URI", nargs="?", const="", default=None,
+                    help="also log the results to MLflow (this store, or without URI the "
+                         "project's, as `dvc repro` uses): the report's Performance section "
+                         "shows the newest run")
     args = ap.parse_args(argv)
     for k, v in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -189,6 +197,14 @@ def main(argv: list[str] | None = None) -> None:
         {"machine": info, "quick": args.quick, "summary": rows, "results": results,
          "errors": errors, "seconds": secs}, indent=1, default=str))
     print(f"\nwrote {args.out / 'latest.md'}")
+    if args.mlflow is not None:
+        from unmask.reporting.benchmarks import log_benchmarks
+        from unmask.tracking import tracking_uri
+
+        args.mlflow = args.mlflow or tracking_uri()
+        run_id = log_benchmarks(args.mlflow, rows, results.get("scaling"), info,
+                                quick=args.quick)
+        print(f"logged to MLflow {args.mlflow}: run {run_id} (experiment 'benchmarks')")
 
 
 if __name__ == "__main__":

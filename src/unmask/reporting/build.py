@@ -12,7 +12,8 @@ Output folder layout::
 Sections: the fidelity table; one per ablation of :data:`~unmask.reporting.ablations.ABLATIONS`
 (a plot, its table, the points' sample grids and unmasking-chain strips) — an ablation without
 runs is one "no runs" line; other tagged ablations as tables; the latest run of each pipeline
-stage with its metrics; run metadata.
+stage with its metrics; the newest benchmark run (:mod:`unmask.reporting.benchmarks`); run
+metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from typing import Any
 import pandas as pd
 
 from unmask.reporting.ablations import ABLATION_IDS, ABLATIONS, AblationSpec, ablation_table
+from unmask.reporting.benchmarks import performance_section
 from unmask.reporting.claims import fidelity_table
 from unmask.reporting.figures import ablation_figure, figure_div, plot_id, png_data_uri
 from unmask.reporting.page import esc, frame_table, kv_table, link, page
-from unmask.reporting.runs import load_runs, param, tag
+from unmask.reporting.runs import download_artifact, load_runs, param, tag
 
 __all__ = ["build_report", "MAX_IMAGES"]
 
@@ -54,25 +56,6 @@ _META_COLS = [
 ]
 
 
-def _download(uri: str, run_id: str, candidates: Sequence[str], dst: Path) -> Path | None:
-    """The first artifact of ``candidates`` the run has, downloaded; None if it has none."""
-    from mlflow.tracking import MlflowClient
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(tracking_uri=uri)
-    for path in candidates:
-        folder, _, name = path.rpartition("/")
-        try:
-            listed = {Path(f.path).name for f in client.list_artifacts(run_id, folder or None)}
-        except Exception:  # an unreachable artifact store: no image, the report still builds
-            return None
-        if name in listed:
-            out = dst / run_id
-            out.mkdir(parents=True, exist_ok=True)
-            return Path(client.download_artifacts(run_id, path, str(out)))
-    return None
-
-
 def _images(uri: str | None, table: pd.DataFrame, tmp: Path) -> str:
     if uri is None or table.empty:
         return ""
@@ -80,7 +63,7 @@ def _images(uri: str | None, table: pd.DataFrame, tmp: Path) -> str:
     for row in table.head(MAX_IMAGES).itertuples(index=False):
         label = f"{row.group + ' · ' if row.group else ''}x = {row.x}: {row.metric} {row.value:.4g}"
         for kind, cands in (("samples", _GRID), ("unmasking chain", _CHAIN)):
-            p = _download(uri, row.run_id.split(",")[0], cands, tmp)
+            p = download_artifact(uri, row.run_id.split(",")[0], cands, tmp)
             if p is not None:
                 figs.append(
                     f'<figure><img src="{png_data_uri(p)}" alt="{esc(kind)}">'
@@ -366,8 +349,9 @@ def build_report(
         for spec in ABLATIONS:
             runs_of = runs[runs["ablation"] == spec.id] if not runs.empty else runs
             body.append(_ablation_section(spec, tables[spec.id], uri, Path(tmp), runs_of))
-    body.append(other_html)
-    body.append(pipeline_html)
+        body.append(other_html)
+        body.append(pipeline_html)
+        body.append(performance_section(uri, runs, Path(tmp)))
     body.append(
         "<h2 id='metadata'>Run metadata</h2>"
         + (

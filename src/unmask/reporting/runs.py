@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["ABLATION_TAG", "load_runs", "infer_ablation", "param", "metric", "tag"]
+__all__ = ["ABLATION_TAG", "download_artifact", "load_runs", "infer_ablation", "param", "metric",
+           "tag"]
 
 ABLATION_TAG = "unmask.ablation"
 KIND_TAG = "unmask.kind"
@@ -153,3 +155,23 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame(
         columns=["run_id", "experiment_id", "experiment", "status", "start_time", "ablation"]
     )
+
+
+def download_artifact(uri: str, run_id: str, candidates: Sequence[str],
+                      dst: Path) -> Path | None:
+    """The first artifact of ``candidates`` the run has, downloaded; None if it has none."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(tracking_uri=uri)
+    for path in candidates:
+        folder, _, name = path.rpartition("/")
+        try:
+            listed = {Path(f.path).name for f in client.list_artifacts(run_id, folder or None)}
+        except Exception:  # an unreachable artifact store: no image, the report still builds
+            return None
+        if name in listed:
+            out = dst / run_id
+            out.mkdir(parents=True, exist_ok=True)
+            return Path(client.download_artifacts(run_id, path, str(out)))
+    return None
