@@ -7,7 +7,7 @@ import re
 from unmask.reporting import build_report
 from unmask.reporting.benchmarks import log_benchmarks
 
-MACHINE = {"cpu": "Test CPU", "cores": 2, "load_avg_1m": 0.5, "torch": "2.x", "python": "3.11",
+MACHINE = {"cpu": "Test CPU", "cores": 2, "load_avg_1m": 0.4871, "torch": "2.x", "python": "3.11",
            "gpu": None, "date_utc": "2026-11-23 12:00"}
 SUMMARY = [["peers: ETM euler vs flow_matching", "2.99x", ">= 1.5x", "ok"],
            ["train: our step / bare loop tokens/s", "0.931", ">= 0.95", "MISSED"]]
@@ -39,7 +39,7 @@ def test_logged_benchmarks_are_shown(tmp_path):
     for row in SUMMARY:
         assert all(cell.replace(">", "&gt;") in sec for cell in row)
     assert re.search(r"<tr class=.missed.>", sec)
-    for value in ("4096", "191.6", "1.031", "2.207e+07", "63.04", "Test CPU"):
+    for value in ("4096", "191.6", "1.031", "2.207e+07", "63.04", "Test CPU", "load 0.5 at"):
         assert value in sec, value
     for table in ("sampling_vs_length", "sampling_vs_steps", "train_vs_size"):
         assert f"performance-{table}" in sec

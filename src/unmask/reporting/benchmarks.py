@@ -102,10 +102,12 @@ def performance_section(uri: str | None, runs: pd.DataFrame, tmp: Path) -> str:
                 " --mlflow URI</code> logs one (tag <code>unmask.benchmark=run_all</code>)</p>")
     row, data = found
     m = data.get("machine", {})
+    load = m.get("load_avg_1m")
+    load = f"{load:.1f}" if isinstance(load, int | float) else "?"
     parts = [head, f"<p class='meta'>run <code>{esc(str(row['run_id'])[:12])}</code> · "
              f"{'quick' if data.get('quick') else 'full'} run of {esc(m.get('date_utc', '?'))} UTC"
              f" · {esc(m.get('cpu', '?'))}, {esc(m.get('cores', '?'))} cores, load "
-             f"{esc(m.get('load_avg_1m', '?'))} at start · torch {esc(m.get('torch', '?'))} · "
+             f"{load} at start · torch {esc(m.get('torch', '?'))} · "
              f"GPU {esc(m.get('gpu') or 'none')}</p>"]
     summary = pd.DataFrame(data.get("summary", []),
                            columns=["measurement", "measured", "goal", "verdict"])
