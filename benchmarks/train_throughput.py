@@ -59,14 +59,6 @@ def ours(model, tokens, labels, cfg: TrainConfig) -> list[float]:
     return [per_step / r for r in win.tok_s[cfg.steps // 3:]]
 
 
-def ours_tok_s(model, tokens, labels, cfg: TrainConfig) -> float:
-    """Tokens/s of train() after the first third of its steps (mean over its log windows)."""
-    win = _Windows()
-    with tempfile.TemporaryDirectory() as tmp:
-        train(model, tokens, labels, cfg, tmp, tracker=win, resume=False, progress=False)
-    return statistics.mean(win.tok_s[1:])
-
-
 def bare(model, tokens, labels, cfg: TrainConfig, device) -> list[float]:
     """Seconds of each step of a plain loop doing the same work, after the first third."""
     model.to(device).train()
@@ -201,7 +193,7 @@ def gpu(args) -> dict | None:
     model = make_model(args.gpu_preset, args.vocab, args.seq_len) if args.gpu_preset in (
         "tiny", "small") else Transformer(ModelConfig(preset=args.gpu_preset))
     cfg = TrainConfig(steps=args.gpu_steps, batch_size=args.gpu_batch,
-                      log_every=max(1, args.gpu_steps // 3), ckpt_every=10 * args.gpu_steps,
+                      log_every=1, ckpt_every=10 * args.gpu_steps,
                       device=dev.type, precision="bf16" if dev.type == "cuda" else "fp32",
                       compile=args.compile)
     g = torch.Generator().manual_seed(0)
@@ -210,7 +202,8 @@ def gpu(args) -> dict | None:
     tokens = torch.randint(0, V, (n, *model.cfg.shape) if hasattr(model.cfg, "shape")
                            else (n, L), generator=g)
     labels = torch.randint(0, max(model.cfg.num_classes, 1), (n,), generator=g)
-    tok_s = ours_tok_s(model, tokens, labels if model.cfg.num_classes else None, cfg)
+    step_s = ours(model, tokens, labels if model.cfg.num_classes else None, cfg)
+    tok_s = args.gpu_batch * L / statistics.median(step_s)
     peak = peak_flops(dev, "bf16")
     util = mfu(tok_s, model.cfg, peak) if peak else None
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu (--gpu-on-cpu)"

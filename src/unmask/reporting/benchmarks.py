@@ -63,20 +63,19 @@ def log_benchmarks(uri: str, summary: Sequence[Sequence[str]],
     from unmask.stages import git_commit
     from unmask.tracking import Tracker
 
-    tmp = tempfile.TemporaryDirectory(prefix="unmask-bench-")
-    path = Path(tmp.name) / Path(ARTIFACT).name
-    path.write_text(json.dumps({"summary": [list(r) for r in summary],
-                                "scaling": list(scaling or []), "machine": dict(machine),
-                                "quick": quick}, indent=1, default=str))
     device = machine.get("gpu") or f"cpu ({machine.get('cpu', '?')}, {machine.get('cores')} cores)"
     tags = {BENCHMARK_TAG: "run_all", "unmask.kind": "benchmark", "unmask.device": device,
             "git_commit": git_commit()}
-    with Tracker(uri).start_run(BENCHMARK_EXPERIMENT, "run_all" + (" --quick" * quick),
-                                params={"quick": quick, "machine": dict(machine)},
-                                tags=tags) as tr:
-        tr.log_artifact(path, Path(ARTIFACT).parent.as_posix())
-        run_id = tr.run_id
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="unmask-bench-") as tmp:
+        path = Path(tmp) / Path(ARTIFACT).name
+        path.write_text(json.dumps({"summary": [list(r) for r in summary],
+                                    "scaling": list(scaling or []), "machine": dict(machine),
+                                    "quick": quick}, indent=1, default=str))
+        with Tracker(uri).start_run(BENCHMARK_EXPERIMENT, "run_all" + (" --quick" * quick),
+                                    params={"quick": quick, "machine": dict(machine)},
+                                    tags=tags) as tr:
+            tr.log_artifact(path, Path(ARTIFACT).parent.as_posix())
+            run_id = tr.run_id
     assert run_id is not None
     return run_id
 
@@ -115,9 +114,9 @@ def performance_section(uri: str | None, runs: pd.DataFrame, tmp: Path) -> str:
         parts.append(frame_table(summary, row_classes=[
             {"ok": "ok", "MISSED": "missed"}.get(v, "na") for v in summary["verdict"]]))
     scaling = pd.DataFrame(data.get("scaling") or [])
+    if "table" not in scaling:
+        return "".join(parts)
     for table, (title, cols, names) in _SCALING.items():
-        if scaling.empty or "table" not in scaling:
-            break
         t = scaling[scaling["table"] == table]
         have = [c for c in cols if c in t]
         if t.empty or not have:
