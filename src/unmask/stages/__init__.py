@@ -157,6 +157,9 @@ def main(
     )
     args = parser.parse_args(argv)
     with user_errors():
+        from unmask.runtime import configure_threads
+
+        configure_threads()  # $UNMASK_THREADS or 1: never the machine's load
         params = load_params(args.params, args.overrides)
         guarded_run(name, params, run)
 

@@ -1,0 +1,225 @@
+"""Run-time determinism shared by every stage entry point: threads, seeds, code fingerprints,
+run keys of resumable runs and wall-clock records kept out of DVC-hashed outputs.
+
+Why one module: a stage is a pure function of (params, code, data) on a given machine only if
+every entry point seeds the same way, uses the same thread count and never resumes a run of
+other code. Bottom-level on purpose: it imports nothing from :mod:`unmask` at module load.
+
+* Threads: ``$UNMASK_THREADS`` (a positive integer) sets torch's intra-op threads; unset means
+  :data:`DEFAULT_THREADS` = 1 — never the machine's load or core count, so the same command gives
+  the same floating-point reduction order (and bits) on any machine of the same type.
+* Code fingerprint: sha256 over the source of the modules a stage can execute — the static
+  import closure (top-level *and* function-level imports) of its entry modules inside the
+  ``unmask`` package — plus the torch version. It depends only on files, not on what the current
+  process happened to import, so an in-process rerun and a CLI rerun agree.
+* Run key: a resumable run directory holds ``run_key`` (JSON: one hash per part — params, data,
+  code); a directory whose parts differ is wiped with a one-line message naming what changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "THREADS_ENV",
+    "DEFAULT_THREADS",
+    "threads",
+    "configure_threads",
+    "seed_everything",
+    "module_closure",
+    "code_fingerprint",
+    "run_key_parts",
+    "prepare_run_dir",
+    "write_timings",
+    "read_timings",
+]
+
+THREADS_ENV = "UNMASK_THREADS"
+DEFAULT_THREADS = 1
+_PKG = "unmask"
+_ROOT = Path(__file__).resolve().parent
+
+
+def threads() -> int:
+    """The intra-op thread count every stage uses: ``$UNMASK_THREADS`` or 1."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_THREADS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"${THREADS_ENV}={raw!r}: expected a positive integer thread count")
+    return n
+
+
+def configure_threads() -> int:
+    """Set torch's intra-op threads to :func:`threads` (call once at a stage's entry)."""
+    import torch
+
+    n = threads()
+    torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global torch (CPU + CUDA), python and numpy RNGs — what ``nn.Module``
+    initialisation and dropout draw from. Call right before building a model."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _module_file(name: str) -> Path | None:
+    """Source file of module ``name`` of this package (no import), or None."""
+    if name != _PKG and not name.startswith(_PKG + "."):
+        return None
+    parts = name.split(".")[1:]
+    base = _ROOT.joinpath(*parts) if parts else _ROOT
+    for cand in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
+        if cand is not None and cand.is_file():
+            return cand
+    return None
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every ``unmask`` module ``path`` may import (anywhere in the file, resolved like
+    Python does: ``from a import b`` counts ``a`` and, if it is a module, ``a.b``)."""
+    is_pkg = path.name == "__init__.py"
+    package = name if is_pkg else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                up = package.split(".")
+                up = up[: len(up) - (node.level - 1)]
+                mod = ".".join(up + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+    out: set[str] = set()
+    for mod in found:
+        # importing a.b.c runs a/__init__, a/b/__init__ too
+        bits = mod.split(".")
+        out.update(".".join(bits[: i + 1]) for i in range(len(bits)))
+    return {m for m in out if _module_file(m) is not None}
+
+
+def module_closure(entries: Iterable[str]) -> list[str]:
+    """Sorted names of the ``unmask`` modules reachable from ``entries`` by imports."""
+    seen: set[str] = set()
+    todo = [e for e in entries]
+    for e in todo:
+        if _module_file(e) is None:
+            raise ValueError(f"code fingerprint: {e!r} is not a module of the {_PKG} package")
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = _module_file(name)
+        assert path is not None
+        todo.extend(_imports(name, path) - seen)
+    return sorted(seen)
+
+
+@lru_cache(maxsize=64)
+def _fingerprint(entries: tuple[str, ...], stamp: tuple[tuple[str, float, int], ...]) -> str:
+    import torch
+
+    h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
+    for name in module_closure(entries):
+        path = _module_file(name)
+        assert path is not None
+        h.update(f"{name}\n".encode())
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def code_fingerprint(*entries: str) -> str:
+    """sha256 of the torch version and the source of every ``unmask`` module the entry modules
+    (e.g. ``"unmask.stages.train"``) can import — the code a stage runs. Cached per set of
+    file modification times, so an edit between two calls is seen."""
+    if not entries:
+        raise ValueError("code_fingerprint needs at least one entry module")
+    files = sorted(_ROOT.rglob("*.py"))
+    stamp = tuple((str(f), f.stat().st_mtime, f.stat().st_size) for f in files)
+    return _fingerprint(tuple(sorted(entries)), stamp)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_key_parts(*, params: Any, data: Any, code: str) -> dict[str, str]:
+    """The parts of a run key: a hash of ``params`` (JSON-able), of ``data`` (e.g. the token
+    shards' hash) and the code fingerprint."""
+    return {"params": _digest(params), "data": _digest(data), "code": code}
+
+
+def prepare_run_dir(run_dir: str | Path, parts: Mapping[str, str], *, label: str) -> str:
+    """Make ``run_dir`` resumable only by the run ``parts`` describe: if it holds a run of
+    other params, data or code (or no readable ``run_key``), wipe it, printing one line that
+    names what changed. Writes the ``run_key`` file and returns the combined key."""
+    run_dir = Path(run_dir)
+    key_file = run_dir / "run_key"
+    parts = dict(parts)
+    key = _digest(parts)
+    if run_dir.exists():
+        try:
+            old = json.loads(key_file.read_text())
+            old_parts = old["parts"] if isinstance(old, dict) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            old_parts = None
+        if old_parts is None:
+            why = "it has no readable run key"
+        else:
+            changed = sorted(k for k in set(parts) | set(old_parts)
+                             if parts.get(k) != old_parts.get(k))
+            why = f"its {', '.join(changed)} differ" if changed else ""
+        if why:
+            has_ckpts = any((run_dir / "checkpoints").glob("*.pt"))
+            if has_ckpts:
+                print(f"{label}: starting fresh in {run_dir}: {why} from this run's "
+                      "(its checkpoints are not resumed)", file=sys.stderr)
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(json.dumps({"key": key, "parts": parts}, sort_keys=True) + "\n")
+    return key
+
+
+def write_timings(path: str | Path, values: Mapping[str, Any]) -> Path:
+    """Write wall-clock values (seconds, throughput) to ``path``, a file that no ``dvc.yaml``
+    declares (by convention ``runs/timings/<stage>.json``, git-ignored): DVC-hashed outputs
+    must stay a pure function of params, code and data, so repeated runs leave ``dvc.lock``
+    unchanged. Timings also go to MLflow with the stage's run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(values), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_timings(path: str | Path) -> dict[str, Any]:
+    """What :func:`write_timings` wrote at ``path``, or {} when absent (e.g. a fresh clone)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
