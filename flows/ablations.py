@@ -1,12 +1,19 @@
 """Prefect flow ``ablations``: one grid over one axis, each point a Ray Tune trial.
 
 Deployments (flows/prefect.yaml): ablations/nfe, temperature, cfg, cfg_interval, sampler, top_p
-(sampling-time: reuse one checkpoint) and schedule, weighting (training-time: one model per
-point, trained with Ray Train DDP). The deployment ablations/t_min runs flows/t_min.py (the
-eMIGM MAE); the foundation-model t_min grid remains this flow's axis ``t_min``. The work is
-:class:`unmask.orchestration.ablation.Ablation`; this file only adds Prefect: one task per grid
-point that mirrors its Tune trial (running while the trial runs, FAILED when it fails), and a
-flow that fails when a trial did.
+(sampling-time: reuse the pipeline's checkpoint and tokenizer) and schedule, weighting, t_min
+(training-time: one model per point, trained with Ray Train DDP inside its Tune trial; t_min is
+eMIGM's time truncation). The work is :class:`unmask.orchestration.ablation.Ablation`; this file
+only adds Prefect:
+
+- a missing input (tokenizer, token shards, checkpoint) fails the flow before any trial, with
+  the file and the DVC stage that writes it;
+- one task per grid point, named by the point (``steps=8``), that mirrors its Tune trial
+  (running while the trial runs, FAILED with the trial's error when it fails);
+- a table artifact (one row per point: status, primary metric, headline metrics, link to its
+  MLflow run) and a markdown summary (counts, wall time, best point, errors) on the flow-run
+  page, under the keys ``ablation-<axis>`` and ``ablation-<axis>-summary``;
+- a flow that fails when a trial did.
 
     prefect deployment run ablations/nfe --watch
     prefect deployment run ablations/nfe --param values='[8, 32]' --param n_per_class=2 --watch
@@ -15,9 +22,11 @@ flow that fails when a trial did.
 from __future__ import annotations
 
 import contextvars
+import re
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -98,6 +107,13 @@ def ablations(
             futures[index] = trial.submit(labels[index], index, board)
     for f in futures.values():
         f.wait()
+    key = "ablation-" + re.sub(r"[^a-z0-9-]+", "-", axis.lower()).strip("-")
+    create_table_artifact(
+        summary.table(ablation.uri, ablation.experiment_id), key=key,
+        description=f"ablation {axis}: one row per grid point (MLflow experiment "
+                    f"{summary.experiment!r}, store {ablation.uri})")
+    create_markdown_artifact(summary.markdown(ablation.uri, ablation.experiment_id),
+                             key=f"{key}-summary", description=f"ablation {axis}: summary")
     log.info("table: %s (MLflow experiment %r, parent run %s)", summary.csv, summary.experiment,
              summary.parent_run_id)
     if summary.failed:

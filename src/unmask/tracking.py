@@ -1,8 +1,10 @@
 """Thin MLflow helper: one place that decides where runs go and how they are logged.
 
 * :func:`tracking_uri` — ``$MLFLOW_TRACKING_URI`` when set (e.g. a local ``mlflow server``),
-  else a sqlite store ``<root>/mlflow.db`` with artifacts in ``<root>/artifacts`` (root defaults to
-  ``./mlruns``).
+  else the URL of the MLflow server ``unmask stack up`` started on this store (recorded in
+  ``<root>/server.json`` while it runs), else a sqlite store ``<root>/mlflow.db`` with artifacts
+  in ``<root>/artifacts`` (root defaults to ``./mlruns``). One store, one writer: the stack's
+  server and the sqlite file never take writes at the same time from our code.
 * :class:`Tracker` — ``start_run(...)`` / ``log_metrics`` / ``log_params`` / ``log_artifact``
   through :class:`mlflow.tracking.MlflowClient` (no fluent global state, so nested runs and
   several trackers coexist). Use as a context manager; a run left by an exception is FAILED.
@@ -39,7 +41,8 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-__all__ = ["tracking_uri", "flatten", "Tracker", "NullTracker", "TrackingUnavailableError",
+__all__ = ["tracking_uri", "serving", "announce_server", "withdraw_server", "SERVER_FILE",
+           "flatten", "Tracker", "NullTracker", "TrackingUnavailableError",
            "import_spool"]
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
@@ -50,13 +53,59 @@ class TrackingUnavailableError(RuntimeError):
     """The configured MLflow tracking server does not answer."""
 
 
+#: File beside a store's ``mlflow.db`` naming the live MLflow server that serves the store
+#: (written by ``unmask stack up``, removed by ``unmask stack down``).
+SERVER_FILE = "server.json"
+
+
 def tracking_uri(root: str | Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db`` (root: ./mlruns)."""
+    """Where runs go: ``$MLFLOW_TRACKING_URI`` if set; else, when a live MLflow server serves
+    the store under ``root`` (:func:`serving`), that server's URL — so a store has one writer
+    while ``unmask stack up`` runs; else ``sqlite:///<root>/mlflow.db`` (root: ./mlruns)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     root = Path(root if root is not None else "mlruns").resolve()
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return serving(root) or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def serving(root: str | Path) -> str | None:
+    """URL of the live MLflow server recorded in ``<root>/server.json`` (pid and start time
+    still match a running process), else None. A stale file (server gone) is ignored."""
+    path = Path(root) / SERVER_FILE
+    try:
+        info = json.loads(path.read_text())
+        url, pid, created = str(info["url"]), int(info["pid"]), float(info["create_time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    import psutil
+
+    try:
+        alive = abs(psutil.Process(pid).create_time() - created) <= 1.0
+    except (psutil.Error, OSError):
+        alive = False
+    return url if alive else None
+
+
+def announce_server(root: str | Path, url: str, pid: int, create_time: float) -> Path:
+    """Record that the MLflow server ``url`` (process ``pid`` started at ``create_time``)
+    serves the store under ``root``; :func:`tracking_uri` then sends clients there."""
+    path = Path(root) / SERVER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": pid, "create_time": create_time}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def withdraw_server(root: str | Path, url: str | None = None) -> None:
+    """Remove ``<root>/server.json`` (only if it names ``url``, when given)."""
+    path = Path(root) / SERVER_FILE
+    try:
+        if url is None or json.loads(path.read_text()).get("url") == url:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _artifact_root(uri: str) -> Path | None:

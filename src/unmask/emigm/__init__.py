@@ -11,8 +11,9 @@
 * :mod:`~unmask.emigm.kl_ae` — the tiny KL autoencoder of the default pipeline;
 * :mod:`~unmask.emigm.pipeline` — :func:`train_emigm`, :func:`sample_emigm`,
   :func:`ablate_t_min` and the DVC stages;
-* :mod:`~unmask.emigm.t_min` — the t_min ablation with FID per point and MLflow runs (the
-  Prefect deployment ``ablations/t_min``, flows/t_min.py).
+* :mod:`~unmask.emigm.t_min` — the t_min ablation of the MAE with FID per point and MLflow
+  runs (library functions; the Prefect deployment ``ablations/t_min`` is the common ablation
+  flow's training axis).
 """
 
 from unmask.emigm.config import PAPER_PARAMS, HeadConfig, MAEConfig

@@ -17,8 +17,10 @@ the tag ``unmask.fid_unavailable`` with the reason.
 
 Inputs come from a pipeline folder after ``dvc repro`` (``pipelines/emigm-default``): its
 ``params.yaml``, the tokens ``out/tokens/<kind>.npz`` (or ``data.train_path``), the tokenizer's
-decoder and the FID reference (:func:`load_inputs`). The Prefect deployment
-``ablations/t_min`` (``flows/t_min.py``) runs :func:`run_point` per grid point.
+decoder and the FID reference (:func:`load_inputs`); :func:`run_point` runs one grid point,
+:func:`log_point` logs it. (The Prefect deployment ``ablations/t_min`` is the ``t_min``
+training axis of the common ablation flow, flows/ablations.py: Ray Tune trials with retries and
+skipped finished points, like every other training axis.)
 """
 
 from __future__ import annotations

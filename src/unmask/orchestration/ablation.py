@@ -3,7 +3,9 @@
 :class:`Ablation` is what the ``ablations`` Prefect flow calls (the flow adds the Prefect tasks
 that mirror the trials). Steps:
 
-1. :meth:`Ablation.plan` — expand the axis grid, resolve and validate the base params, give each
+1. :meth:`Ablation.plan` — check the inputs (:meth:`Ablation.preflight`: a missing tokenizer,
+   token shard or checkpoint is one error naming the file and the DVC stage that writes it,
+   before any trial starts), expand the axis grid, validate the base params, give each
    point its key (resolved params sections + checkpoint hash or training data + scoring
    settings) and look the keys up in MLflow: a point with a FINISHED run is *skipped* (its run
    is reused in the table) unless ``force``;
@@ -31,6 +33,7 @@ from unmask.orchestration.grid import GridPoint, expand, grid_key, resolve_overr
 from unmask.orchestration.settings import AblationSettings, load_settings
 from unmask.orchestration.trials import RELEVANT_SECTIONS, TrialSpec
 from unmask.orchestration.tune_grid import TrialBoard, TrialOutcome, run_grid
+from unmask.paths import project_root, require, resolve
 
 __all__ = ["AblationRequest", "PlannedPoint", "SweepSummary", "Ablation", "dotted_overrides"]
 
@@ -56,8 +59,10 @@ class AblationRequest(BaseModel):
         values: replaces the value list of the axis' first grid key.
         grid: replaces the whole grid ({dotted key: values}).
         workdir: the project the trials read (params file, checkpoint, token shards) and where
-            tables and trial folders go.
-        settings: the settings file (absolute, or relative to ``workdir``, else to the cwd).
+            tables and trial folders go. Every relative path (settings file, the settings'
+            paths, ``checkpoint``) is relative to it; paths inside the params file are relative
+            to the params file's folder (:mod:`unmask.paths`) — never to a process' cwd.
+        settings: the settings file (absolute, or relative to ``workdir``).
         checkpoint: the checkpoint sampling-time axes reuse (default from the settings).
         overrides: ``params.yaml`` overrides for every point (``["train.steps=50"]`` or a
             mapping of dotted keys).
@@ -86,6 +91,14 @@ class AblationRequest(BaseModel):
     force: bool = False
     experiment: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+
+#: Metrics shown beside the primary one in a sweep's Prefect table (when a trial has them).
+HEADLINE_METRICS = ("fid", "hist_tv", "nelbo_bpt", "nfe", "seconds_per_sample", "train_seconds")
+
+
+def _fmt_num(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
 
 
 def dotted_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -131,19 +144,58 @@ class SweepSummary:
     failed: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def table(self, uri: str, experiment_id: str) -> list[dict[str, Any]]:
+        """One row per grid point for a Prefect table artifact: point, status, the primary
+        metric and its value, the other headline metrics present, the MLflow run link."""
+        from unmask.orchestration.runs import run_link
+
+        rows = []
+        for r in self.rows:
+            row: dict[str, Any] = {"index": r["index"], "point": r["point"],
+                                   "status": r["status"],
+                                   "primary_metric": r.get("primary_metric", ""),
+                                   "primary": _fmt_num(r.get("primary"))}
+            for k in HEADLINE_METRICS:
+                if k in r and k != row["primary_metric"]:
+                    row[k] = _fmt_num(r[k])
+            if r.get("error"):
+                row["error"] = str(r["error"])[:300]
+            run_id = r.get("mlflow_run_id")
+            row["mlflow_run"] = run_link(uri, experiment_id, run_id) if run_id else ""
+            rows.append(row)
+        return rows
+
+    def markdown(self, uri: str, experiment_id: str) -> str:
+        """The sweep in a few lines (Prefect markdown artifact): what ran, where its runs and
+        table are, the best point by the primary metric (lower is better for every primary
+        metric a trial reports: FID, histogram TV), and the errors of failed points."""
+        from unmask.orchestration.runs import run_link
+
+        done = [r for r in self.rows if r["status"] in ("completed", "skipped")
+                and isinstance(r.get("primary"), int | float)]
+        lines = [f"# Ablation `{self.axis}`", "",
+                 f"- points: {len(self.rows)} — {len(self.completed)} run, {len(self.skipped)} "
+                 f"reused (finished before), {len(self.failed)} failed",
+                 f"- wall time: {self.seconds:.1f} s",
+                 f"- MLflow experiment `{self.experiment}`, sweep run: "
+                 f"{run_link(uri, experiment_id, self.parent_run_id)}",
+                 f"- table: `{self.csv}`"]
+        if done:
+            best = min(done, key=lambda r: r["primary"])
+            lines.append(f"- best point: **{best['point']}** ({best['primary_metric']} = "
+                         f"{_fmt_num(best['primary'])})")
+        if self.failed:
+            lines += ["", "## Failed points", ""]
+            lines += [f"- `{r['point']}`: {r.get('error', '')}" for r in self.rows
+                      if r["status"] == "failed"]
+        return "\n".join(lines) + "\n"
+
     def as_dict(self) -> dict[str, Any]:
         return {"axis": self.axis, "experiment": self.experiment,
                 "parent_run_id": self.parent_run_id, "csv": str(self.csv),
                 "completed": self.completed, "skipped": self.skipped,
                 "failed": {str(k): v for k, v in self.failed.items()},
                 "seconds": round(self.seconds, 2)}
-
-
-def _resolve(path: str, workdir: Path) -> Path:
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    return workdir / p if (workdir / p).exists() else Path.cwd() / p
 
 
 def _file_id(path: Path) -> str:
@@ -165,8 +217,6 @@ class Ablation:
     trainable: Any = None
 
     def __init__(self, request: AblationRequest) -> None:
-        from unmask.tracking import tracking_uri
-
         self.request = r = request
         self.workdir = Path(r.workdir).resolve()
         overrides: dict[str, Any] = {}
@@ -180,19 +230,19 @@ class Ablation:
             overrides.setdefault("ray", {})["max_concurrent_trials"] = r.max_concurrent_trials
         if r.retries is not None:
             overrides["retries"] = r.retries
-        self.settings: AblationSettings = load_settings(_resolve(r.settings, self.workdir),
+        self.settings: AblationSettings = load_settings(resolve(r.settings, self.workdir),
                                                         overrides)
         self.spec = self.settings.axis(r.axis)
         self.points = expand(self.spec, r.values, r.grid)
-        self.uri = tracking_uri(root=self.workdir / "mlruns")
         self.experiment = r.experiment or f"{self.settings.experiment_prefix}{r.axis}"
         s = self.settings
-        self.params_path = self.workdir / s.params
-        self.checkpoint = (Path(r.checkpoint) if r.checkpoint and Path(r.checkpoint).is_absolute()
-                           else self.workdir / (r.checkpoint or s.checkpoint))
-        self.tokens_dir = self.workdir / s.tokens
-        self.runs_dir = self.workdir / s.runs
-        self.csv_path = self.workdir / s.output / f"{r.axis}.csv"
+        self.params_path = resolve(s.params, self.workdir)
+        self.root = project_root(self.params_path)  # what the params' own paths are relative to
+        self.checkpoint = resolve(r.checkpoint or s.checkpoint, self.workdir)
+        self.tokens_dir = resolve(s.tokens, self.workdir)
+        self.runs_dir = resolve(s.runs, self.workdir)
+        self.csv_path = resolve(s.output, self.workdir) / f"{r.axis}.csv"
+        self.uri = ""  # set by plan(): the store named by the params' tracking.root
         self.base_overrides = dotted_overrides(r.overrides)
         self.planned: list[PlannedPoint] = []
         self.experiment_id: str | None = None
@@ -205,21 +255,44 @@ class Ablation:
                 "sample.n_per_class": e.n_per_class, "evaluate.n_sequences": e.nelbo_sequences,
                 "evaluate.num_samples": e.nelbo_samples}
 
+    def required_inputs(self, base: Any) -> list[tuple[Path, str]]:
+        """The files every trial of this axis reads, in pipeline order, with what they are."""
+        split = base.evaluate.split
+        need: list[tuple[Path, str]] = []
+        if base.tokenizer.kind == "vq":
+            need.append((resolve(base.tokenizer.path, self.root), "the trained VQ tokenizer"))
+        if self.spec.kind == "training":
+            need.append((self.tokens_dir / "train" / "manifest.json", "the training token shard"))
+        need.append((self.tokens_dir / split / "manifest.json",
+                     f"the held-out token shard (evaluate.split = {split})"))
+        if self.spec.kind == "sampling":
+            need.append((self.checkpoint, "the trained checkpoint sampling-time axes reuse "
+                                          "(or pass checkpoint=...)"))
+        return need
+
+    def preflight(self) -> Any:
+        """Validate the base params and check every input exists (:func:`unmask.paths.require`:
+        one error naming the first missing file and the DVC stage that writes it). Sets the
+        tracking URI (the params' ``tracking.root`` store, or the server serving it). Returns
+        the base params."""
+        from unmask.tracking import tracking_uri
+
+        require([(self.params_path, "the params file")], self.root)
+        base = self._load_params(self.base_overrides)  # the base params must be valid
+        require(self.required_inputs(base), self.root)
+        self.uri = tracking_uri(root=resolve(base.tracking.root, self.root))
+        return base
+
     def _identity(self) -> dict[str, Any]:
         """What, besides the params, a trial result depends on."""
         from unmask.data.shards import TokenShards
 
         ident: dict[str, Any] = {"kind": self.spec.kind,
                                  "eval": self.settings.eval.model_dump(mode="json")}
-        base = self._load_params(self.base_overrides)  # the base params must be valid
+        base = self.preflight()
         split = base.evaluate.split
         ident["heldout"] = TokenShards(self.tokens_dir / split, verify=False).hash
         if self.spec.kind == "sampling":
-            if not self.checkpoint.is_file():
-                raise FileNotFoundError(
-                    f"checkpoint {self.checkpoint} not found: sampling-time ablations reuse one "
-                    "trained checkpoint (run `dvc repro`, `unmask train` or the `train` flow "
-                    "first, or pass checkpoint=...)")
             ident["checkpoint"] = _file_id(self.checkpoint)
         else:
             ident["train_data"] = TokenShards(self.tokens_dir / "train", verify=False).hash
@@ -252,6 +325,7 @@ class Ablation:
             spec = TrialSpec(
                 index=p.index, label=p.label, axis=r.axis, kind=self.spec.kind, key=key,
                 point=dict(p.values), overrides=overrides, params_path=str(self.params_path),
+                root=str(self.root),
                 checkpoint=str(self.checkpoint) if self.spec.kind == "sampling" else None,
                 tokens_dir=str(self.tokens_dir), trial_dir=str(self.runs_dir / r.axis / key),
                 ray_storage=str(self.runs_dir / "ray"), eval=s.eval, ray=s.ray,

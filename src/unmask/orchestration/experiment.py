@@ -131,13 +131,11 @@ def train_experiment(req: TrainRequest) -> dict[str, Any]:
     from unmask.data.shards import TokenShards
     from unmask.orchestration.ddp import TrainJob, train_with_ray
     from unmask.orchestration.env import ray_init
+    from unmask.paths import project_root, require, resolve, resolve_params
     from unmask.tracking import Tracker, tracking_uri
 
     exp_dir = experiment_dir(req.workdir, req.experiment)
-    settings_path = Path(req.settings)
-    if not settings_path.is_absolute() and not settings_path.is_file():
-        settings_path = Path(req.workdir).resolve() / req.settings
-    rs = load_settings(settings_path).ray
+    rs = load_settings(resolve(req.settings, Path(req.workdir).resolve())).ray
     upd = {k: v for k, v in {"num_workers": req.num_workers, "use_gpu": req.use_gpu,
                              "cpus_per_worker": req.cpus_per_worker,
                              "max_failures": req.max_failures}.items() if v is not None}
@@ -152,17 +150,19 @@ def train_experiment(req: TrainRequest) -> dict[str, Any]:
             raise
         return _train_with_stages(req, exp_dir, rs, f"not the default params schema: {e}")
     params = load_params(params_path, dotted_overrides(req.overrides))
-    tok = params.tokenizer.build()
+    root = project_root(params_path)  # the params' paths are relative to it, not to the cwd
     tokens = exp_dir / "data/tokens/train"
-    if not (tokens / "manifest.json").is_file():
-        raise FileNotFoundError(f"no training tokens at {tokens}: run the pipeline's prepare "
-                                f"and tokenize stages first (dvc repro {exp_dir / 'dvc.yaml'})")
+    need = [(tokens / "manifest.json", "the training token shard")]
+    if params.tokenizer.kind == "vq":
+        need.insert(0, (resolve(params.tokenizer.path, root), "the trained VQ tokenizer"))
+    require(need, root)
+    tok = resolve_params(params, root).tokenizer.build()
     shard = TokenShards(tokens, tokenizer_hash=tok.hash, verify=False)
     key = grid_key({"model": params.model.model_dump(mode="json"),
                     "train": params.train.model_dump(mode="json"), "data": shard.hash})
     run_dir = exp_dir / "runs/flows/train" / key
 
-    tracker = Tracker(tracking_uri(root=exp_dir / "mlruns"))
+    tracker = Tracker(tracking_uri(root=resolve(params.tracking.root, root)))
     tags = {**req.tags, "unmask.kind": "train", "unmask.experiment": req.experiment,
             "unmask.run_key": key}
     ray_params = rs.model_dump()

@@ -27,6 +27,7 @@ __all__ = [
     "client",
     "ensure_experiment",
     "finished_points",
+    "run_link",
     "RunLogger",
     "TrialRun",
     "set_status",
@@ -81,6 +82,14 @@ def finished_points(uri: str, experiment_id: str) -> dict[str, Any]:
         token = page.token
         if not token:
             return found
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a user opens a run: the MLflow UI page of the run when ``uri`` is a server, else
+    ``runs:/<id>`` in the named store (``mlflow ui --backend-store-uri <uri>`` shows it)."""
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"runs:/{run_id} ({uri})"
 
 
 def set_status(uri: str, run_id: str, status: str, error: str | None = None) -> None:

@@ -3,8 +3,13 @@
 ``up`` starts, on 127.0.0.1,
 
 1. a Prefect server (``prefect server start``; its database under ``<state>/prefect``),
-2. an MLflow tracking server (sqlite backend ``<state>/mlflow/mlflow.db``, artifacts served by
-   the server from ``<state>/mlflow/artifacts``, so Ray workers on other nodes can log too),
+2. an MLflow tracking server over the *project's own store* (``tracking.root`` of the project's
+   ``params.yaml``, default ``mlruns/``: ``mlflow.db`` + ``artifacts/``), so the UI shows the
+   runs ``make repro`` logged before ``up`` next to every sweep; while it runs,
+   ``<store>/server.json`` names it and :func:`unmask.tracking.tracking_uri` sends every client
+   of the store (DVC stages, sweeps, benchmarks) to the server instead of the sqlite file — one
+   writer at a time. Artifacts stay plain files under ``<store>/artifacts`` (readable with or
+   without the server; on a multi-node Ray cluster that folder must be shared),
 3. the process work pool named in ``flows/prefect.yaml``, the deployments of that file
    (``prefect deploy --all``), and a Prefect worker polling the pool; flow runs inherit its
    environment (``PREFECT_API_URL``, ``MLFLOW_TRACKING_URI``, telemetry off),
@@ -21,6 +26,8 @@ descendants, SIGTERM then SIGKILL after a grace period: the worker ignores SIGTE
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -37,6 +44,7 @@ import yaml
 
 from unmask.orchestration import procs
 from unmask.orchestration.env import HOST, free_port, service_env
+from unmask.tracking import announce_server, withdraw_server
 
 __all__ = [
     "StackError",
@@ -50,6 +58,7 @@ __all__ = [
     "down",
     "status",
     "load_state",
+    "project_store",
 ]
 
 PROFILE = "unmask-stack"
@@ -107,6 +116,7 @@ class StackConfig:
         timeout: seconds to wait for each service.
         host: the address the servers bind; 127.0.0.1 (this machine only) unless the user
             passes another one explicitly.
+        store: the MLflow store folder the server serves (default :func:`project_store`).
     """
 
     repo: Path = field(default_factory=Path.cwd)
@@ -119,19 +129,34 @@ class StackConfig:
     timeout: float = 240.0
     prefect_file: str = "flows/prefect.yaml"
     host: str = HOST
+    store: Path | None = None
+
+
+def project_store(repo: str | Path) -> Path:
+    """The project's MLflow store folder: ``tracking.root`` of ``<repo>/params.yaml`` resolved
+    against ``repo`` (:func:`unmask.paths.resolve`); ``<repo>/mlruns`` without a readable one."""
+    from unmask.paths import resolve
+
+    root = "mlruns"
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, yaml.YAMLError):
+        root = str((yaml.safe_load((Path(repo) / "params.yaml").read_text()) or {})
+                   .get("tracking", {}).get("root") or root)
+    return resolve(root, repo)
 
 
 def server_commands(cfg: StackConfig, state_dir: Path, prefect_port: int,
                     mlflow_port: int) -> dict[str, list[str]]:
-    """The argv of the Prefect and MLflow servers ``up`` starts; both bind ``cfg.host``."""
-    mlflow_dir = state_dir / "mlflow"
+    """The argv of the Prefect and MLflow servers ``up`` starts; both bind ``cfg.host``. The
+    MLflow server serves the project's store (``mlflow.db``, artifacts as local files beside
+    it, the layout :class:`unmask.tracking.Tracker` uses without a server)."""
+    store = Path(cfg.store or project_store(cfg.repo)).resolve()
     return {
         "prefect": [_bin("prefect"), "server", "start", "--host", cfg.host, "--port",
                     str(prefect_port)],
         "mlflow": [_bin("mlflow"), "server",
-                   "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                   "--artifacts-destination", str(mlflow_dir / "artifacts"),
-                   "--serve-artifacts", "--host", cfg.host, "--port", str(mlflow_port),
+                   "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                   "--default-artifact-root", str(store / "artifacts"),
+                   "--no-serve-artifacts", "--host", cfg.host, "--port", str(mlflow_port),
                    "--workers", "1"],
     }
 
@@ -147,6 +172,7 @@ class StackState:
     pool: str
     profile: dict[str, Any] = field(default_factory=dict)
     stack_id: str = ""
+    store: str = ""
 
     @property
     def api_url(self) -> str:
@@ -167,6 +193,7 @@ class StackState:
             "pool": self.pool,
             "profile": self.profile,
             "stack_id": self.stack_id,
+            "store": self.store,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -183,7 +210,8 @@ def load_state(state_dir: str | Path | None = None) -> StackState | None:
     d = json.loads(path.read_text())
     services = {k: procs.ProcInfo(**v) for k, v in d["services"].items()}
     return StackState(Path(d["state_dir"]), services, d["prefect_url"], d["mlflow_url"],
-                      d["pool"], d.get("profile") or {}, d.get("stack_id", ""))
+                      d["pool"], d.get("profile") or {}, d.get("stack_id", ""),
+                      d.get("store", ""))
 
 
 # --- Prefect profile (so that `prefect ...` in another shell reaches this server) ---------------
@@ -286,8 +314,10 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = print) -> S
         down(state_dir, echo=echo)
     state_dir.mkdir(parents=True, exist_ok=True)
     logs = state_dir / "logs"
-    prefect_home, mlflow_dir = state_dir / "prefect", state_dir / "mlflow"
-    for d in (logs, prefect_home, mlflow_dir / "artifacts"):
+    prefect_home = state_dir / "prefect"
+    store = Path(cfg.store or project_store(repo)).resolve()
+    cfg = dataclasses.replace(cfg, store=store)
+    for d in (logs, prefect_home, store / "artifacts"):
         d.mkdir(parents=True, exist_ok=True)
     prefect_file = repo / cfg.prefect_file
     pool = pool_name(prefect_file)
@@ -309,7 +339,8 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = print) -> S
                       PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5")
 
     started: dict[str, procs.ProcInfo] = {}
-    state = StackState(state_dir, started, prefect_url, mlflow_url, pool, stack_id=stack_id)
+    state = StackState(state_dir, started, prefect_url, mlflow_url, pool, stack_id=stack_id,
+                       store=str(store))
     commands = server_commands(cfg, state_dir, p_port, m_port)
     try:
         started["prefect"] = procs.start(
@@ -343,7 +374,9 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = print) -> S
         _wait("MLflow server", lambda: procs.poll(f"{mlflow_url}/health", 1,
                                                   proc=started["mlflow"]),
               started["mlflow"], cfg.timeout)
-        echo(f"MLflow server   {mlflow_url}  (pid {started['mlflow'].pid})")
+        announce_server(store, mlflow_url, started["mlflow"].pid,
+                        started["mlflow"].create_time)
+        echo(f"MLflow server   {mlflow_url}  (pid {started['mlflow'].pid}, store {store})")
         _wait("Prefect worker", lambda: _workers_online(api_url, pool), started["worker"],
               cfg.timeout)
         echo(f"Prefect worker  pool {pool!r}  (pid {started['worker'].pid})")
@@ -360,6 +393,8 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = print) -> S
 
 def _stop_all(state: StackState, echo: Callable[[str], None], grace: float = 10.0) -> list[int]:
     stopped: list[int] = []
+    if state.store:  # clients go back to the sqlite file before the server stops
+        withdraw_server(state.store, state.mlflow_url)
     for name in ("worker", "prefect", "mlflow"):  # the worker first: no new flow runs
         info = state.services.get(name)
         if info is None:

@@ -4,7 +4,9 @@
 
 1. open (or, on a Tune retry, reopen) the trial's MLflow run under the sweep's parent run;
 2. resolve the params (``params.yaml`` + the flow's overrides + the point) — an invalid value
-   fails this trial only;
+   fails this trial only — and make their paths absolute against the project root the driver
+   passed (:func:`unmask.paths.resolve_params`): Tune runs a trial in its own folder, so a
+   relative ``tokenizer.path`` must never be read against the worker's cwd;
 3. training-time axes: train a model on Ray Train (:func:`unmask.orchestration.ddp.
    train_with_ray`, DDP with the configured workers, loss curve into the run); sampling-time
    axes: use the sweep's one checkpoint;
@@ -43,6 +45,8 @@ class TrialSpec(BaseModel):
     point: dict[str, Any]
     overrides: dict[str, Any]
     params_path: str
+    #: the project root the params' relative paths resolve against ("": the params' folder)
+    root: str = ""
     checkpoint: str | None
     tokens_dir: str
     trial_dir: str
@@ -97,6 +101,7 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
     from unmask.config import load_params
     from unmask.orchestration.evaluation import evaluate_checkpoint
     from unmask.orchestration.runs import TrialRun
+    from unmask.paths import project_root, resolve_params
 
     tags = {**spec.tags, "unmask.grid_index": str(spec.index), "unmask.point": spec.label,
             "unmask.ablation": spec.axis, "unmask.axis_kind": spec.kind, **_run_metadata(),
@@ -105,8 +110,9 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
                   spec.label, tags) as run:
         run.log_params({f"point.{k}": v for k, v in spec.point.items()})
         params = load_params(spec.params_path, spec.overrides)
-        flat = params.flat()
+        flat = params.flat()  # logged as written (relative paths compare across clones)
         run.log_params({s: flat[s] for s in RELEVANT_SECTIONS if s in flat})
+        params = resolve_params(params, spec.root or project_root(spec.params_path))
         run.log_params({"eval": spec.eval.model_dump(), "checkpoint": spec.checkpoint or "trained"})
         if spec.kind == "training":
             checkpoint = _train(spec, params, run)
