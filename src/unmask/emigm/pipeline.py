@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -46,6 +45,7 @@ from unmask.emigm.continuous import (
 from unmask.emigm.mae import MAE
 from unmask.emigm.objective import cfg_weight, emigm_cfg_interval
 from unmask.emigm.params import EMIGMParams, load_emigm_params
+from unmask.runtime import configure_threads, read_timings, seed_everything, write_timings
 from unmask.tracking_tags import PAPER, PAPER_EMIGM, STAGE
 
 __all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "sample_emigm", "ablate_t_min",
@@ -53,6 +53,7 @@ __all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "sample_emigm", "abla
 
 Kind = Literal["discrete", "continuous"]
 OUT = Path("out")
+TIMINGS = OUT / "runs" / "timings"  # wall-clock records: no stage declares them (git-ignored)
 
 
 @dataclass
@@ -170,6 +171,9 @@ def train_emigm(
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     labels = data.labels if mcfg.num_classes else None
+    # The initialisation draws from the global RNG: seed it, so a run is a pure function of
+    # (params, data, code) — the loop reseeds for dropout / noise afterwards.
+    seed_everything(tcfg.seed)
     if kind == "discrete":
         from unmask.training import train
 
@@ -372,7 +376,12 @@ def stage_train(params: EMIGMParams, kind: Kind) -> None:
                             step=res.steps)
     final = OUT / "models" / kind / "model.pt"
     shutil.copyfile(res.checkpoint, final)
-    _write_json(OUT / "models" / kind / "train.json", {**res.as_dict(), "checkpoint": str(final)})
+    # wall clock goes to runs/timings (no DVC output): the model folder is hashed by DVC
+    wall = ("elapsed_s", "seconds_per_step")
+    summary = {k: v for k, v in res.as_dict().items() if k not in wall}
+    summary["checkpoint"] = str(final)
+    _write_json(OUT / "models" / kind / "train.json", summary)
+    write_timings(TIMINGS / f"train-{kind}.json", {k: res.as_dict()[k] for k in wall})
 
 
 def _reference(params: EMIGMParams, out: Path = OUT) -> tuple[Any, str | None, str]:
@@ -421,6 +430,7 @@ def stage_evaluate(params: EMIGMParams) -> None:
     labels = torch.arange(n) % classes
     tracker = _tracker(params)
     metrics: dict[str, Any] = {}
+    timings: dict[str, float] = {}  # wall clock: runs/timings, not the DVC metrics file
     figures: dict[str, Path] = {}
     with tracker.start_run(params.tracking.experiment, "evaluate",
                            params=params.model_dump(mode="json"),
@@ -437,9 +447,10 @@ def stage_evaluate(params: EMIGMParams) -> None:
             fid = compute_fidelity(smp.images, ref, metrics="fid", reference_key=key,
                                    batch_size=50)
             row = {f"{kind}.{k}": v for k, v in as_mlflow_metrics(fid).items()}
-            row.update({f"{kind}.seconds_per_image": smp.seconds_per_image,
-                        f"{kind}.nfe": smp.nfe, f"{kind}.num_samples": len(smp.images)})
-            tracker.log_metrics(row, step=0)
+            row.update({f"{kind}.nfe": smp.nfe, f"{kind}.num_samples": len(smp.images)})
+            timings[f"{kind}.seconds_per_image"] = smp.seconds_per_image
+            tracker.log_metrics({**row, f"{kind}.seconds_per_image": smp.seconds_per_image},
+                                step=0)
             metrics.update(row, **{f"{kind}.nfe_label": smp.nfe_label})
             per = params.sample.n_per_class
             shown = range(min(classes, 10))
@@ -451,11 +462,14 @@ def stage_evaluate(params: EMIGMParams) -> None:
             path = OUT / "models" / kind / "train.json"
             if path.is_file():
                 tr = json.loads(path.read_text())
-                metrics.update({f"{kind}.train_seconds": tr["elapsed_s"],
-                                f"{kind}.encoder_tokens_per_sample":
+                metrics.update({f"{kind}.encoder_tokens_per_sample":
                                     tr["encoder_tokens_per_sample"],
                                 f"{kind}.num_params": tr["num_params"]})
+                secs = read_timings(TIMINGS / f"train-{kind}.json").get("elapsed_s")
+                if secs is not None:
+                    timings[f"{kind}.train_seconds"] = secs
         _write_json(OUT / "metrics" / "metrics.json", metrics)
+        write_timings(TIMINGS / "evaluate.json", timings)
         tracker.log_artifact(OUT / "metrics" / "metrics.json")
     from unmask.stages import git_commit
 
@@ -468,15 +482,6 @@ def stage_evaluate(params: EMIGMParams) -> None:
 
 STAGES = ("prepare", "tokenize-discrete", "tokenize-continuous", "train-discrete",
           "train-continuous", "evaluate")
-
-
-def _threads() -> int:
-    """``$UNMASK_THREADS``, else the cores the machine's load leaves free (at least 1): on a
-    busy machine extra intra-op threads only spin (measured: 20× slower small-model steps)."""
-    if os.environ.get("UNMASK_THREADS"):
-        return max(1, int(os.environ["UNMASK_THREADS"]))
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, cores - round(os.getloadavg()[0])))
 
 
 def run_stage(name: str, params: EMIGMParams) -> None:
@@ -499,10 +504,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    torch.set_num_threads(_threads())
     from unmask.stages import user_errors
 
     with user_errors():
+        configure_threads()  # $UNMASK_THREADS or 1, never the load: same bits every run
         run_stage(args.stage, load_emigm_params(args.params, args.overrides))
 
 

@@ -64,12 +64,11 @@ def run_seed(
 ) -> dict[int, dict[str, Any]]:
     """Train + evaluate every ℓ at training seed ``seed`` in ``<out>/s<seed>`` (cwd = the
     pipeline folder, which holds ``data/``). Returns {ℓ: evaluate metrics}."""
-    import torch
-
     from unmask.prime.config import load_prime_params
     from unmask.prime.stages import run_evaluate, run_train
+    from unmask.runtime import configure_threads
 
-    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
+    configure_threads()  # $UNMASK_THREADS or 1 (unmask.runtime)
     pipeline = Path.cwd()
     raw = load_prime_params(params_path, overrides)
     root = str((pipeline / raw.tracking.root).resolve())

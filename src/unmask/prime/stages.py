@@ -8,8 +8,10 @@
     python -m unmask.prime.stages report                  → metrics.json, reports/index.html
 
 Options: ``--params FILE`` (default params.yaml), ``--set key=value`` (repeatable);
-``$UNMASK_TORCH_THREADS`` sets torch's intra-op threads (default 1, see :func:`main`). Training
-resumes from ``runs/l<ℓ>/checkpoints`` (wiped when the model, training params or data change).
+``$UNMASK_THREADS`` sets torch's intra-op threads (default 1, :mod:`unmask.runtime`). Training
+resumes from ``runs/l<ℓ>/checkpoints`` (wiped, with a one-line message, when the model, training
+params, data or code change). Wall-clock values go to ``runs/timings/`` and MLflow, never to the
+DVC outputs, so a rerun writes the same bytes.
 Every stage logs an MLflow run (experiment ``tracking.experiment``) and shows progress bars.
 
 ``evaluate`` estimates the NELBO (MDM-Prime eq. 6, :func:`unmask.prime.likelihood.prime_nelbo`)
@@ -23,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import html
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,15 @@ from unmask.prime.model import (
 )
 from unmask.prime.sampling import expected_isr, expected_isr_token, sample_prime
 from unmask.prime.subtokens import SubTokenView
+from unmask.runtime import (
+    code_fingerprint,
+    configure_threads,
+    prepare_run_dir,
+    read_timings,
+    run_key_parts,
+    seed_everything,
+    write_timings,
+)
 from unmask.schedules import get as get_schedule
 from unmask.tracking_tags import (
     METRIC_BITS_PER_DIM,
@@ -65,6 +73,7 @@ from unmask.training import train
 __all__ = ["run_prepare", "run_train", "run_evaluate", "run_report", "main", "model_config"]
 
 DATA, RUNS, MODELS, EVAL = Path("data"), Path("runs"), Path("models"), Path("eval")
+TIMINGS = RUNS / "timings"  # wall-clock records: no stage declares them (git-ignored)
 REPORTS, METRICS = Path("reports"), Path("metrics.json")
 
 
@@ -98,23 +107,22 @@ def run_prepare(params: PrimeParams) -> dict:
 
 
 # -- train ----------------------------------------------------------------------------------------
-def _run_key(cfg: PrimeConfig, params: PrimeParams, meta: dict) -> str:
-    blob = json.dumps([cfg.model_dump(mode="json"), params.train.model_dump(mode="json"),
-                       meta["counts"], meta["vocab_size"], meta["data"]], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def run_key(cfg: PrimeConfig, params: PrimeParams, meta: dict) -> dict[str, str]:
+    """What a resumable run in ``runs/l<ℓ>`` must match: model and training params, the
+    prepared data and the code of this module's import closure."""
+    return run_key_parts(
+        params=[cfg.model_dump(mode="json"), params.train.model_dump(mode="json")],
+        data=[meta["counts"], meta["vocab_size"], meta["data"]],
+        code=code_fingerprint("unmask.prime.stages"),
+    )
 
 
 def run_train(params: PrimeParams, ell: int) -> dict:
     tokens, _, meta = load_split(DATA, "train")
     cfg = model_config(params, meta, ell)
     run_dir, out = RUNS / f"l{ell}", MODELS / f"l{ell}"
-    key = _run_key(cfg, params, meta)
-    key_file = run_dir / "run_key"
-    if run_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(run_dir)  # checkpoints of other settings: never resume from them
-    run_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
-    torch.manual_seed(params.train.seed)
+    prepare_run_dir(run_dir, run_key(cfg, params, meta), label=f"train ℓ={ell}")
+    seed_everything(params.train.seed)  # the initialisation draws from the global RNG
     model = PrimeTransformer(cfg)
     tracker = _tracker(params)
     tags = {"stage": "train", "ell": ell, "base": model.codec.base, **prime_l_tags("train")}
@@ -126,15 +134,16 @@ def run_train(params: PrimeParams, ell: int) -> dict:
         loss_tok = (res.loss or float("nan")) * ell
         summary = {"ell": ell, "base": model.codec.base, "vocab_size": cfg.model.vocab_size,
                    "step": res.step, "loss_per_subtoken": res.loss, "loss_per_token": loss_tok,
-                   "elapsed_s": round(res.elapsed_s, 1),
-                   "tokens_per_s": round(res.tokens_per_s / ell, 1),
                    "num_params": model.num_params()}
-        tracker.log_metrics({"final_loss_per_token": loss_tok,
-                             "num_params": model.num_params()}, step=res.step)
+        timings = {"elapsed_s": round(res.elapsed_s, 1),
+                   "tokens_per_s": round(res.tokens_per_s / ell, 1)}
+        tracker.log_metrics({"final_loss_per_token": loss_tok, "num_params": model.num_params(),
+                             METRIC_TRAIN_SECONDS: res.elapsed_s}, step=res.step)
     out.mkdir(parents=True, exist_ok=True)
     weights = res.ema.shadow if res.ema is not None else None
     save_prime_model(model, out / "model.pt", weights=weights, extra={"step": res.step})
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_timings(TIMINGS / f"train-l{ell}.json", timings)
     print(f"train ℓ={ell} (b={model.codec.base}): {res.step} steps, loss/token {loss_tok:.4f}, "
           f"{res.elapsed_s:.0f}s → {out}")
     return summary
@@ -234,11 +243,11 @@ def run_evaluate(params: PrimeParams, ell: int) -> dict:
             "isr_token_expected": expected_isr_token(schedule, sp.steps, L, ell, grid_method)
             if grid_method == "mdm" else None,
             "sample_nfe_per_batch": nfe / math.ceil(sp.num_samples / sp.batch_size),
-            "sample_seconds": round(secs, 2), "nelbo_seconds": round(t_nelbo, 2),
         }
-        train_json = MODELS / f"l{ell}" / "train.json"
-        if train_json.is_file():
-            metrics["train_seconds"] = json.loads(train_json.read_text())["elapsed_s"]
+        timings = {"sample_seconds": round(secs, 2), "nelbo_seconds": round(t_nelbo, 2)}
+        train_s = read_timings(TIMINGS / f"train-l{ell}.json").get("elapsed_s")
+        if train_s is not None:
+            timings["train_seconds"] = train_s
         logged = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         # the names the report reads (unmask.tracking_tags): ppl for text, bits/dim for pixels
         if meta["kind"] == "pixels":
@@ -246,10 +255,10 @@ def run_evaluate(params: PrimeParams, ell: int) -> dict:
         else:
             logged[METRIC_PPL] = metrics["perplexity"]
         logged[METRIC_ISR] = metrics["isr"]
-        if "train_seconds" in metrics:
-            logged[METRIC_TRAIN_SECONDS] = metrics["train_seconds"]
+        logged.update(timings)  # METRIC_TRAIN_SECONDS is "train_seconds"
         tracker.log_metrics(logged, step=0)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_timings(TIMINGS / f"evaluate-l{ell}.json", timings)
         tracker.log_artifact(out)
     unit = "bits/dim" if meta["kind"] == "pixels" else "bits/token"
     print(f"evaluate ℓ={ell}: NELBO {per_tok:.4f} ± {per_tok_se:.4f} nats/token, PPL "
@@ -277,8 +286,7 @@ _ROWS = [("perplexity", "ELBO perplexity (↓)"), ("nelbo_nats_per_token", "NELB
          ("nelbo_stderr", "± stderr"), ("bits_per_token", "bits/token (bits/dim for pixels)"),
          ("base", "sub-token base b"), ("isr", "ISR (network input unchanged)"),
          ("isr_expected", "ISR closed form"), ("isr_token", "ISR (no token completed)"),
-         ("isr_token_expected", "  closed form"), ("sample_seconds", "sampling seconds"),
-         ("train_step", "training steps"), ("train_seconds", "training seconds"),
+         ("isr_token_expected", "  closed form"), ("train_step", "training steps"),
          ("num_params", "parameters")]
 
 
@@ -288,7 +296,7 @@ def run_report(params: PrimeParams) -> dict:
     for ell in ells:
         m = json.loads((EVAL / f"l{ell}" / "metrics.json").read_text())
         tr = json.loads((MODELS / f"l{ell}" / "train.json").read_text())
-        m["train_seconds"], m["num_params"] = tr["elapsed_s"], tr["num_params"]
+        m["num_params"] = tr["num_params"]  # wall clock: runs/timings and MLflow, not here
         paired = _paired(ell)
         if paired is not None:
             m["delta_nelbo_vs_l1"], m["delta_nelbo_vs_l1_stderr"] = paired
@@ -395,11 +403,11 @@ def main(argv: list[str] | None = None) -> Any:
     args = ap.parse_args(argv)
     from unmask.stages import user_errors
 
-    # One intra-op thread unless told otherwise: on a shared CPU box two contending OpenMP
-    # threads make small ops several times slower (measured: 2.6 vs 0.64 s per training step).
-    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
-
     with user_errors():
+        # One intra-op thread unless $UNMASK_THREADS says otherwise: a fixed count gives the
+        # same bits every run, and on a shared CPU box contending OpenMP threads make small ops
+        # several times slower (measured: 2.6 vs 0.64 s per training step).
+        configure_threads()
         params = load_prime_params(args.params, args.overrides)
         if args.stage in ("train", "evaluate"):
             if args.ell is None:
