@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ from unmask.config import (
 )
 from unmask.dicts import deep_merge
 from unmask.models import ModelConfig, Transformer
+from unmask.runtime import configure_threads, write_timings
 from unmask.training import TrainConfig, train
 
 __all__ = [
@@ -69,6 +69,9 @@ __all__ = [
 
 TOKENS, RUNS, MODELS, SAMPLES = Path("tokens"), Path("runs"), Path("models"), Path("samples")
 REPORT, METRICS = Path("report"), Path("metrics.json")
+#: Wall-clock records (seconds, throughput): no stage declares them, so DVC-hashed outputs
+#: (tokens/meta.json, models/train.json, metrics.json) stay a pure function of params/code/data.
+TIMINGS = RUNS / "timings"
 
 
 class TokenizerSection(Section):
@@ -298,13 +301,14 @@ def train_stage(p: Any, model: Transformer, x: torch.Tensor, run_dir: Path,
         res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False,
                     schedule=schedule)
         tracker.log_metrics({"final_loss": res.loss or float("nan"),
-                             "num_params": model.num_params()}, step=res.step)
+                             "num_params": model.num_params(),
+                             "train_seconds": res.elapsed_s}, step=res.step)
     weights = res.ema.shadow if res.ema is not None else None
     save_model(model, weights, MODELS / "model.pt", {"meta": meta, "step": res.step})
-    out = {"step": res.step, "loss": res.loss, "elapsed_s": round(res.elapsed_s, 1),
-           "tokens_per_s": round(res.tokens_per_s, 1), "num_params": model.num_params(),
-           **summary}
+    out = {"step": res.step, "loss": res.loss, "num_params": model.num_params(), **summary}
     write_json(MODELS / "train.json", out)
+    write_timings(TIMINGS / "train.json", {"elapsed_s": round(res.elapsed_s, 1),
+                                           "tokens_per_s": round(res.tokens_per_s, 1)})
     print(f"train: {res.step} steps, loss {res.loss:.4f}, {res.elapsed_s:.0f}s → {MODELS}")
     return out
 
@@ -345,7 +349,8 @@ def stage_main(argv: list[str] | None, *, prog: str, description: str,
                params_cls: type[BaseModel], stages: dict[str, Callable[[Any], Any]]) -> Any:
     """``prog STAGE [--params FILE] [--set KEY=VALUE ...]``: load ``params_cls`` and run
     ``stages[STAGE]`` under :func:`unmask.stages.user_errors` with
-    ``$UNMASK_TORCH_THREADS`` (default 1) torch intra-op threads; returns its result."""
+    ``$UNMASK_THREADS`` (default 1, :func:`unmask.runtime.threads`) torch intra-op threads;
+    returns its result."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("stage", choices=list(stages))
     ap.add_argument("--params", default="params.yaml")
@@ -354,7 +359,7 @@ def stage_main(argv: list[str] | None, *, prog: str, description: str,
     args = ap.parse_args(argv)
     from unmask.stages import user_errors
 
-    torch.set_num_threads(int(os.environ.get("UNMASK_TORCH_THREADS", "1")))
     with user_errors():
+        configure_threads()
         p = load_yaml_params(params_cls, args.params, args.overrides)
         return stages[args.stage](p)

@@ -19,7 +19,7 @@ MeanIoU`), and mask → image on test masks scored by FID against the real test 
 standard offline Inception; unavailable with its reason otherwise). Every stage logs an MLflow
 run tagged ``unmask.task=joint_seg``.
 
-Options: ``--params FILE``, ``--set key=value`` (repeatable); ``$UNMASK_TORCH_THREADS``
+Options: ``--params FILE``, ``--set key=value`` (repeatable); ``$UNMASK_THREADS``
 (default 1) sets torch's intra-op threads.
 """
 
@@ -39,6 +39,7 @@ from unmask.joint.layout import JointLayout
 from unmask.joint.sampling import sample_joint
 from unmask.joint.schedules import JointTrainConfig, train_schedule
 from unmask.models import ModelConfig, Transformer
+from unmask.runtime import seed_everything, write_timings
 
 __all__ = ["JointParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
 
@@ -137,13 +138,15 @@ def run_tokenize(p: JointParams) -> dict[str, Any]:
             "image_shape": list(tr_tok.shape[1:]), "mask_shape": list(tr_mask.shape[1:]),
             "num_classes": _num_classes(p.data), "class_names": _class_names(p.data),
             "counts": {"train": len(tr_tok), "test": len(te_tok)},
-            "raw_shape": list(te_img.shape[1:]), "seconds": round(time.perf_counter() - t0, 1)}
+            "raw_shape": list(te_img.shape[1:])}
+    seconds = round(time.perf_counter() - t0, 1)
+    write_timings(common.TIMINGS / "tokenize.json", {"seconds": seconds})
     common.finish_tokenize(p, TASK_TAG, meta, train_image=tr_tok.numpy().astype(np.int32),
                            train_mask=tr_mask, test_image=te_tok.numpy().astype(np.int32),
                            test_mask=te_mask, test_raw=te_img)
     print(f"tokenize: {meta['counts']} pairs, image tokens {meta['image_shape']} (V = "
           f"{meta['image_vocab']}), masks {meta['mask_shape']} (C = {meta['num_classes']}), "
-          f"{meta['seconds']}s → {common.TOKENS}")
+          f"{seconds}s → {common.TOKENS}")
     return meta
 
 
@@ -165,7 +168,7 @@ def run_train(p: JointParams) -> dict[str, Any]:
     layout = _layout(meta)
     x = layout.combine(torch.from_numpy(image), torch.from_numpy(mask))
     cfg = model_config(p, layout)
-    torch.manual_seed(p.train.seed)
+    seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
     return common.train_stage(p, model, x, common.RUNS / "joint", meta, TASK_TAG,
                               schedule=train_schedule(p.train, layout.modalities()),
@@ -272,8 +275,8 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
     out = {"miou_image_to_mask": miou_res.value, "fid_mask_to_image": fid.value,
            "miou_foreground": fg_res.value,
            "unavailable": reasons, **per_class, "num_eval": n,
-           "train_loss": train_info.get("loss"), "train_steps": train_info.get("step"),
-           "sample_seconds": round(seconds, 1)}
+           "train_loss": train_info.get("loss"), "train_steps": train_info.get("step")}
+    write_timings(common.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
     common.finish_evaluate(p, TASK_TAG, out, {**metrics, **per_class}, reasons, figs,
                     list(figs.values()))
     print(f"evaluate: mIoU(image→mask) = {miou_res.value}, FID(mask→image) = "

@@ -158,8 +158,12 @@ def train_experiment(req: TrainRequest) -> dict[str, Any]:
     require(need, root)
     tok = resolve_params(params, root).tokenizer.build()
     shard = TokenShards(tokens, tokenizer_hash=tok.hash, verify=False)
+    from unmask.runtime import code_fingerprint
+
+    # the code is part of the key: a run of other code is never resumed (issue 17)
     key = grid_key({"model": params.model.model_dump(mode="json"),
-                    "train": params.train.model_dump(mode="json"), "data": shard.hash})
+                    "train": params.train.model_dump(mode="json"), "data": shard.hash,
+                    "code": code_fingerprint("unmask.orchestration.ddp")})
     run_dir = exp_dir / "runs/flows/train" / key
 
     tracker = Tracker(tracking_uri(root=resolve(params.tracking.root, root)))

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import sys
@@ -62,6 +61,13 @@ from unmask.config import (
 )
 from unmask.dicts import deep_merge
 from unmask.models import ModelConfig, Transformer
+from unmask.runtime import (
+    code_fingerprint,
+    prepare_run_dir,
+    run_key_parts,
+    seed_everything,
+    write_timings,
+)
 from unmask.stages import git_commit, make_tracker, user_errors
 from unmask.training import TrainConfig
 
@@ -304,11 +310,12 @@ def tokenize(p: ExperimentParams, *, progress: bool = True) -> dict[str, Any]:
         "skipped": summary["num_skipped"],
         "skipped_files": [s["path"] for s in summary["skipped"]],
         "flip": summary["flip"],
-        "images_per_s": summary["images_per_s"],
         "vocab_size": tok.vocab_size,
     }
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     (out / "metrics" / "tokenize.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_timings(_timings(p, "tokenize"), {"seconds": summary["seconds"],
+                                            "images_per_s": summary["images_per_s"]})
     print(
         f"tokenize: {summary['count']} images ({summary['num_skipped']} corrupt skipped"
         f"{', + flipped' if summary['flip'] else ''}) → {summary['path']}"
@@ -316,22 +323,20 @@ def tokenize(p: ExperimentParams, *, progress: bool = True) -> dict[str, Any]:
     return metrics
 
 
+def _timings(p: ExperimentParams, name: str) -> Path:
+    """Where a stage's wall-clock values go: ``out/runs/timings/<name>.json`` (git-ignored, no
+    DVC output), so the DVC-hashed metrics stay a pure function of params, code and data."""
+    return Path(p.out) / "runs" / "timings" / f"{name}.json"
+
+
 # -- training ---------------------------------------------------------------------------------
-class _History:
-    def __init__(self, tracker: Any) -> None:
-        self.tracker, self.rows = tracker, []
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self.tracker.log_metrics(metrics, step=step)
-        self.rows.append({"step": step, **metrics})
-
-
 def train_run(
     p: ExperimentParams, schedule: str | None = None, *, progress: bool = True
 ) -> dict[str, Any]:
     """Train on ``out/tokens/train``; ``schedule`` overrides ``train.schedule`` and names the
     run (else ``name``). Returns the summary written to ``out/metrics/train-<run>.json``."""
     from unmask.data.shards import TokenShards
+    from unmask.stages.train import History
     from unmask.tokenizers.text import TextConditionedTransformer
     from unmask.training import train
 
@@ -345,26 +350,23 @@ def train_run(
     run = schedule or p.name
     tokens, labels = shards.training_set()
     text = shards.meta.get("text_encoder")
+    run_dir = out / "runs" / run
+    seed_everything(cfg_train.seed)  # the initialisation draws from the global RNG
     if text is not None:  # labels are caption rows; the caption table stays a memmap
         cfg = p.model_cfg(shards.vocab_size, shards.shape, len(shards))
         model: Any = TextConditionedTransformer(cfg, int(text["dim"]), table=shards.latents)
     else:
         cfg = p.model_cfg(shards.vocab_size, shards.shape, int(shards.meta["num_classes"]))
         model = Transformer(cfg)
-    run_dir = out / "runs" / run
-    key = hashlib.sha256(
-        json.dumps(
-            [cfg.model_dump(mode="json"), cfg_train.model_dump(mode="json"), shards.hash],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-    key_file = run_dir / "run_key"
-    if run_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
-        shutil.rmtree(run_dir)  # another configuration's checkpoints: never resume from them
-    run_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    # checkpoints of other params, data or code are never resumed (a one-line note says why)
+    parts = run_key_parts(
+        params=[cfg.model_dump(mode="json"), cfg_train.model_dump(mode="json")],
+        data=shards.hash,
+        code=code_fingerprint("unmask.stages.experiment"),
+    )
+    prepare_run_dir(run_dir, parts, label=f"train[{run}]")
     tracker = make_tracker(p.tracking)
-    history = _History(tracker)
+    history = History(tracker, run_dir / "history.jsonl")
     tags = {"stage": "train", "git_commit": git_commit(), "tokenizer": shards.tokenizer["identity"]}
     flat = {"experiment": p.model_dump(mode="json"), "schedule": cfg_train.schedule}
     with tracker.start_run(p.tracking.experiment, f"train-{run}", params=flat, tags=tags):
@@ -377,8 +379,6 @@ def train_run(
         "schedule": cfg_train.schedule,
         "step": res.step,
         "loss": res.loss,
-        "elapsed_s": round(res.elapsed_s, 2),
-        "tokens_per_s": round(res.tokens_per_s, 1),
         "num_params": sum(q.numel() for q in model.parameters()),
         "train_sequences": len(tokens),
         "seq_len": shards.seq_len,
@@ -386,11 +386,13 @@ def train_run(
     }
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     (out / "metrics" / f"train-{run}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_timings(_timings(p, f"train-{run}"), {"elapsed_s": round(res.elapsed_s, 2),
+                                                "tokens_per_s": round(res.tokens_per_s, 1)})
     (out / "plots").mkdir(parents=True, exist_ok=True)
     with open(out / "plots" / f"train-{run}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["step", "loss", "lr", "grad_norm"], extrasaction="ignore")
         w.writeheader()
-        w.writerows(history.rows)
+        w.writerows(history.rows(res.step))
     print(f"train[{run}]: {res.step} steps, loss {res.loss:.4f} → {models / 'model.pt'}")
     return summary
 
@@ -479,9 +481,9 @@ def sample_run(
         "nfe": res.nfe,
         "cfg_scale": s.cfg_scale,
         "n_samples": len(y),
-        "seconds_per_sample": res.seconds / len(y),
         "checkpoint_step": ckpt.step,
     }
+    write_timings(_timings(p, f"sample-{run}"), {"seconds_per_sample": res.seconds / len(y)})
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     (out / "metrics" / f"sample-{run}.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"sample[{run}]: {len(y)} samples, NFE {res.nfe} → {d / 'grid.png'}")
@@ -583,12 +585,12 @@ def sample_text_run(
         "cfg_schedule": s.cfg_schedule,
         "null_condition": "learned null vector (label M = number of captions)",
         "n_samples": len(captions),
-        "seconds_per_sample": seconds / len(captions),
         "checkpoint_step": ckpt.step,
         "text_encoder": enc.identity,
         "heldout": {"root": h.root or p.data.root, "split": h.split, "count": len(captions)},
     }
     grid_info = {**info, "grid_columns": cols, "grid_count": len(shown), "captions": captions}
+    write_timings(_timings(p, f"sample-{run}"), {"seconds_per_sample": seconds / len(captions)})
     (d / "info.json").write_text(json.dumps(grid_info, indent=2) + "\n")
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     (out / "metrics" / f"sample-{run}.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -687,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     with user_errors():
+        from unmask.runtime import configure_threads
+
+        configure_threads()  # $UNMASK_THREADS or 1: the same bits on every run
         p = load_experiment_params(args.params, args.overrides)
         if args.stage == "tokenize":
             tokenize(p)

@@ -41,7 +41,7 @@ from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
 from unmask.training import train
 
 
-class _History:
+class History:
     """Forwards ``log_metrics`` to a tracker and appends the rows to ``<run_dir>/history.jsonl``,
     so a resumed run's plot file also holds the rows logged before the interruption."""
 
@@ -76,7 +76,7 @@ def run_key(params: Params, shards: TokenShards) -> dict[str, str]:
     return run_key_parts(
         params=[params.model.model_dump(mode="json"), params.train.model_dump(mode="json")],
         data=shards.hash,
-        code=code_fingerprint(__spec__.name if __spec__ else "unmask.stages.train"),
+        code=code_fingerprint("unmask.stages.train"),
     )
 
 
@@ -89,7 +89,7 @@ def run(params: Params) -> dict:
     model = Transformer(params.model)
     n_params = sum(p.numel() for p in model.parameters())
     tracker = make_tracker(params.tracking)
-    history = _History(tracker, PATHS.run_dir / "history.jsonl")
+    history = History(tracker, PATHS.run_dir / "history.jsonl")
     tags = {"stage": "train", "git_commit": git_commit(), "tokenizer": tok.identity}
     with tracker.start_run(params.tracking.experiment, "train", params=params.flat(), tags=tags):
         tokens, labels = shards.training_set()  # + flipped copies with tokenizer.flip

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from unmask.joint import common
 from unmask.models import ModelConfig, Transformer
+from unmask.runtime import seed_everything, write_timings
 from unmask.video.export import frames_grid, save_gif, save_mp4, tile_clips
 from unmask.video.sampling import sample_video
 
@@ -156,11 +157,12 @@ def run_tokenize(p: VideoParams) -> dict[str, Any]:
     tr, te = encode(train_clips), encode(test_clips)
     meta = {"tokenizer": tok_meta, "vocab_size": int(tok.vocab_size), "frames": tr.shape[1],
             "grid": list(tr.shape[2:]), "counts": {"train": len(tr), "test": len(te)},
-            "frame_shape": list(test_clips.shape[2:]),
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "frame_shape": list(test_clips.shape[2:])}
+    seconds = round(time.perf_counter() - t0, 1)
+    write_timings(common.TIMINGS / "tokenize.json", {"seconds": seconds})
     common.finish_tokenize(p, TASK_TAG, meta, train=tr, test=te, test_raw=test_clips)
     print(f"tokenize: {meta['counts']} clips of {meta['frames']} frames, tokens/frame "
-          f"{meta['grid']} (V = {meta['vocab_size']}), {meta['seconds']}s → {common.TOKENS}")
+          f"{meta['grid']} (V = {meta['vocab_size']}), {seconds}s → {common.TOKENS}")
     return meta
 
 
@@ -176,7 +178,7 @@ def run_train(p: VideoParams) -> dict[str, Any]:
     meta, (train_tokens,) = common.load_tokens("train")
     x = torch.from_numpy(train_tokens).long()
     cfg = model_config(p, meta)
-    torch.manual_seed(p.train.seed)
+    seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
     return common.train_stage(p, model, x, common.RUNS / "video", meta, TASK_TAG,
                               seq_len=cfg.length, attention=cfg.attention)
@@ -268,9 +270,11 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
     reasons = {r.name: r.reason for r in results if not r.available}
     out = {**{r.name: r.value for r in results}, "unavailable": reasons,
            "context_frames": k, "context_kept_exactly": given_exact,
-           **{kk: v for kk, v in metrics.items() if not kk.startswith(("fid", "fvd"))},
+           **{kk: v for kk, v in metrics.items()
+              if not kk.startswith(("fid", "fvd")) and kk != "sample_seconds"},
            "num_uncond": len(unc), "num_cond": n_cond, "train_loss": train_info.get("loss"),
            "train_steps": train_info.get("step")}
+    write_timings(common.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
     common.finish_evaluate(p, TASK_TAG, out, metrics, reasons, figs, [samples])
     print("evaluate: " + ", ".join(f"{r.name} = {r.value if r.available else 'unavailable'}"
                                     for r in results)
