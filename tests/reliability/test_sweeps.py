@@ -86,6 +86,8 @@ def project(tmp_path_factory) -> Path:
             w.write(np.arange(32).reshape(8, 4) % 5, np.arange(8) % 2)
     (root / "models").mkdir()
     (root / "models" / "model.pt").write_bytes(b"stand-in checkpoint (the trials never read it)")
+    # the real params name a VQ tokenizer: the sweep checks it exists before any trial starts
+    (root / "models" / "tokenizer.pt").write_bytes(b"stand-in tokenizer (never read either)")
     settings = yaml.safe_load((REPO / "flows" / "ablations.yaml").read_text())
     settings.update(retries=1)
     settings["ray"].update(num_cpus=2, cpus_per_trial=1, max_concurrent_trials=2)
@@ -120,6 +122,22 @@ def _task_states(flow_run_id) -> dict[str, str]:
     return asyncio.run(fetch())
 
 
+def _artifacts(flow_run_id) -> dict[str, object]:
+    """{key: artifact} of a flow run (Prefect API)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def fetch():
+        async with get_client() as c:
+            arts = await c.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            return {a.key: a for a in arts}
+
+    return asyncio.run(fetch())
+
+
 def _run_flow(module, project, **kw):
     """Run the flow; returns (flow state, its task-run states, the table rows by steps)."""
     state = module.ablations(
@@ -128,6 +146,7 @@ def _run_flow(module, project, **kw):
     flow_run_id = state.state_details.flow_run_id
     with open(project / "reports" / "ablations" / "nfe.csv") as f:
         rows = {int(r["sample.steps"]): r for r in csv.DictReader(f)}
+    module.last_artifacts = _artifacts(flow_run_id)
     return state, _task_states(flow_run_id), rows
 
 
@@ -157,6 +176,22 @@ def test_sweep_retries_fails_isolates_and_resumes(project, monkeypatch, tmp_path
             5: "completed",
         }
         assert "point steps=4 is broken" in rows[FAILING]["error"]
+        # The flow-run page: a table (one row per point, its status, metric and MLflow run) and
+        # a markdown summary naming the failed point.
+        arts = module.last_artifacts
+        assert arts["ablation-nfe"].type == "table"
+        table = arts["ablation-nfe"].data
+        table = json.loads(table) if isinstance(table, str) else table
+        by_point = {r["point"]: r for r in table}
+        assert set(by_point) == {f"steps={s}" for s in STEPS}
+        assert by_point["steps=5"]["status"] == "completed"
+        assert by_point["steps=5"]["primary"] == 5.0
+        assert rows[5]["mlflow_run_id"] in by_point["steps=5"]["mlflow_run"]
+        assert by_point["steps=4"]["status"] == "failed"
+        md = arts["ablation-nfe-summary"].data
+        assert arts["ablation-nfe-summary"].type == "markdown"
+        assert "1 failed" in md and "steps=4" in md and "point steps=4 is broken" in md
+        assert "best point: **steps=2** (score = 2.0)" in md
         # the sweep rebuilt the MLflow report next to its table: every finished trial is listed
         report_runs = (project / "reports" / "ablations" / "runs.csv").read_text()
         assert (project / "reports" / "ablations" / "index.html").stat().st_size > 0
