@@ -79,8 +79,11 @@ def nelbo_with_stderr(
     """NELBO of each sequence of ``x0`` (B, ...) with its MC standard error.
 
     ``t_min``/``t_max`` restrict the integral (a truncated bound, as eMIGM trains); the default
-    [0, 1] is the full ELBO. ``max_batch`` bounds the rows per denoiser call (MC samples of
-    the same sequences are batched together).
+    [0, 1] is the full ELBO. ``max_batch`` bounds the rows per denoiser call: several MC
+    samples of the same sequences are batched together (rows ``x0`` repeated k times), so a
+    denoiser with per-row state (e.g. :class:`~unmask.models.ConditionedDenoiser` holding one
+    label per sequence) must offer ``select_rows(idx)``; it is called with the row index of
+    every batched row. A plain callable is assumed row-independent (the denoiser contract).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -98,6 +101,7 @@ def nelbo_with_stderr(
     width = v_hi - v_lo
     draws = torch.empty(num_samples, b, dtype=torch.float64, device=dev)
     per_call = max(1, max_batch // b)  # MC samples evaluated together in one batch
+    select = getattr(denoiser, "select_rows", None)
     chunks = range(0, num_samples, per_call)
     for k0 in tqdm(chunks, disable=not progress, desc="nelbo", leave=False):
         ks = torch.arange(k0, min(k0 + per_call, num_samples), device=dev)
@@ -107,7 +111,10 @@ def nelbo_with_stderr(
         t = schedule.inverse(kappa).to(torch.float64)
         xx = x0.repeat(len(ks), *([1] * (x0.dim() - 1)))
         x_t, masked = mask_independent(xx, kappa.float(), mask_id, generator=generator)
-        logits = denoiser(x_t, t.float())
+        den = denoiser
+        if callable(select) and len(ks) > 1:  # per-row state (labels) repeated like the rows
+            den = select(torch.arange(b, device=dev).repeat(len(ks)))
+        logits = den(x_t, t.float())
         w = 2.0 * width / (1.0 - v)
         _, per_row = masked_cross_entropy(logits, xx, masked, w.float(), normalize="tokens")
         draws[k0:k0 + len(ks)] = (per_row.double() * n_tok).reshape(len(ks), b)

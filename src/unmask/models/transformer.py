@@ -248,7 +248,10 @@ class Transformer(nn.Module):
         """c (B, D) = class_emb(y or null) [+ time_emb(t) if ETM]."""
         if y is None:
             y = torch.full((batch,), self.null_class, dtype=torch.long, device=device)
-        y = y.expand(batch) if y.dim() == 0 else y
+        y = y.reshape(1).expand(batch) if y.numel() == 1 else y  # one label for every row
+        if y.shape != (batch,):  # else one label per row: a mismatch is an error, not a broadcast
+            raise ValueError(f"y: expected {batch} labels (one per row of x), got shape "
+                             f"{tuple(y.shape)}")
         c = self.class_emb(y)
         if self.cfg.null_cond == "mask":  # eMIGM: the [MASK] embedding is the null condition
             c = torch.where((y == self.null_class)[:, None], self.tok_emb.weight[self.mask_id], c)
