@@ -161,6 +161,11 @@ def test_sweep_retries_fails_isolates_and_resumes(project, monkeypatch, tmp_path
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    # Anything written relative to the working directory lands in tmp, never in the repo
+    # (an earlier version left artifacts/ablations_nfe/... behind; checked below).
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     module = _flow(monkeypatch)
     uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
     with prefect_test_harness(server_startup_timeout=180):
@@ -176,6 +181,8 @@ def test_sweep_retries_fails_isolates_and_resumes(project, monkeypatch, tmp_path
             5: "completed",
         }
         assert "point steps=4 is broken" in rows[FAILING]["error"]
+        # the sweep table is an artifact of the parent run inside the project's store
+        assert list((project / "mlruns").rglob("nfe.csv")) and not (cwd / "artifacts").exists()
         # The flow-run page: a table (one row per point, its status, metric and MLflow run) and
         # a markdown summary naming the failed point.
         arts = module.last_artifacts
