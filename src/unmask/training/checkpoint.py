@@ -22,7 +22,9 @@ import importlib
 import json
 import os
 import re
+import sys
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +92,39 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy of ``obj`` whose pickle depends on its values only: pickle memoises shared
+    objects and torch.save shared storages, so a resumed run's state (rebuilt by torch.load,
+    with other sharing) would otherwise serialise to other bytes than the uninterrupted run's.
+    Fresh containers, interned strings and tensors with their own storage make the file a
+    function of the values, so DVC sees the same hash either way."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, OrderedDict):
+        out = OrderedDict((_canonical(k), _canonical(v)) for k, v in obj.items())
+        meta = getattr(obj, "_metadata", None)  # state_dict version info
+        if meta is not None:
+            out._metadata = _canonical(meta)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically with its sha256 beside it."""
+    """Write ``state`` to ``path`` atomically with its sha256 beside it. The bytes are a
+    function of the state's values (:func:`_canonical`): equal states give equal files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        torch.save(_canonical({"format": FORMAT, **state}), f)
         f.flush()
         os.fsync(f.fileno())
     _write_atomic(_sidecar(path), f"{_sha256(tmp)}  {path.name}\n".encode())
