@@ -9,6 +9,7 @@ each step). Episodes are cut into consecutive non-overlapping clips of ``clip_le
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ def load_episode(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate one episode: ``(video uint8 [T, H, W, 3], actions int64 [T])``.
 
     Raises:
-        CorruptFileError: unreadable archive, missing keys, or inconsistent shapes.
+        CorruptFileError: unreadable archive (truncated, damaged compressed data), missing
+            keys, or inconsistent shapes.
     """
     path = Path(path)
     try:
@@ -46,7 +48,7 @@ def load_episode(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             if "video" not in data or "actions" not in data:
                 raise CorruptFileError(path, f"expected keys video and actions, has {data.files}")
             video, actions = data["video"], data["actions"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise CorruptFileError(path, f"unreadable npz ({type(e).__name__}: {e})") from None
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
         raise CorruptFileError(

@@ -80,6 +80,9 @@ class SkipRecord:
     path: str
     reason: str
 
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
 
 class SkipsCorruptFiles:
     """Mixin: ``skipped`` records and the ``on_error`` policy for corrupt files."""

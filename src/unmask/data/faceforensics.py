@@ -2,14 +2,21 @@
 
 Reads the layout of the official download script
 (``original_sequences/youtube/<compression>/videos/NNN.mp4``, compression ``raw``, ``c23`` or
-``c40``) and decodes with the ffmpeg binary shipped in ``imageio-ffmpeg``, streaming frames so a
-video is never held whole. Each video gives consecutive clips of ``clip_length`` frames (taking
-every ``frame_stride``-th frame), each frame ADM center-cropped to ``size``.
+``c40``) and decodes with the ffmpeg binary shipped in ``imageio-ffmpeg``, streaming frames. Each
+video gives consecutive clips of ``clip_length`` frames (taking every ``frame_stride``-th frame),
+each frame ADM center-cropped to ``size``.
+
+One bad file never stops the dataset: a video that ffmpeg cannot open, that fails to decode
+part-way (ffmpeg exits with an error), or that is shorter than one clip is skipped and recorded
+in ``skipped`` (with ``on_error="skip"``); its clips are released only once the video decoded
+cleanly, so a damaged video contributes no clips at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +45,59 @@ _NAME = "FaceForensics++"
 _VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 
 
+def _one_line(text: str, first: bool = False, limit: int = 200) -> str:
+    """One non-empty line of an ffmpeg message (the last, or the first error), shortened: a
+    skip reason fits on one line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0 if first else -1] if lines else "no message")[:limit]
+
+
 def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Decode a video to uint8 RGB frames [H, W, 3], one at a time.
 
+    ffmpeg runs with ``-v error -xerror``: it stops at the first decode error and prints it.
+    Either (an error line, or a non-zero exit) makes the video corrupt. Why not imageio-ffmpeg's
+    reader: it checks neither, and ffmpeg itself conceals damaged frames (garbage pixels,
+    dropped frames) and exits 0 unless most frames fail.
+
     Raises:
-        CorruptFileError: ffmpeg cannot open or decode the file.
+        CorruptFileError: ffmpeg cannot open the file, or it stops with a decode error (after
+            yielding the frames decoded before it).
     """
     path = Path(path)
-    try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        meta = next(gen)
-        w, h = meta["size"]
-        for buf in gen:
-            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+    try:  # the header (frame size) through imageio-ffmpeg's parser; this process is closed
+        probe = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        w, h = next(probe)["size"]
+        probe.close()
     except (OSError, RuntimeError, ValueError, KeyError, StopIteration) as e:
-        raise CorruptFileError(path, f"cannot decode video ({type(e).__name__}: {e})") from None
+        raise CorruptFileError(
+            path, f"cannot open video ({type(e).__name__}: {_one_line(str(e).split('===')[0])})"
+        ) from None
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-xerror", "-i", str(path),
+           "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    frame_bytes = w * h * 3
+    n = 0
+    # stderr to a file: a pipe could fill up with error lines and block ffmpeg.
+    with tempfile.TemporaryFile() as err, subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            while buf := proc.stdout.read(frame_bytes):
+                if len(buf) < frame_bytes:
+                    break
+                n += 1
+                yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+            rc = proc.wait()
+        finally:  # also when the consumer stops early (GeneratorExit): end ffmpeg
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        log = err.read().decode("utf-8", "replace")
+        if rc != 0 or log.strip() or len(buf) not in (0, frame_bytes):
+            raise CorruptFileError(path, f"decode error after {n} frames (ffmpeg exit {rc}: "
+                                         f"{_one_line(log, first=True)})")
 
 
 def count_frames(path: str | Path) -> int:
@@ -60,7 +105,8 @@ def count_frames(path: str | Path) -> int:
     try:
         return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
     except (OSError, RuntimeError, ValueError) as e:
-        raise CorruptFileError(path, f"cannot read video ({type(e).__name__}: {e})") from None
+        raise CorruptFileError(path, f"cannot read video ({type(e).__name__}: "
+                                     f"{_one_line(str(e))})") from None
 
 
 class FaceForensics(SkipsCorruptFiles):
@@ -116,30 +162,37 @@ class FaceForensics(SkipsCorruptFiles):
         return center_crop_arr(Image.fromarray(frame), self.size) if self.size else frame
 
     def clips(self, path: str | Path) -> Iterator[dict[str, Any]]:
-        """The clips of one video, streamed.
+        """The clips of one video, released once the frames they need decoded cleanly (the
+        whole video, or up to the last clip kept under ``max_clips_per_video``).
 
         Raises:
             VideoTooShortError: the video has fewer frames than one clip spans.
-            CorruptFileError: the video cannot be decoded.
+            CorruptFileError: the video cannot be opened or decoded (no clip is yielded).
         """
         path = Path(path)
         span = self.frames_per_clip_span
         buf: list[np.ndarray] = []
-        n_frames = n_clips = 0
+        done: list[dict[str, Any]] = []
+        n_frames = 0
         start = 0
-        for n_frames, frame in enumerate(iter_video_frames(path), start=1):
-            if (n_frames - 1 - start) % self.frame_stride == 0:
-                buf.append(self._frame(frame))
-            if n_frames - start == span:
-                yield {"key": f"{path.stem}:{start}", "video": np.stack(buf)}
-                n_clips += 1
-                buf, start = [], n_frames
-                if self.max_clips_per_video is not None and n_clips >= self.max_clips_per_video:
-                    return
-        if n_clips == 0:
+        frames = iter_video_frames(path)
+        try:
+            for n_frames, frame in enumerate(frames, start=1):
+                if (n_frames - 1 - start) % self.frame_stride == 0:
+                    buf.append(self._frame(frame))
+                if n_frames - start == span:
+                    done.append({"key": f"{path.stem}:{start}", "video": np.stack(buf)})
+                    buf, start = [], n_frames
+                    if self.max_clips_per_video is not None and \
+                            len(done) >= self.max_clips_per_video:
+                        break
+        finally:
+            frames.close()  # stops ffmpeg when the last wanted clip ends before the video
+        if not done:
             raise VideoTooShortError(
                 path, f"video has {n_frames} frames, shorter than one clip ({span} frames)"
             )
+        yield from done
 
     def count_clips(self) -> int:
         """Number of clips the dataset yields (one counting pass over every video; corrupt
@@ -153,9 +206,14 @@ class FaceForensics(SkipsCorruptFiles):
             total += n if self.max_clips_per_video is None else min(n, self.max_clips_per_video)
         return total
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for video in self.videos:
+    def iter_videos(self, videos: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
+        """The clips of ``videos`` (e.g. one split of :attr:`videos`), in order; a corrupt or
+        too short video is skipped and recorded in ``skipped`` (or raised, ``on_error="raise"``)."""
+        for video in videos:
             try:
                 yield from self.clips(video)
             except CorruptFileError as err:  # includes VideoTooShortError
                 self._skip(err)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iter_videos(self.videos)

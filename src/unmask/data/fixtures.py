@@ -10,6 +10,13 @@ the fixture), optionally with corrupt files that the loaders must skip by name:
 * :func:`write_cc12m`: img2dataset webdataset shards ``<shard>.tar`` (``.jpg``/``.txt``/``.json``)
   with ``<shard>_stats.json``;
 * :func:`write_cifar10`: ``cifar-10-batches-py/`` pickle batches + ``batches.meta``;
+* :func:`write_faceforensics`: ``original_sequences/youtube/<compression>/videos/NNN.mp4``
+  (lossless h264), optionally with a video shorter than a clip, one that is not a video and one
+  whose frame data is damaged (ffmpeg opens it and fails part-way);
+* :func:`write_dmlab`: TECO ``<split>/<episode>.npz`` (``video``, ``actions``), optionally with
+  a short, a truncated and a damaged episode;
+* :func:`write_owt`: OpenWebText as ``*.txt`` documents plus an ``urlsf_subset*_data.xz`` tar
+  of documents, optionally with empty documents and a file that is not UTF-8;
 * :func:`write_random_vqmodel`: a randomly initialised diffusers ``VQModel`` folder with
   SD-VQ-F8's structure (4 levels → f = 8) at tiny widths (SD-VQ-F8 cannot be downloaded);
 * :func:`scratch_pipeline`: a fresh git + DVC repo holding one ``pipelines/<exp>/`` (or the
@@ -39,6 +46,9 @@ __all__ = [
     "write_coco",
     "write_cc12m",
     "write_cifar10",
+    "write_faceforensics",
+    "write_dmlab",
+    "write_owt",
     "write_random_vqmodel",
     "scratch_pipeline",
     "dvc_bin",
@@ -187,6 +197,140 @@ def write_cifar10(root: str | Path, per_batch: int = 8, test: int = 8) -> Path:
     meta = {b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072}
     (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return d
+
+
+FACEFORENSICS_VIDEOS = "original_sequences/youtube/{compression}/videos"
+NOT_A_VIDEO = b"\x00\x00\x00\x18ftypmp42 not a video"
+
+
+def write_mp4(path: str | Path, frames: int, seed: int = 0, size: int = 32) -> Path:
+    """``frames`` frames of a bright square moving right on a noisy background, lossless h264
+    (``imageio-ffmpeg``'s ffmpeg), ``size``×``size`` pixels. Returns ``path``."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = imageio_ffmpeg.write_frames(str(path), (size, size), fps=25, codec="libx264",
+                                    macro_block_size=16, quality=None,
+                                    output_params=["-crf", "0"])
+    w.send(None)
+    rng = np.random.default_rng(seed)
+    for i in range(frames):
+        f = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        f[8:16, i % (size - 8) : i % (size - 8) + 8] = 230
+        w.send(f.tobytes())
+    w.close()
+    return path
+
+
+def _damage_mdat(path: Path) -> None:
+    """Zero the middle half of the file's ``mdat`` box (the coded frames): the container stays
+    readable, decoding fails part-way."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"mdat") - 4
+    size = int.from_bytes(data[i:i + 4], "big")
+    lo, hi = i + 8 + size // 4, i + 8 + 3 * size // 4
+    data[lo:hi] = bytes(hi - lo)
+    path.write_bytes(bytes(data))
+
+
+def write_faceforensics(
+    root: str | Path,
+    videos: int = 3,
+    frames: int = 34,
+    size: int = 32,
+    short: int = 0,
+    short_frames: int = 8,
+    not_video: int = 0,
+    damaged: int = 0,
+    compression: str = "c23",
+) -> Path:
+    """FaceForensics++ original sequences: ``videos`` good mp4s of ``frames`` frames
+    (``000.mp4``…), then ``short`` videos of ``short_frames`` frames, ``not_video`` files that
+    are not videos and ``damaged`` videos whose coded frames are zeroed (numbered on). Returns
+    ``root``."""
+    root = Path(root)
+    d = root / FACEFORENSICS_VIDEOS.format(compression=compression)
+    d.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for kind, n in (("good", videos), ("short", short), ("junk", not_video), ("bad", damaged)):
+        for _ in range(n):
+            path = d / f"{k:03d}.mp4"
+            if kind == "junk":
+                path.write_bytes(NOT_A_VIDEO)
+            else:
+                write_mp4(path, short_frames if kind == "short" else frames, seed=k, size=size)
+                if kind == "bad":
+                    _damage_mdat(path)
+            k += 1
+    return root
+
+
+def write_dmlab(
+    root: str | Path,
+    split: str = "train",
+    episodes: int = 3,
+    frames: int = 12,
+    size: int = 8,
+    short: int = 0,
+    truncated: int = 0,
+    damaged: int = 0,
+) -> Path:
+    """TECO DMLab ``<split>/<k>.npz`` episodes (``video`` uint8 [T, size, size, 3], ``actions``
+    int [T], compressed): ``episodes`` good ones, then ``short`` of 2 frames, ``truncated``
+    cut to half their bytes and ``damaged`` with their compressed data zeroed. Returns
+    ``root``."""
+    d = Path(root) / split
+    d.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for kind, n in (("good", episodes), ("short", short), ("cut", truncated), ("bad", damaged)):
+        for _ in range(n):
+            rng = np.random.default_rng(k)
+            t = 2 if kind == "short" else frames
+            path = d / f"{k}.npz"
+            np.savez_compressed(path, video=rng.integers(0, 256, (t, size, size, 3), np.uint8),
+                                actions=rng.integers(0, 6, (t,), np.int32))
+            data = path.read_bytes()
+            if kind == "cut":
+                path.write_bytes(data[: len(data) // 2])
+            elif kind == "bad":  # the zip directory intact, the deflated members zeroed
+                b = bytearray(data)
+                b[64: len(b) // 2] = bytes(len(b) // 2 - 64)
+                path.write_bytes(bytes(b))
+            k += 1
+    return Path(root)
+
+
+def write_owt(
+    root: str | Path,
+    docs: int = 6,
+    tar_docs: int = 4,
+    empty: int = 0,
+    not_utf8: int = 0,
+    words: int = 40,
+) -> Path:
+    """OpenWebText as its release stores it: ``urlsf_subset00-1_data.xz`` (an xz tar of
+    ``tar_docs`` ``*.txt`` documents) beside ``docs`` plain ``doc_NNN.txt`` documents; then
+    ``empty`` empty / whitespace-only documents (half in the tar, half as files) and
+    ``not_utf8`` files that are not UTF-8. Returns ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def text() -> bytes:
+        return (" ".join(rng.choice(_WORDS, size=words)).capitalize() + ".\n").encode()
+
+    in_tar = empty // 2
+    with tarfile.open(root / "urlsf_subset00-1_data.xz", "w:xz") as tar:
+        for i in range(tar_docs + in_tar):
+            _add(tar, f"openwebtext/{i:04d}-doc.txt", text() if i < tar_docs else b" \n")
+    for i in range(docs):
+        (root / f"doc_{i:03d}.txt").write_bytes(text())
+    for i in range(empty - in_tar):
+        (root / f"empty_{i:03d}.txt").write_bytes(b"" if i % 2 == 0 else b"\n\t \n")
+    for i in range(not_utf8):
+        (root / f"latin1_{i:03d}.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    return root
 
 
 def write_random_vqmodel(path: str | Path, num_codes: int = 16384, seed: int = 0) -> Path:

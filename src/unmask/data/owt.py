@@ -12,7 +12,12 @@ Two on-disk forms are read:
   Arrow stream files with :mod:`pyarrow`.
 
 Splits follow MDLM: ``openwebtext-train`` is every document but the last ``valid_docs``
-(100 000) and ``openwebtext-valid`` the last ``valid_docs``.
+and ``openwebtext-valid`` the last ``valid_docs`` (100 000 in MDLM and MDM-Prime, App. A.4.3:
+"reserving the last 100,000 samples for validation").
+
+An unreadable file (not UTF-8, damaged xz) and an empty document (no non-blank character) are
+skipped and recorded in ``skipped``; a folder with no usable document at all is an error naming
+it, and so is a corpus with no more than ``valid_docs`` documents (nothing left to train on).
 """
 
 from __future__ import annotations
@@ -128,7 +133,7 @@ class OpenWebText(TextDocuments, SkipsCorruptFiles):
     Args:
         root: the dataset folder (see :data:`LAYOUT`).
         split: ``"all"``, ``"train"`` (all but the last ``valid_docs``) or ``"valid"``.
-        valid_docs: size of MDLM's validation tail.
+        valid_docs: size of MDLM's validation tail (>= 1).
         hf_split: the split of a saved ``DatasetDict`` (ignored for a plain ``Dataset``).
         column: the text column of a saved dataset.
         use_datasets: read a saved dataset with :mod:`datasets` (None: when importable).
@@ -153,6 +158,8 @@ class OpenWebText(TextDocuments, SkipsCorruptFiles):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetLayoutError(_NAME, self.root, "missing dataset folder", LAYOUT)
+        if valid_docs < 1:
+            raise ValueError(f"valid_docs must be >= 1, got {valid_docs}")
         self.split, self.valid_docs = split, valid_docs
         self.hf_split, self.column = hf_split, column
         self.is_hf = _is_hf_dataset(self.root)
@@ -192,22 +199,54 @@ class OpenWebText(TextDocuments, SkipsCorruptFiles):
             yield f"{self.hf_split}[{i}]", row[self.column]
 
     def _iter_all(self) -> Iterator[tuple[str, str]]:
-        return self._iter_hf() if self.is_hf else self._iter_folder()
+        """Every usable document; empty ones are skipped and recorded."""
+        docs = self._iter_hf() if self.is_hf else self._iter_folder()
+        for key, text in docs:
+            if text is None or not text.strip():
+                self._skip(CorruptFileError(self.root / key, "empty document"))
+            else:
+                yield key, text
+
+    def _no_documents(self) -> DatasetLayoutError:
+        why = f" ({len(self.skipped)} skipped, e.g. {self.skipped[0]})" if self.skipped else ""
+        return DatasetLayoutError(_NAME, self.root, f"no usable document{why}", LAYOUT)
 
     def count_documents(self) -> int:
-        """Number of readable documents (one pass; cached)."""
+        """Number of usable documents (one pass; cached)."""
         if self._count is None:
             before = len(self.skipped)
             self._count = sum(1 for _ in self._iter_all())
+            if self._count == 0:
+                raise self._no_documents()
             del self.skipped[before:]  # the counting pass must not double-count skipped files
         return self._count
 
     def documents(self) -> Iterator[tuple[str, str]]:
-        """``(key, text)`` of the selected split, in reading order."""
+        """``(key, text)`` of the selected split, in reading order.
+
+        Raises:
+            DatasetLayoutError: no usable document under ``root``.
+            ValueError: ``split`` is train or valid and the corpus has no more than
+                ``valid_docs`` documents.
+        """
         if self.split == "all":
-            return self._iter_all()
-        n_train = max(self.count_documents() - self.valid_docs, 0)
+            return self._iter_all_checked()
+        n = self.count_documents()
+        if n <= self.valid_docs:
+            raise ValueError(
+                f"{self.root}: {n} usable documents, but the last valid_docs = "
+                f"{self.valid_docs} are the validation split, leaving none to train on: "
+                f"lower valid_docs (params: data.valid_docs)"
+            )
         if self.split == "train":
-            return islice(self._iter_all(), n_train)
-        return islice(self._iter_all(), n_train, None)
+            return islice(self._iter_all(), n - self.valid_docs)
+        return islice(self._iter_all(), n - self.valid_docs, None)
+
+    def _iter_all_checked(self) -> Iterator[tuple[str, str]]:
+        n = 0
+        for doc in self._iter_all():
+            n += 1
+            yield doc
+        if n == 0:
+            raise self._no_documents()
 

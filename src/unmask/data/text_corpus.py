@@ -12,6 +12,9 @@ Two sources, both as the Debian packages install them:
 
 Splits are deterministic and order-independent: a document is in ``valid`` when the sha256 of its
 key falls in the first ``valid_fraction`` of the hash range.
+
+A file that is not UTF-8, an empty document and a fortune file without fortunes are skipped and
+recorded in ``skipped``; a corpus with no usable document at all is an error naming its folder.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class TextCorpus(TextDocuments, SkipsCorruptFiles):
         default_root, package, layout = SOURCES[source]
         self.source, self.split, self.valid_fraction = source, split, valid_fraction
         self.root = Path(root) if root is not None else default_root
-        name = f"text corpus {source!r} (Debian package {package})"
+        self.name = name = f"text corpus {source!r} (Debian package {package})"
         if not self.root.is_dir():
             raise DatasetLayoutError(name, self.root, "missing corpus folder", layout)
         if source == "python-doc":
@@ -125,12 +128,28 @@ class TextCorpus(TextDocuments, SkipsCorruptFiles):
         rel = str(path.relative_to(self.root))
         text = _read_text(path)
         if self.source == "python-doc":
-            return [(rel, text)] if text.strip() else []
-        return [(f"{rel}:{i}", t) for i, t in enumerate(parse_fortunes(text))]
+            docs = [(rel, text)] if text.strip() else []
+        else:
+            docs = [(f"{rel}:{i}", t) for i, t in enumerate(parse_fortunes(text))]
+        if not docs:
+            raise CorruptFileError(path, "empty document" if self.source == "python-doc"
+                                   else "no fortunes in the file")
+        return docs
 
     def documents(self) -> Iterator[tuple[str, str]]:
-        """``(key, text)`` of the selected split, in sorted file order."""
+        """``(key, text)`` of the selected split, in sorted file order.
+
+        Raises:
+            DatasetLayoutError: no file of the corpus holds a usable document.
+        """
+        usable = 0
         for docs in self._iter_skipping(self.files, self._docs_of):
+            usable += len(docs)
             for key, text in docs:
                 if self.split == "all" or split_of(key, self.valid_fraction) == self.split:
                     yield key, text
+        if usable == 0:
+            why = f"; e.g. {self.skipped[0]}" if self.skipped else ""
+            raise DatasetLayoutError(self.name, self.root,
+                                     f"no usable document ({len(self.skipped)} skipped{why})",
+                                     SOURCES[self.source][2])

@@ -40,7 +40,8 @@ class DataSection(Section):
     * ``kind: text`` — the embedded Debian corpus (:class:`~unmask.data.text_corpus.TextCorpus`,
       ``source`` python-doc or fortunes), GPT-2 BPE, MDLM wrapped blocks of ``block_size``.
     * ``kind: owt`` — OpenWebText at ``root`` (:class:`~unmask.data.owt.OpenWebText`), same
-      tokenization; MDLM's split (last 100k documents = valid).
+      tokenization; MDLM's split: the last ``valid_docs`` documents are valid (100 000, as
+      MDM-Prime App. A.4.3 following MDLM; lower it for a smaller corpus).
     * ``kind: pixels`` — ``dataset`` fashion_mnist (Debian package), cifar10 (python pickles at
       ``root``) or imagenet32 (the downsampled-ImageNet ``*_npz`` batches at ``root``), each
       pixel value one token of ``levels`` intensities (C = levels), channels interleaved.
@@ -55,6 +56,7 @@ class DataSection(Section):
     root: str | None = None
     block_size: int = Field(default=128, ge=3)
     valid_fraction: float = Field(default=0.05, gt=0, lt=1)
+    valid_docs: int = Field(default=100_000, gt=0)
     compact_vocab: bool = False
     dataset: Literal["fashion_mnist", "cifar10", "imagenet32"] = "fashion_mnist"
     levels: int = Field(default=256, ge=2, le=256)

@@ -4,7 +4,8 @@
 * text — the embedded Debian corpus (:class:`~unmask.data.text_corpus.TextCorpus`) or
   OpenWebText (:class:`~unmask.data.owt.OpenWebText`), GPT-2 BPE in MDLM's wrapped blocks
   (:func:`unmask.tokenizers.bpe.encode_and_pack`); optionally a compact relabelling of the ids
-  that occur (``meta["id_map"]`` maps back to GPT-2 ids for decoding).
+  that occur (``meta["id_map"]`` maps back to GPT-2 ids for decoding). Unreadable files and
+  empty documents are skipped and listed in ``meta["skipped"]``.
 * pixels — Fashion-MNIST (Debian package), CIFAR-10 (python pickles), ImageNet-32 (the
   downsampled-ImageNet npz batches, read by :func:`read_imagenet32`), each pixel value one
   token (:class:`~unmask.tokenizers.PixelTokenizer`), labels kept.
@@ -50,19 +51,23 @@ def _take(it: Iterator[np.ndarray], cap: int | None) -> Iterator[np.ndarray]:
 
 
 # -- text ---------------------------------------------------------------------------------------
-def _text_blocks(cfg: DataSection, split: str, tok: Any) -> Iterator[np.ndarray]:
-    cap = cfg.max_train if split == "train" else cfg.max_valid
+def _corpus(cfg: DataSection, split: str) -> Any:
+    """The text corpus of ``split`` (skips unreadable files and empty documents, recording
+    them in its ``skipped``)."""
     if cfg.kind == "text":
         from unmask.data.text_corpus import TextCorpus
 
-        corpus = TextCorpus(cfg.source, root=cfg.root, split=split,
-                            valid_fraction=cfg.valid_fraction)
-    else:
-        from unmask.data.owt import OpenWebText
+        return TextCorpus(cfg.source, root=cfg.root, split=split,
+                          valid_fraction=cfg.valid_fraction)
+    from unmask.data.owt import OpenWebText
 
-        if cfg.root is None:
-            raise ValueError("data.root must point at OpenWebText for data.kind = owt")
-        corpus = OpenWebText(cfg.root, split=split)
+    if cfg.root is None:
+        raise ValueError("data.root must point at OpenWebText for data.kind = owt")
+    return OpenWebText(cfg.root, split=split, valid_docs=cfg.valid_docs)
+
+
+def _text_blocks(corpus: Any, cfg: DataSection, split: str, tok: Any) -> Iterator[np.ndarray]:
+    cap = cfg.max_train if split == "train" else cfg.max_valid
     return _take(corpus.iter_blocks(tok, cfg.block_size), cap)
 
 
@@ -72,14 +77,17 @@ def _prepare_text(cfg: DataSection, out: Path) -> dict:
     tok = GPT2BPE()
     tmp = Path(tempfile.mkdtemp(prefix=".prime-blocks-", dir=out.parent))
     counts, seen = {}, np.zeros(tok.vocab_size, dtype=bool)
+    skipped: dict[str, str] = {}  # path -> reason; both splits read every file: keep one each
     try:
         for split in ("train", "valid"):  # pass 1: stream blocks to a raw file, count them
             n = 0
+            corpus = _corpus(cfg, split)
             with open(tmp / f"{split}.bin", "wb") as f:
-                for block in _text_blocks(cfg, split, tok):
+                for block in _text_blocks(corpus, cfg, split, tok):
                     f.write(block.astype(np.int32).tobytes())
                     seen[block] = True
                     n += 1
+            skipped.update((r.path, r.reason) for r in corpus.skipped)
             if n == 0:
                 raise ValueError(f"data: the {split} split produced no {cfg.block_size}-token "
                                  "block (corpus too small?)")
@@ -108,7 +116,8 @@ def _prepare_text(cfg: DataSection, out: Path) -> dict:
         tmp.rmdir()
     return {"kind": "text", "vocab_size": vocab, "shape": [cfg.block_size], "num_classes": 0,
             "counts": counts, "id_map": id_map.tolist() if id_map is not None else None,
-            "tokenizer": tok.identity}
+            "tokenizer": tok.identity, "num_skipped": len(skipped),
+            "skipped": [{"path": p, "reason": r} for p, r in skipped.items()]}
 
 
 # -- pixels -------------------------------------------------------------------------------------

@@ -108,8 +108,10 @@ def _resize(clips: np.ndarray, size: int | None) -> np.ndarray:
     return x[..., 0] if gray else x
 
 
-def load_clips(d: DataSection, split: str) -> np.ndarray:
-    """uint8 clips [N, T, H, W] (grayscale) or [N, T, H, W, 3] of ``split`` (train / test)."""
+def load_clips(d: DataSection, split: str,
+               skipped: list[dict[str, str]] | None = None) -> np.ndarray:
+    """uint8 clips [N, T, H, W] (grayscale) or [N, T, H, W, 3] of ``split`` (train / test).
+    Corrupt or too short videos are skipped and appended to ``skipped`` (path, reason)."""
     limit = d.num_train if split == "train" else d.num_test
     if d.kind == "moving_fmnist":
         from unmask.data.moving_fmnist import MovingFashionMNIST
@@ -132,19 +134,26 @@ def load_clips(d: DataSection, split: str) -> np.ndarray:
             ds.videos[: len(ds.videos) - n_test])
         if not videos:
             videos = ds.videos[-1:]  # tiny sets: evaluate on the last video
-        items = [c["video"] for v in videos for c in ds.clips(v)]
+        items = [c["video"] for c in ds.iter_videos(videos)]
     else:
         from unmask.data.dmlab import DMLab
 
-        items = [c["video"] for c in DMLab(d.root, split, clip_length=d.frames)]
+        ds = DMLab(d.root, split, clip_length=d.frames)
+        items = [c["video"] for c in ds]
+    if skipped is not None:
+        skipped.extend({"path": r.path, "reason": r.reason} for r in ds.skipped)
     if not items:
-        raise ValueError(f"data: no {split} clips of {d.frames} frames found under {d.root}")
+        why = f" ({len(ds.skipped)} files skipped, e.g. {ds.skipped[0]})" if ds.skipped else ""
+        raise ValueError(f"data: no {split} clips of {d.frames} frames found under "
+                         f"{d.root}{why}")
     return _resize(np.stack(items[:limit]), d.resize)
 
 
 def run_tokenize(p: VideoParams) -> dict[str, Any]:
     t0 = time.perf_counter()
-    train_clips, test_clips = load_clips(p.data, "train"), load_clips(p.data, "test")
+    skipped: list[dict[str, str]] = []
+    train_clips, test_clips = (load_clips(p.data, "train", skipped),
+                               load_clips(p.data, "test", skipped))
     frames = train_clips.reshape(-1, *train_clips.shape[2:])
     tok, tok_meta = common.fit_tokenizer(p.tokenizer, frames, common.TOKENS)
 
@@ -157,11 +166,13 @@ def run_tokenize(p: VideoParams) -> dict[str, Any]:
     tr, te = encode(train_clips), encode(test_clips)
     meta = {"tokenizer": tok_meta, "vocab_size": int(tok.vocab_size), "frames": tr.shape[1],
             "grid": list(tr.shape[2:]), "counts": {"train": len(tr), "test": len(te)},
-            "frame_shape": list(test_clips.shape[2:])}
+            "frame_shape": list(test_clips.shape[2:]), "num_skipped": len(skipped),
+            "skipped": skipped}
     seconds = round(time.perf_counter() - t0, 1)
     write_timings(common.TIMINGS / "tokenize.json", {"seconds": seconds})
     common.finish_tokenize(p, TASK_TAG, meta, train=tr, test=te, test_raw=test_clips)
-    print(f"tokenize: {meta['counts']} clips of {meta['frames']} frames, tokens/frame "
+    print(f"tokenize: {meta['counts']} clips of {meta['frames']} frames "
+          f"({len(skipped)} bad files skipped), tokens/frame "
           f"{meta['grid']} (V = {meta['vocab_size']}), {seconds}s → {common.TOKENS}")
     return meta
 
