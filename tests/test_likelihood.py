@@ -197,3 +197,31 @@ def test_transformer_labels_repeat_per_mc_sample():
     assert float((got - null).abs().max()) > 1e-3  # the labels were used
     with pytest.raises(ValueError, match=r"y: expected 80 labels .* got shape \(20,\)"):
         model(torch.full((80, L), V), torch.rand(80), y)
+
+
+def test_evaluate_stage_nelbo_with_the_default_params_and_few_sequences():
+    """The crash as reported: the evaluate stage's NELBO with the default params.yaml
+    (batch_size 250, num_samples 4) on 20 labelled sequences; labels change the result."""
+    from pathlib import Path
+
+    from unmask.config import load_params
+    from unmask.stages.evaluate import nelbo_bits
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml",
+                         {"evaluate.n_sequences": 20})
+    ev = params.evaluate
+    assert ev.batch_size > 20 and ev.num_samples > 1  # several MC samples share one call
+    V, L = 7, 6
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=V, seq_len=L, dim=32, depth=1, heads=2,
+                                    num_classes=3)).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    x = torch.randint(0, V, (20, L), generator=g)
+    y = torch.randint(0, 3, (20,), generator=g)
+    bpt, se = nelbo_bits(model, x, y, params)
+    bpt_u, _ = nelbo_bits(model, x, None, params)
+    assert math.isfinite(bpt) and math.isfinite(se) and bpt > 0
+    assert bpt != pytest.approx(bpt_u, rel=1e-6)
