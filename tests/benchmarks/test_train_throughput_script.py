@@ -26,5 +26,8 @@ def test_train_throughput_runs_every_part(capsys):
     assert out["loader"]["memmap_ratio"] > 0
     gpu = out["gpu"]
     assert gpu is not None and gpu["tokens_per_s"] > 0
-    assert gpu["mfu"] is None  # no peak FLOP/s for a CPU: never a made-up MFU
+    # --gpu-on-cpu runs on the CPU even on a CUDA machine, and a CPU has no peak FLOP/s in
+    # PEAK_FLOPS: never a made-up MFU (holds on CPU-only and CUDA machines alike).
+    assert gpu["device"] == "cpu (--gpu-on-cpu)"
+    assert gpu["mfu"] is None
     assert "MFU unavailable" in text and "ratio ours/bare" in text

@@ -3,9 +3,10 @@
 ``benchmarks/run_all.py --mlflow URI`` calls :func:`log_benchmarks`: one run in the
 ``benchmarks`` experiment, tagged ``unmask.benchmark=run_all`` (plus the device and commit),
 holding ``benchmarks/results.json`` — the summary rows (measurement, measured, goal, verdict),
-the scaling tables of ``benchmarks/scaling.py`` and the machine. :func:`performance_section`
-renders the newest such run: the goals table, then sampling time vs sequence length, the
-idle-step cache vs steps, and training step time vs model size.
+the tables of ``benchmarks/sampler_overhead.py`` and ``benchmarks/scaling.py`` and the machine.
+:func:`performance_section` renders the newest such run: the goals table, then the sampler
+overhead per method (sample time ÷ network forward time), sampling time vs sequence length,
+the idle-step cache vs steps, and training step time vs model size.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ BENCHMARK_TAG = "unmask.benchmark"
 BENCHMARK_EXPERIMENT = "benchmarks"
 ARTIFACT = "benchmarks/results.json"
 
-#: scaling table → (heading, columns shown, their headers)
+#: table (the rows' ``table`` key) → (heading, columns shown, their headers)
 _SCALING = {
+    "sampler_overhead": (
+        "Sampler overhead: sample time ÷ the network's own forward time of the rows evaluated "
+        "(goal ≤ 1.05)",
+        ["model", "mode", "method", "cfg_scale", "batch", "L", "steps", "calls",
+         "rows_evaluated", "total_s", "network_s", "ratio"],
+        ["model", "timestep", "method", "CFG", "batch", "L", "steps", "network calls",
+         "rows evaluated", "sample s", "network s", "ratio"]),
     "sampling_vs_length": (
         "Sampling time vs sequence length",
         ["L", "steps", "batch", "nfe", "s_per_sample", "ms_per_step"],
@@ -54,7 +62,8 @@ def log_benchmarks(uri: str, summary: Sequence[Sequence[str]],
 
     Args:
         summary: rows (measurement, measured, goal, verdict) as ``run_all`` prints them.
-        scaling: the rows ``benchmarks/scaling.py`` returns (each with a ``table`` key), or None.
+        scaling: the rows of ``benchmarks/sampler_overhead.py`` and ``benchmarks/scaling.py``
+            (each with a ``table`` key), or None.
         machine: CPU, cores, load, torch version, GPU (``run_all.machine()``).
         quick: whether the benchmarks ran in their short mode.
     """
