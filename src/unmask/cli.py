@@ -46,6 +46,9 @@ SetOpt = Annotated[
 
 def _stage(name: str, params: Path, overrides: list[str] | None) -> Any:
     with user_errors():
+        from unmask.runtime import configure_threads
+
+        configure_threads()  # as `python -m unmask.stages.<name>`: the same bits either way
         return guarded_run(name, load_params(params, overrides or []))
 
 
