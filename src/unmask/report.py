@@ -13,7 +13,6 @@ import csv
 import html
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +123,7 @@ def write_report(
         f"<figcaption>{html.escape(cap)}</figcaption></figure>"
         for cap, p in figures.items()
     )
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # no build time on the page: DVC hashes it, a rerun must write the same bytes
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -138,7 +137,7 @@ pre {{ background: #f6f6f6; padding: 1em; font-size: 0.8em; overflow-x: auto; }}
 .meta {{ color: #666; font-size: 0.85em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="meta">commit <code>{html.escape(commit)}</code> · built {stamp}</p>
+<p class="meta">commit <code>{html.escape(commit)}</code></p>
 {_table(notes or {})}
 <h2>Samples</h2>
 {figs}
