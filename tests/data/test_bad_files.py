@@ -211,3 +211,21 @@ def test_prime_prepare_owt_records_skips_and_uses_valid_docs(tmp_path: Path) -> 
     assert saved["data"]["valid_docs"] == 2 and saved["skipped"] == meta["skipped"]
     with pytest.raises(ValueError, match=r"data.valid_docs"):
         prepare(DataSection(kind="owt", root=str(root), block_size=32), tmp_path / "d2")
+
+
+def test_owt_saved_dataset_skips_empty_rows(tmp_path: Path) -> None:
+    """A ``save_to_disk`` dataset (Arrow stream + state.json) with empty and null texts."""
+    import pyarrow as pa
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    table = pa.table({"text": ["first doc", "", None, "  \n", "last doc"]})
+    with pa.OSFile(str(root / "data-00000-of-00001.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    (root / "state.json").write_text(json.dumps(
+        {"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    ds = OpenWebText(root, use_datasets=False)
+    assert [d["text"] for d in ds] == ["first doc", "last doc"]
+    assert [(Path(s.path).name, s.reason) for s in ds.skipped] == [
+        ("ds[1]", "empty document"), ("ds[2]", "empty document"), ("ds[3]", "empty document")]
