@@ -1,0 +1,373 @@
+"""The ``unmask`` source files each DVC stage runs, from its import closure, against its ``deps``.
+
+A stage's ``cmd`` names its entry module (``python -m unmask.stages.train``). The code that stage
+runs is the module's *import closure*: the ``unmask`` modules that importing it loads (found by
+importing it in a fresh interpreter) plus, followed transitively, every ``unmask`` module named by
+an ``import`` anywhere in those files — also inside functions, where this code base imports
+lazily (the static part; ``if TYPE_CHECKING:`` blocks are skipped) — plus the non-Python files
+(e.g. ``reporting/references.yaml``) beside them. A change to any of these files must rerun the
+stage, so each must be covered by one of the stage's ``deps`` (the file or a folder above it).
+
+    unmask dvc deps --check [dvc.yaml ...]   # exit 1 naming each stage's missing deps
+    unmask dvc deps --write [dvc.yaml ...]   # rewrite the source part of every deps list
+    unmask dvc deps [dvc.yaml ...]           # print the deps each stage should have
+
+``--write`` edits only the ``src/unmask`` entries of each ``deps:`` list (data deps and the rest
+of the file are kept byte for byte). In the root project a folder all of whose files are in the
+closure is written as the folder; in a pipeline project (``pipelines/<exp>/``, its own DVC
+project) the source tree lies outside the project, DVC's ``.dvcignore`` does not apply there and
+a folder dep would hash ``__pycache__``, so sources are listed file by file.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+PACKAGE = "unmask"
+#: The repository root (this file is ``<root>/src/unmask/dvcdeps.py``).
+ROOT = Path(__file__).resolve().parents[2]
+_SKIP_DIRS = {"__pycache__"}
+_SKIP_SUFFIXES = {".pyc", ".pyo"}
+
+
+@dataclass
+class Stage:
+    """One stage (a ``foreach`` group counts once: its ``do`` template's deps are shared)."""
+
+    dvcfile: Path
+    name: str
+    cmd: str
+    deps: list[str]
+    #: (first, last) 0-based line numbers of the ``deps`` items in ``dvcfile``; None without deps
+    lines: tuple[int, int] | None = None
+    indent: str = ""
+    wdir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wdir = self.dvcfile.parent
+
+    @property
+    def label(self) -> str:
+        return f"{self.dvcfile}:{self.name}"
+
+
+def dvc_files(root: Path = ROOT) -> list[Path]:
+    """The root ``dvc.yaml`` and every ``pipelines/*/dvc.yaml``."""
+    files = [root / "dvc.yaml"] if (root / "dvc.yaml").is_file() else []
+    return files + sorted((root / "pipelines").glob("*/dvc.yaml"))
+
+
+def _node_get(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    for k, v in node.value:
+        if k.value == key:
+            return v
+    return None
+
+
+def load_stages(dvcfile: Path) -> list[Stage]:
+    """The stages of ``dvcfile`` with their ``cmd``, ``deps`` and the deps' line span."""
+    text = dvcfile.read_text()
+    root = yaml.compose(text)
+    stages = _node_get(root, "stages") if isinstance(root, yaml.MappingNode) else None
+    if not isinstance(stages, yaml.MappingNode):
+        raise ValueError(f"{dvcfile}: no 'stages' mapping")
+    out = []
+    lines = text.splitlines()
+    for key, body in stages.value:
+        name = key.value
+        if not isinstance(body, yaml.MappingNode):
+            raise ValueError(f"{dvcfile}: stage {name!r} is not a mapping")
+        if _node_get(body, "foreach") is not None:
+            body, name = _node_get(body, "do"), f"{name}@*"
+            if not isinstance(body, yaml.MappingNode):
+                raise ValueError(f"{dvcfile}: stage {name!r} has 'foreach' without a 'do' mapping")
+        cmd = _node_get(body, "cmd")
+        if not isinstance(cmd, yaml.ScalarNode):
+            raise ValueError(f"{dvcfile}: stage {name!r} has no single-string 'cmd'")
+        deps_node = _node_get(body, "deps")
+        deps: list[str] = []
+        span, indent = None, ""
+        if isinstance(deps_node, yaml.SequenceNode) and deps_node.value:
+            for item in deps_node.value:
+                if not isinstance(item, yaml.ScalarNode):
+                    raise ValueError(f"{dvcfile}: stage {name!r}: deps entries must be strings")
+                deps.append(item.value)
+            first = deps_node.value[0].start_mark.line
+            last = deps_node.value[-1].end_mark.line
+            span = (first, last)
+            indent = re.match(r"\s*", lines[first]).group(0)  # type: ignore[union-attr]
+        out.append(Stage(dvcfile, name, cmd.value, deps, span, indent))
+    return out
+
+
+_ENTRY = re.compile(r"(?:^|[\s;&|(])python[\d.]*\s+-m\s+([\w.]+)")
+_CLI = re.compile(r"(?:^|[\s;&|(])unmask(?:\s|$)")
+
+
+def entry_module(stage: Stage) -> str:
+    """The module the stage's ``cmd`` runs: ``python -m <module>``, or the ``unmask`` CLI."""
+    m = _ENTRY.search(stage.cmd)
+    if m:
+        return m.group(1)
+    if _CLI.search(stage.cmd):
+        return f"{PACKAGE}.cli"
+    raise ValueError(f"{stage.label}: cannot find the entry module in cmd {stage.cmd!r} "
+                     f"(expected 'python -m <module>' or 'unmask ...')")
+
+
+def _src_dir(root: Path) -> Path:
+    return root / "src" / PACKAGE
+
+
+_IMPORT_SNIPPET = (
+    "import importlib, json, sys\n"
+    "importlib.import_module(sys.argv[1])\n"
+    "mods = list(sys.modules.values())\n"
+    "print(json.dumps(sorted({getattr(m, '__file__', None) or '' for m in mods})))\n"
+)
+
+
+def imported_files(module: str, root: Path = ROOT) -> set[Path]:
+    """Files of ``root/src/unmask`` that importing ``module`` loads, in a fresh interpreter
+    (``root/src`` first on ``sys.path``, no bytecode written)."""
+    src = _src_dir(root)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_SNIPPET, module], cwd=root, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"import {module} failed: {tail[0]}")
+    files = {Path(f).resolve() for f in json.loads(proc.stdout.strip().splitlines()[-1]) if f}
+    return {f for f in files if f.is_relative_to(src)}
+
+
+def _module_file(name: str, src: Path) -> Path | None:
+    """``unmask.a.b`` → ``src/a/b.py`` or ``src/a/b/__init__.py`` (None if neither exists)."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = src.joinpath(*parts[1:])
+    for cand in (base.with_suffix(".py") if len(parts) > 1 else None, base / "__init__.py"):
+        if cand is not None and cand.is_file():
+            return cand
+    return None
+
+
+def _module_name(path: Path, src: Path) -> str:
+    rel = path.relative_to(src).with_suffix("")
+    parts = [PACKAGE, *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imported_names(path: Path, src: Path) -> Iterator[str]:
+    """Absolute module names an ``import`` in ``path`` may load (``from a import b`` yields
+    ``a`` and ``a.b``, as ``b`` may be a submodule); ``importlib.import_module("unmask....")``
+    calls with a literal name too."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_name(path, src)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)  # annotations only: not run
+            continue
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            yield mod
+            yield from (f"{mod}.{a.name}" for a in node.names if a.name != "*")
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"):
+            yield node.args[0].value
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def static_closure(files: Iterable[Path], root: Path = ROOT) -> set[Path]:
+    """``files`` plus every ``unmask`` module reachable through their imports (any scope),
+    with the ``__init__.py`` of each package on the way."""
+    src = _src_dir(root)
+    seen: set[Path] = set()
+    todo = list(files)
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for name in _imported_names(f, src):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+                mf = _module_file(".".join(parts[:i]), src)
+                if mf is not None and mf not in seen:
+                    todo.append(mf)
+    return seen
+
+
+def _data_files(modules: set[Path]) -> set[Path]:
+    """Non-Python files beside the closure's modules (package data they may read)."""
+    out = set()
+    for d in {m.parent for m in modules}:
+        out |= {p for p in d.iterdir() if p.is_file() and p.suffix not in _SKIP_SUFFIXES
+                and p.suffix != ".py"}
+    return out
+
+
+@functools.cache
+def closure(module: str, root: Path = ROOT) -> frozenset[Path]:
+    """All ``src/unmask`` files that running ``module`` may execute or read (see module doc);
+    cached per process (an import in a fresh interpreter takes seconds)."""
+    modules = static_closure(imported_files(module, root), root)
+    return frozenset(modules | _data_files(modules))
+
+
+def _resolve(dep: str, stage: Stage) -> Path | None:
+    """A dep path as an absolute path (None for templated ``${...}`` deps)."""
+    if "${" in dep:
+        return None
+    p = Path(dep)
+    return Path(os.path.normpath(p if p.is_absolute() else stage.wdir.resolve() / p))
+
+
+def missing_deps(stage: Stage, files: Iterable[Path]) -> list[Path]:
+    """Files of ``files`` covered by none of the stage's deps (a dep covers itself and, if a
+    folder, everything below it)."""
+    deps = [d for d in (_resolve(x, stage) for x in stage.deps) if d is not None]
+    return sorted(f for f in files if not any(f == d or d in f.parents for d in deps))
+
+
+def _all_files(d: Path) -> set[Path]:
+    return {p.resolve() for p in d.rglob("*") if p.is_file()
+            and not _SKIP_DIRS.intersection(p.relative_to(d).parts)
+            and p.suffix not in _SKIP_SUFFIXES}
+
+
+def _compress(files: AbstractSet[Path], d: Path) -> list[Path]:
+    """``files`` (all under folder ``d``) as folders where a whole folder is in ``files``."""
+    if _all_files(d) <= files:
+        return [d]
+    out: list[Path] = []
+    for child in sorted(d.iterdir()):
+        if child.name in _SKIP_DIRS:
+            continue
+        if child.is_dir():
+            if any(f.is_relative_to(child) for f in files):
+                out += _compress(files, child)
+        elif child.resolve() in files:
+            out.append(child)
+    return out
+
+
+def _in_project(stage: Stage, root: Path) -> bool:
+    """Whether the source tree lies inside the DVC project of ``stage`` (so ``.dvcignore``
+    applies to folder deps): the project is the nearest folder above the stage with ``.dvc/``."""
+    d = stage.wdir.resolve()
+    while not (d / ".dvc").is_dir() and d != d.parent:
+        d = d.parent
+    return _src_dir(root).is_relative_to(d)
+
+
+def suggested_src_deps(stage: Stage, files: AbstractSet[Path], root: Path = ROOT) -> list[str]:
+    """The ``src/unmask`` deps the stage should list, relative to its ``wdir``."""
+    src = _src_dir(root)
+    paths = _compress(files, src) if _in_project(stage, root) else sorted(files)
+    base = stage.wdir.resolve()
+    return [os.path.relpath(p, base) for p in paths]
+
+
+def _is_src_dep(dep: str, stage: Stage, root: Path) -> bool:
+    p = _resolve(dep, stage)
+    return p is not None and (p == _src_dir(root) or p.is_relative_to(_src_dir(root)))
+
+
+def write_deps(dvcfile: Path, root: Path = ROOT) -> list[str]:
+    """Rewrite the ``src/unmask`` entries of every stage's deps in ``dvcfile`` from the import
+    closures (sorted, first); other entries keep their lines. Returns the changed stages."""
+    lines = dvcfile.read_text().splitlines(keepends=True)
+    changed = []
+    # bottom-up so earlier line numbers stay valid
+    for stage in sorted(load_stages(dvcfile), key=lambda s: -(s.lines or (-1, -1))[0]):
+        if stage.lines is None:
+            raise ValueError(f"{stage.label}: no deps list to write into (add one with the "
+                             f"stage's entry script)")
+        module = entry_module(stage)
+        files = closure(module, root)
+        first, last = stage.lines
+        kept = [ln for ln in lines[first:last + 1]
+                if ln.strip().startswith("-")
+                and not _is_src_dep(ln.strip()[1:].split("#")[0].strip().strip("'\""),
+                                    stage, root)]
+        new = [f"{stage.indent}- {p}\n" for p in suggested_src_deps(stage, files, root)] + kept
+        if new != lines[first:last + 1]:
+            lines[first:last + 1] = new
+            changed.append(stage.label)
+    if changed:
+        dvcfile.write_text("".join(lines))
+    return changed
+
+
+dvc_app = typer.Typer(help="DVC helpers: stage deps from the import closure.",
+                      no_args_is_help=True, add_completion=False)
+
+
+@dvc_app.command("deps")
+def deps_command(
+    files: Annotated[list[Path] | None, typer.Argument(help="dvc.yaml files (default all)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if a stage misses deps.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Rewrite the src deps lists.")] = False,
+) -> None:
+    """Compare (--check), rewrite (--write) or print each stage's ``src/unmask`` deps."""
+    targets = [f.resolve() for f in files] if files else dvc_files(ROOT)
+    bad = 0
+    for dvcfile in targets:
+        if not dvcfile.is_file():
+            typer.echo(f"error: {dvcfile}: no such dvc.yaml", err=True)
+            raise typer.Exit(2)
+        if write:
+            for label in write_deps(dvcfile):
+                typer.echo(f"updated {label}")
+            continue
+        for stage in load_stages(dvcfile):
+            files_ = closure(entry_module(stage))
+            if check:
+                for f in missing_deps(stage, files_):
+                    bad += 1
+                    typer.echo(f"{stage.label}: missing dep {os.path.relpath(f, stage.wdir)}")
+            else:
+                typer.echo(f"{stage.label}:")
+                for p in suggested_src_deps(stage, files_):
+                    typer.echo(f"  - {p}")
+    if bad:
+        typer.echo(f"{bad} missing deps; run `unmask dvc deps --write`", err=True)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # python -m unmask.dvcdeps deps --check
+    dvc_app()
