@@ -150,6 +150,12 @@ def summarize(results: dict) -> list[tuple[str, str, str, str]]:
         d = o["dvc"]
         rows.append(("orchestration: no-op dvc repro", f"{d['noop_repro_s']:.2f} s", "<= 3 s",
                      _ok(d["noop_repro_s"], 3.0, False)))
+        sw = o.get("prefect_ray_mlflow") or {}
+        if sw.get("wall_over_compute") is not None:
+            rows.append((f"orchestration: ablations/nfe sweep wall / its trials' compute "
+                         f"({sw['wall_s']:.0f} s / {sw['compute_s']:.0f} s, "
+                         f"{sw['n_trials']} trials)", f"{sw['wall_over_compute']:.3f}",
+                         "<= 1.10", _ok(sw["wall_over_compute"], 1.10, False)))
         for key, name in (("ray_mlflow", "Ray Tune + MLflow"),
                           ("prefect_ray_mlflow", "Prefect + Ray Tune + MLflow")):
             if key in o:

@@ -15,6 +15,10 @@ The pieces, each a small module the Prefect flows in ``flows/`` call:
 - :mod:`~unmask.orchestration.tune_grid` — run a grid with Ray Tune, trial events to callbacks
 - :mod:`~unmask.orchestration.ablation`  — one ablation end to end (plan → grid → CSV)
 - :mod:`~unmask.orchestration.stage_guard` — interrupted DVC stages never pass for complete
+- :mod:`~unmask.orchestration.tiny`      — the real default project shrunk by overrides (tests,
+  benchmarks)
+
+Paths in params resolve against the project root wherever a trial runs (:mod:`unmask.paths`).
 
 Importing this package is cheap: Ray, MLflow and Prefect are imported where they are used.
 """

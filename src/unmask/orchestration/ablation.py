@@ -94,7 +94,8 @@ class AblationRequest(BaseModel):
 
 
 #: Metrics shown beside the primary one in a sweep's Prefect table (when a trial has them).
-HEADLINE_METRICS = ("fid", "hist_tv", "nelbo_bpt", "nfe", "seconds_per_sample", "train_seconds")
+HEADLINE_METRICS = ("fid", "hist_tv", "nelbo_bpt", "nfe", "seconds_per_sample", "train_seconds",
+                    "compute_seconds")
 
 
 def _fmt_num(v: Any) -> Any:
@@ -241,6 +242,8 @@ class Ablation:
         self.checkpoint = resolve(r.checkpoint or s.checkpoint, self.workdir)
         self.tokens_dir = resolve(s.tokens, self.workdir)
         self.runs_dir = resolve(s.runs, self.workdir)
+        if s.ray.shared_storage:  # trial folders and Ray storage where every node reaches them
+            self.runs_dir = Path(s.ray.shared_storage) / "runs"
         self.csv_path = resolve(s.output, self.workdir) / f"{r.axis}.csv"
         self.uri = ""  # set by plan(): the store named by the params' tracking.root
         self.base_overrides = dotted_overrides(r.overrides)
@@ -332,6 +335,10 @@ class Ablation:
                 tracking_uri=self.uri, experiment_id=self.experiment_id, parent_run_id="",
                 tags=dict(r.tags))
             self.planned.append(PlannedPoint(p, key, spec, finished.get(key)))
+        if s.ray.shared_storage:  # trials read their inputs from there, not this project
+            from unmask.orchestration.cluster import stage_planned
+
+            stage_planned(self.planned, s.ray.shared_storage)
         return self.planned
 
     # -- running -------------------------------------------------------------------------------

@@ -11,7 +11,9 @@
    train_with_ray`, DDP with the configured workers, loss curve into the run); sampling-time
    axes: use the sweep's one checkpoint;
 4. sample and score it (:func:`unmask.orchestration.evaluation.evaluate_checkpoint`), log the
-   metrics, the settings and the sample grid PNG.
+   metrics, the settings and the sample grid PNG, and ``compute_seconds``: the wall time of
+   training + sampling + scoring, i.e. the trial's own work without the orchestration around it
+   (``benchmarks/orchestration_overhead.py`` compares a sweep's wall time with their sum).
 
 :func:`tune_trainable` wraps it for Ray Tune (``tune.report`` of the final metrics).
 """
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,6 +117,7 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
         run.log_params({s: flat[s] for s in RELEVANT_SECTIONS if s in flat})
         params = resolve_params(params, spec.root or project_root(spec.params_path))
         run.log_params({"eval": spec.eval.model_dump(), "checkpoint": spec.checkpoint or "trained"})
+        start = time.perf_counter()
         if spec.kind == "training":
             checkpoint = _train(spec, params, run)
         else:
@@ -122,6 +126,7 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
             checkpoint = Path(spec.checkpoint)
         ev = evaluate_checkpoint(checkpoint, params, spec.eval, Path(spec.trial_dir) / "eval",
                                  spec.tokens_dir, nelbo=spec.kind == "training")
+        ev.metrics["compute_seconds"] = time.perf_counter() - start
         run.log_params(ev.params)
         run.log_metrics(ev.metrics)
         run.set_tags({"unmask.primary_metric": ev.primary})
@@ -138,6 +143,8 @@ def tune_trainable(config: dict[str, Any], specs: list[dict[str, Any]]) -> None:
     from ray import tune
 
     spec = TrialSpec(**specs[config["index"]])
+    from unmask.orchestration.cluster import node_tags
+
     ctx = tune.get_context()
-    out = run_trial(spec, {"ray.trial_id": ctx.get_trial_id() or ""})
+    out = run_trial(spec, {"ray.trial_id": ctx.get_trial_id() or "", **node_tags()})
     tune.report({k: v for k, v in out.items() if isinstance(v, int | float | str)})
