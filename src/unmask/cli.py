@@ -23,6 +23,7 @@ import typer
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from unmask.config import load_params  # noqa: E402
+from unmask.dvcdeps import dvc_app  # noqa: E402
 from unmask.metrics.cli import evaluate_app  # noqa: E402
 from unmask.orchestration.cli import stack_app  # noqa: E402
 from unmask.stages import PATHS, STAGES, guarded_run, user_errors  # noqa: E402
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(evaluate_app, name="evaluate")  # `unmask evaluate` (stage) + one per metric
+app.add_typer(dvc_app, name="dvc")  # `unmask dvc deps --check|--write`
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params file.")]
 SetOpt = Annotated[

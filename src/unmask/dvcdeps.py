@@ -330,7 +330,7 @@ def write_deps(dvcfile: Path, root: Path = ROOT) -> list[str]:
             changed.append(stage.label)
     if changed:
         dvcfile.write_text("".join(lines))
-    return changed
+    return changed[::-1]  # in file order
 
 
 dvc_app = typer.Typer(help="DVC helpers: stage deps from the import closure.",
@@ -369,5 +369,5 @@ def deps_command(
         raise typer.Exit(1)
 
 
-if __name__ == "__main__":  # python -m unmask.dvcdeps deps --check
+if __name__ == "__main__":  # python -m unmask.dvcdeps --check
     dvc_app()
