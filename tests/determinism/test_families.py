@@ -177,7 +177,7 @@ def test_joint_seg_stages_are_bit_identical(tmp_path):
                         at_least=5)
     assert_same_tensors(load_state(a / "models/model.pt"), load_state(b / "models/model.pt"),
                         at_least=10)
-    assert_same_files(a, b, "tokens", "models", "metrics.json", "samples")
+    assert_same_files(a, b, "tokens", "models", "metrics.json", "samples", "report")
     assert "seconds" not in json.loads((a / "tokens/meta.json").read_text())
     assert "sample_seconds" not in json.loads((a / "metrics.json").read_text())
 
@@ -195,7 +195,7 @@ def test_video_stages_are_bit_identical(tmp_path):
         stages.main, [["tokenize"], ["train"], ["evaluate"]], argv, k))
     assert_same_tensors(load_state(a / "models/model.pt"), load_state(b / "models/model.pt"),
                         at_least=10)
-    assert_same_files(a, b, "tokens", "models", "metrics.json", "samples")
+    assert_same_files(a, b, "tokens", "models", "metrics.json", "samples", "report")
 
 
 # -- the VQ-VAE tokenizer -----------------------------------------------------------------------
