@@ -24,6 +24,7 @@ from unmask import schedules
 from unmask.config import Params
 from unmask.models import ConditionedDenoiser
 from unmask.report import chain_strip, image_grid, save_png
+from unmask.runtime import write_timings
 from unmask.sampling import sample_with_info
 from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
 from unmask.training import load_checkpoint
@@ -135,6 +136,9 @@ def run(params: Params) -> dict[str, Any]:
         )
         for name in ("grid.png", "chain.png", "info.json"):
             tracker.log_artifact(PATHS.samples / name)
+    # wall clock outside DVC outputs; info.json keeps it until stages/evaluate.py reads this
+    write_timings("runs/timings/sample.json",
+                  {k: info[k] for k in ("seconds", "seconds_per_sample")})
     print(
         f"sample: {info['n_samples']} samples, {info['method']} {info['steps']} steps, "
         f"NFE {info['nfe']}, {info['seconds_per_sample'] * 1e3:.1f} ms/sample → {PATHS.samples}"
