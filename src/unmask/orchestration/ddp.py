@@ -154,6 +154,12 @@ def _ray_worker(config: dict[str, Any]) -> None:
     job = TrainJob(**config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if job.tracking_uri and job.run_id:  # the node of each rank (of the last attempt)
+        from unmask.orchestration.cluster import node_tags
+        from unmask.orchestration.runs import client
+
+        for k, v in node_tags(f"ray.train.rank{rank}.node").items():
+            client(job.tracking_uri).set_tag(job.run_id, k, v)
     import torch
 
     if torch.cuda.is_available():  # use_gpu: the GPU Ray Train assigned to this worker
@@ -197,6 +203,11 @@ def train_with_ray(job: TrainJob, *, name: str, storage_path: str | Path, num_wo
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from unmask.orchestration.cluster import require_resources, train_bundles
+
+    # Fail fast instead of waiting forever for workers no node can host (e.g. use_gpu).
+    require_resources(train_bundles(num_workers, cpus_per_worker, use_gpu),
+                      f"Ray Train run {name!r}")
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _ray_worker,

@@ -67,9 +67,12 @@ class RaySettings(_Strict):
     CPUs; ``auto`` joins a running cluster. A sampling trial takes ``cpus_per_trial`` /
     ``gpus_per_trial``; a training trial runs Ray Train's ``TorchTrainer`` with ``num_workers``
     DDP workers (``use_gpu``: nccl, else gloo) of ``cpus_per_worker`` CPUs each, restarting from
-    the last checkpoint up to ``max_failures`` times when a worker dies."""
+    the last checkpoint up to ``max_failures`` times when a worker dies. ``shared_storage``
+    (an absolute path every node mounts): trials read copies of their inputs there and write
+    trial folders and Ray storage there (:func:`unmask.orchestration.cluster.stage_planned`)."""
 
     address: str | None = None
+    shared_storage: str | None = None
     num_cpus: int | None = Field(default=2, gt=0)
     num_gpus: int | None = Field(default=None, ge=0)
     cpus_per_trial: float = Field(default=1.0, ge=0)

@@ -175,6 +175,15 @@ def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
         resources = {"cpu": 0.0, "memory": 1.0}
     else:
         resources = {"cpu": ray.cpus_per_trial, "gpu": ray.gpus_per_trial}
+    # Fail fast: Tune would wait forever for a node that can hold a trial (or its workers).
+    from unmask.orchestration.cluster import require_resources, train_bundles
+
+    if kinds == {"training"}:
+        require_resources(train_bundles(ray.num_workers, ray.cpus_per_worker, ray.use_gpu),
+                          f"grid {name!r}: a training trial's Ray Train workers")
+    else:
+        require_resources([{"CPU": ray.cpus_per_trial, "GPU": ray.gpus_per_trial}],
+                          f"grid {name!r}: a sampling trial")
     trainable = tune.with_resources(
         tune.with_parameters(trainable or tune_trainable, specs=[s.model_dump() for s in specs]),
         resources)
