@@ -160,6 +160,8 @@ class TrialRun:
             self.run_id = old.info.run_id
             self.attempt = int(old.data.tags.get("unmask.attempt", "1")) + 1
             self.client.update_run(self.run_id, status="RUNNING")
+            for k, v in self.tags.items():  # this attempt's node, device and trial id
+                self.client.set_tag(self.run_id, k, v)
         else:
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.name)
             self.run_id = run.info.run_id
