@@ -106,7 +106,7 @@ def reproduce(tmp_path: Path) -> Callable[..., Path]:
 
     def run(exp: str, overrides: Mapping[str, Any], outputs: Iterable[str] = ()) -> Path:
         root = scratch_pipeline(REPO, exp, tmp_path / "repo", overrides)
-        run_dvc(["repro", f"pipelines/{exp}/dvc.yaml"], root)
+        run_dvc(["repro"], root / "pipelines" / exp)  # its own DVC project
         for path in outputs:
             assert (root / "pipelines" / exp / path).is_file(), path
         return root
@@ -119,7 +119,7 @@ def no_op_repro() -> Callable[[Path, str], None]:
     """``no_op_repro(root, exp)`` asserts that a second ``dvc repro`` runs no stage."""
 
     def check(root: Path, exp: str) -> None:
-        again = run_dvc(["repro", f"pipelines/{exp}/dvc.yaml"], root).stdout
+        again = run_dvc(["repro"], root / "pipelines" / exp).stdout
         assert "didn't change" in again and "Running stage" not in again
 
     return check

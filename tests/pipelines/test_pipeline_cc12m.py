@@ -61,7 +61,7 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce, check_sample_and_
     train = json.loads((out / "metrics" / "train-di-cc12m.json").read_text())
     assert train["step"] == 3 and train["train_sequences"] == 10 and np.isfinite(train["loss"])
     assert (out / "models" / "di-cc12m" / "model.pt").is_file()
-    shown = io.StringIO(run_dvc(["metrics", "show"], root).stdout).read()
+    shown = io.StringIO(run_dvc(["metrics", "show"], root / "pipelines" / EXP).stdout).read()
     assert "train-di-cc12m.json" in shown and "evaluate-di-cc12m.json" in shown
 
     # Held-out pairs: the first 3 samples of the held-out shard, captions read from the tar.

@@ -23,7 +23,7 @@ def test_real_params_and_dag():
     p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
     assert p.data.root == "/data/cifar10" and len(p.schedules) >= 4
     assert {"linear", "cosine"} <= set(p.schedules)
-    dag = run_dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml:train@cosine"], REPO).stdout
+    dag = run_dvc(["dag", "--mermaid", "train@cosine"], REPO / "pipelines" / EXP).stdout
     assert "tokenize" in dag and "train@cosine" in dag
 
 
@@ -40,9 +40,10 @@ def test_dvc_repro_on_fixture(tmp_path, tiny):
         **tiny,
     }
     root = scratch_pipeline(REPO, EXP, tmp_path / "repo", over)
-    dag = run_dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml"], root).stdout
+    pipe = root / "pipelines" / EXP  # its own DVC project
+    dag = run_dvc(["dag", "--mermaid"], pipe).stdout
     assert "train@linear" in dag and "train@cosine" in dag and "train@arccos" not in dag
-    run_dvc(["repro", f"pipelines/{EXP}/dvc.yaml"], root)
+    run_dvc(["repro"], pipe)
     out = root / "pipelines" / EXP / "out"
 
     shard = TokenShards(out / "tokens" / "train")
@@ -59,5 +60,5 @@ def test_dvc_repro_on_fixture(tmp_path, tiny):
         assert (out / "models" / sched / "model.pt").is_file()
         with np.load(out / "samples" / sched / "samples.npz") as z:  # 10 classes × 1
             assert z["images"].shape == (10, 8, 8, 3) and z["tokens"].shape == (10, 8, 24)
-    shown = run_dvc(["metrics", "show"], root).stdout
+    shown = run_dvc(["metrics", "show"], pipe).stdout
     assert "train-linear.json" in shown and "train-cosine.json" in shown

@@ -63,7 +63,7 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, reproduce, check_sample_and_
     train = json.loads((out / "metrics" / "train-di-coco.json").read_text())
     assert train["step"] == 3 and np.isfinite(train["loss"])
     assert (out / "models" / "di-coco" / "model.pt").is_file()
-    shown = run_dvc(["metrics", "show"], root).stdout
+    shown = run_dvc(["metrics", "show"], root / "pipelines" / EXP).stdout
     assert "train-di-coco.json" in shown and "evaluate-di-coco.json" in shown
 
     # Held-out pairs: the first caption of each readable val2014 image, in annotation order.

@@ -28,6 +28,10 @@ def test_scratch_pipeline_copies_params_with_overrides(tmp_path, exp):
     assert (root / rel / "dvc.yaml").read_bytes() == (REPO / rel / "dvc.yaml").read_bytes()
     assert (root / "src" / "unmask" / "data" / "fixtures.py").is_file()
     assert (root / ".dvc").is_dir() and (root / ".git").is_dir()
+    if exp:  # the pipeline is its own DVC project with the repo's config (remote, ignores)
+        for name in (".dvc/config", ".dvcignore"):
+            assert (root / rel / name).read_bytes() == (REPO / rel / name).read_bytes()
+        assert run_dvc(["root"], root / rel).stdout.strip() == "."
 
 
 def test_run_dvc_failure_names_the_command(tmp_path):

@@ -67,10 +67,10 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, sd_vq_f8, reproduce):
     assert (out / "samples" / "di-546m" / "grid.png").is_file()
     info = json.loads((out / "metrics" / "sample-di-546m.json").read_text())
     assert info["cfg_scale"] == 3.0 and info["nfe"] > 0 and info["method"] == "euler"
-    metrics = json.loads(run_dvc(["metrics", "show", "--json"], root).stdout)
+    metrics = json.loads(run_dvc(["metrics", "show", "--json"], root / "pipelines" / EXP).stdout)
     flat = json.dumps(metrics)
     assert "train-di-546m.json" in flat and "tokenize.json" in flat
-    plots = json.loads(run_dvc(["plots", "show", "--json"], root).stdout)
+    plots = json.loads(run_dvc(["plots", "show", "--json"], root / "pipelines" / EXP).stdout)
     assert any("train-di-546m.csv" in k for k in plots["data"])
-    dag = run_dvc(["dag", "--mermaid", f"pipelines/{EXP}/dvc.yaml:train"], root).stdout
+    dag = run_dvc(["dag", "--mermaid", "train"], root / "pipelines" / EXP).stdout
     assert "tokenize" in dag and "train" in dag

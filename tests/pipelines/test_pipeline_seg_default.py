@@ -29,7 +29,7 @@ def test_seg_default_with_dvc(tiny_fashion_mnist, reproduce, no_op_repro):
     m = json.loads((pipe / "metrics.json").read_text())
     assert 0.0 <= m["miou_image_to_mask"] <= 1.0 and m["num_eval"] == 16
     assert m["fid_mask_to_image"] is None and "fid_mask_to_image" in m["unavailable"]
-    shown = run_dvc(["metrics", "show", "--json"], root).stdout
+    shown = run_dvc(["metrics", "show", "--json"], pipe).stdout
     assert "miou_image_to_mask" in shown
 
     from mlflow.tracking import MlflowClient

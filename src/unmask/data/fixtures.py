@@ -372,8 +372,8 @@ def scratch_pipeline(
 ) -> Path:
     """Copy ``pipelines/<exp>/`` (``dvc.yaml``, ``.gitignore``, ``params.yaml`` with
     ``overrides`` merged in, e.g. the fixture's data path) and ``src/`` of ``repo`` into a fresh
-    git + DVC repository at ``dest`` and return ``dest``; then
-    ``dvc repro pipelines/<exp>/dvc.yaml`` runs the pipeline there on the fixture. With
+    git + DVC repository at ``dest`` and return ``dest``; ``pipelines/<exp>`` is its own DVC
+    project there as in the repo, so ``dvc repro`` in it runs the pipeline on the fixture. With
     ``exp=None`` the repo-root ``dvc.yaml`` + ``params.yaml`` are copied to the root of ``dest``
     (plain ``dvc repro``). ``overrides`` are ``{"train.steps": 3}`` or ``["train.steps=3"]``."""
     import yaml
@@ -393,6 +393,10 @@ def scratch_pipeline(
     out.mkdir(parents=True, exist_ok=exp is None)
     for name in names:
         if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+    if exp is not None and (src / ".dvc").is_dir():  # its own DVC project, as in the repo
+        subprocess.run([str(dvc_bin()), "init", "-q", "--subdir"], cwd=out, check=True)
+        for name in (".dvc/config", ".dvcignore"):
             shutil.copy(src / name, out / name)
     params = deep_merge(yaml.safe_load((src / "params.yaml").read_text()),
                         parse_overrides(overrides))
