@@ -69,17 +69,37 @@ def shrink(project: str | Path, overrides: Mapping[str, Any] | None = None,
     return project
 
 
+def _sync_worktree(repo: Path, dest: Path) -> None:
+    """Bring ``repo``'s uncommitted changes (modified, deleted and untracked, not ignored files)
+    into the clone ``dest``: the clone then holds the code the installed package runs."""
+    def ls(*flags: str) -> list[str]:
+        out = subprocess.run(["git", "ls-files", "-z", *flags], cwd=repo, check=True,
+                             capture_output=True).stdout.decode()
+        return [f for f in out.split("\0") if f]
+
+    for f in ls("--deleted"):
+        (dest / f).unlink(missing_ok=True)
+    for f in ls("--modified", "--others", "--exclude-standard"):
+        src = repo / f
+        if src.is_file() and not src.is_symlink():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
 def clone_project(dest: str | Path, *, repo: str | Path | None = None,
                   overrides: Mapping[str, Any] | None = None,
                   settings: Mapping[str, Any] | None = None) -> Path:
-    """``git clone`` ``repo`` (default: this checkout) to ``dest`` and :func:`shrink` it; the
-    edit is committed so ``dvc`` sees a clean tree. Returns ``dest``."""
+    """``git clone`` ``repo`` (default: this checkout) to ``dest``, carry over its uncommitted
+    changes, and :func:`shrink` it; everything is committed in the clone so ``dvc`` sees a clean
+    tree. Returns ``dest``."""
     repo, dest = Path(repo) if repo else _repo(), Path(dest)
     subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
+    _sync_worktree(repo, dest)
     shrink(dest, overrides, settings)
     git = ["git", "-c", "user.name=unmask", "-c", "user.email=unmask@localhost"]
-    subprocess.run([*git, "commit", "-q", "-m", "tiny params", "--", "params.yaml",
-                    "flows/ablations.yaml"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "working tree + tiny params"],
+                   cwd=dest, check=True)
     return dest
 
 
