@@ -368,6 +368,7 @@ def train(
     # Kept in the checkpoint format; the objective draws keyed noise (unmask.training.noise).
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     start, loss_ema, n_loss = 0, 0.0, 0
+    window = (0.0, 0)  # (Σ loss, steps) logged at the next log_every boundary
     last_ckpt: Path | None = None
 
     found = latest_checkpoint(ckpt_dir) if resume else None
@@ -387,6 +388,8 @@ def train(
         ema.load_state_dict(state["ema"])
         _set_rng_state(state["rng"], gen)
         start, loss_ema, n_loss = int(state["step"]), state["loss_ema"], state["loss_count"]
+        # a checkpoint between two log steps: the resumed run logs the same window mean
+        window = tuple(state.get("log_window", window))
 
     def snapshot(step: int) -> Path:
         if not lead:
@@ -404,6 +407,7 @@ def train(
                 "rng": _rng_state(gen),
                 "loss_ema": loss_ema,
                 "loss_count": n_loss,
+                "log_window": [win_loss, win_steps],
             },
             checkpoint_path(ckpt_dir, step),
         )
@@ -436,7 +440,7 @@ def train(
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress,
                dynamic_ncols=True)
     t_run = t_win = time.perf_counter()
-    win_loss, win_steps, step = 0.0, 0, start
+    (win_loss, win_steps), step = (float(window[0]), int(window[1])), start
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16
                 else contextlib.nullcontext())
     try:
