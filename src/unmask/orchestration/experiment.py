@@ -91,10 +91,9 @@ def _train_with_stages(req: TrainRequest, exp_dir: Path, rs: Any, reason: str) -
               if n.startswith("train")]
     if not stages:
         raise ValueError(f"{dvcfile} has no stage named train*")
-    root = Path(req.workdir).resolve()
     dvc = Path(sys.executable).parent / "dvc"
-    argv = [str(dvc if dvc.exists() else "dvc"), "repro",
-            *[f"{dvcfile.relative_to(root)}:{n}" for n in stages]]
+    # run in the pipeline's folder: pipelines/<exp> is its own DVC project (dvc init --subdir)
+    argv = [str(dvc if dvc.exists() else "dvc"), "repro", *[f"dvc.yaml:{n}" for n in stages]]
     log = exp_dir / "runs/flows/train/dvc-repro.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(tracking_uri(root=exp_dir / "mlruns"))
@@ -108,7 +107,7 @@ def _train_with_stages(req: TrainRequest, exp_dir: Path, rs: Any, reason: str) -
         try:
             task = ray.remote(num_cpus=rs.cpus_per_worker, num_gpus=1 if rs.use_gpu else 0)(
                 _run_stages)
-            rc = ray.get(task.remote(argv, str(root), str(log)))
+            rc = ray.get(task.remote(argv, str(exp_dir), str(log)))
         finally:
             if ours:
                 ray.shutdown()
