@@ -141,6 +141,13 @@ def test_write_lists_files_in_a_subproject(project):
     assert stage.deps == sorted(f"../../src/unmask/{f}" for f in _CLOSURE)
 
 
+def test_absent_source_dep_is_reported(project):
+    (one, _) = dvcdeps.load_stages(project / "dvc.yaml")
+    assert dvcdeps.absent_src_deps(one, project) == []
+    (project / "src/unmask/entry.py").unlink()
+    assert dvcdeps.absent_src_deps(one, project) == ["src/unmask/entry.py"]
+
+
 def test_bad_cmd_names_the_stage(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: ./run.sh\n    deps: [a]\n")
     (stage,) = dvcdeps.load_stages(tmp_path / "dvc.yaml")
@@ -157,5 +164,6 @@ def test_every_stage_depends_on_the_sources_it_runs(dvcfile):
         assert any(f.name == "__init__.py" for f in files), stage.label  # the closure is real
         problems += [f"{stage.name}: {f.relative_to(REPO)}"
                      for f in dvcdeps.missing_deps(stage, files)]
+        problems += [f"{stage.name}: {d} does not exist" for d in dvcdeps.absent_src_deps(stage)]
     assert not problems, (f"{dvcfile}: deps miss sources the stage runs (fix: "
                           f"`unmask dvc deps --write {dvcfile}`):\n" + "\n".join(problems))

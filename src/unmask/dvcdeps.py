@@ -8,7 +8,7 @@ lazily (the static part; ``if TYPE_CHECKING:`` blocks are skipped) — plus the 
 (e.g. ``reporting/references.yaml``) beside them. A change to any of these files must rerun the
 stage, so each must be covered by one of the stage's ``deps`` (the file or a folder above it).
 
-    unmask dvc deps --check [dvc.yaml ...]   # exit 1 naming each stage's missing deps
+    unmask dvc deps --check [dvc.yaml ...]   # exit 1 naming missing (or absent) source deps
     unmask dvc deps --write [dvc.yaml ...]   # rewrite the source part of every deps list
     unmask dvc deps [dvc.yaml ...]           # print the deps each stage should have
 
@@ -263,6 +263,13 @@ def missing_deps(stage: Stage, files: Iterable[Path]) -> list[Path]:
     return sorted(f for f in files if not any(f == d or d in f.parents for d in deps))
 
 
+def absent_src_deps(stage: Stage, root: Path = ROOT) -> list[str]:
+    """The stage's ``src/unmask`` deps that do not exist (a renamed or uncommitted module):
+    ``dvc repro`` would fail on them."""
+    return [d for d in stage.deps
+            if _is_src_dep(d, stage, root) and not _resolve(d, stage).exists()]  # type: ignore[union-attr]
+
+
 def _all_files(d: Path) -> set[Path]:
     return {p.resolve() for p in d.rglob("*") if p.is_file()
             and not _SKIP_DIRS.intersection(p.relative_to(d).parts)
@@ -360,12 +367,15 @@ def deps_command(
                 for f in missing_deps(stage, files_):
                     bad += 1
                     typer.echo(f"{stage.label}: missing dep {os.path.relpath(f, stage.wdir)}")
+                for d in absent_src_deps(stage):
+                    bad += 1
+                    typer.echo(f"{stage.label}: dep {d} does not exist")
             else:
                 typer.echo(f"{stage.label}:")
                 for p in suggested_src_deps(stage, files_):
                     typer.echo(f"  - {p}")
     if bad:
-        typer.echo(f"{bad} missing deps; run `unmask dvc deps --write`", err=True)
+        typer.echo(f"{bad} missing or absent deps; run `unmask dvc deps --write`", err=True)
         raise typer.Exit(1)
 
 
