@@ -248,11 +248,15 @@ class EvaluateConfig(Section):
     statistics and FID. ``n_sequences`` caps the held-out sequences scored; ``schedule`` None
     uses the training schedule.
 
-    FID (standard Inception, :mod:`unmask.metrics`): the first ``fid_num_samples`` generated
-    images against the first ``fid_reference`` held-out images of ``split`` (the real images of
-    ``data/prepared``, features cached by the manifest hash); ``fid_recon`` also scores the
-    held-out images reconstructed through the tokenizer (the tokenizer's FID floor); ``fid``
-    false skips FID (missing Inception weights make it *unavailable*, never replaced)."""
+    FID (standard Inception, :mod:`unmask.metrics.heldout` — the same rules for the pipeline and
+    every ablation trial): the first ``fid_num_samples`` generated images against the first
+    ``fid_reference`` held-out images of ``split`` (the real images of ``data/prepared``,
+    features cached by the manifest hash); ``fid_std``, its standard error from
+    ``fid_std_subsets`` random halves of the generated features (0: off), seeded by ``seed``;
+    KID over subsets of min(``kid_subset_size``, N/2) images; ``fid_recon`` also scores the
+    held-out images reconstructed through the tokenizer (``fid_recon``: the tokenizer's FID
+    floor; ``fid_vs_recon``: samples against the reconstructions); ``fid`` false skips FID
+    (missing Inception weights make it *unavailable*, never replaced)."""
 
     split: Literal["val", "test"] = "test"
     n_sequences: int = Field(default=1000, gt=0)
@@ -265,6 +269,15 @@ class EvaluateConfig(Section):
     fid_reference: int = Field(default=1000, gt=1)
     fid_recon: bool = True
     fid_batch_size: int = Field(default=50, gt=0)
+    fid_std_subsets: int = Field(default=100, ge=0)
+    kid_subset_size: int = Field(default=500, gt=1)
+
+    @field_validator("fid_std_subsets")
+    @classmethod
+    def _std_subsets(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("0 (no fid_std) or >= 2 subsets (a std needs two)")
+        return v
 
     @field_validator("schedule")
     @classmethod

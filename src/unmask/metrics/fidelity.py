@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unmask.metrics import MetricResult
-from unmask.metrics.frechet import frechet_distance_from_features
+from unmask.metrics.frechet import _one_blas_thread, frechet_distance_from_features
 from unmask.metrics.inception import (
     InceptionWeights,
     atomic_torch_save,
@@ -64,6 +64,8 @@ __all__ = [
     "UInt8Images",
     "cached_features",
     "compute_fidelity",
+    "fidelity_from_features",
+    "image_features",
     "reference_features",
     "reference_key",
     "to_uint8_nchw",
@@ -341,8 +343,6 @@ def compute_fidelity(
         ``recall``, ``inception_score``, ``inception_score_std`` for the requested groups.
     """
     from torch_fidelity.metric_isc import isc_features_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
-    from torch_fidelity.metric_prc import prc_features_to_metric
 
     groups = _parse_metrics(metrics)
     root = Path(cache_root) if cache_root is not None else cache_dir()
@@ -402,25 +402,12 @@ def compute_fidelity(
 
     if binary:
         assert ref_feats is not None
-        f_gen, n_ref = feats[FEATURE_LAYER], int(ref_feats.shape[0])
-        params = dict(base_params, num_reference=n_ref, reference=ref_name or "in-memory")
-        if "fid" in binary:
-            fid = frechet_distance_from_features(f_gen.double().numpy(), ref_feats.double().numpy())
-            results[FID] = MetricResult.ok(FID, fid, **params)
-        if "kid" in binary:
-            kid_size = min(kid_subset_size, n, n_ref)
-            kp = dict(params, kid_subsets=kid_subsets, kid_subset_size=kid_size)
-            out = kid_features_to_metric(f_gen, ref_feats, kid_subsets=kid_subsets,
-                                         kid_subset_size=kid_size, rng_seed=rng_seed,
-                                         verbose=False)
-            results[KID] = MetricResult.ok(KID, out["kernel_inception_distance_mean"], **kp)
-            results[KID_STD] = MetricResult.ok(KID_STD, out["kernel_inception_distance_std"], **kp)
-        if "pr" in binary:
-            pp = dict(params, prc_neighborhood=prc_neighborhood)
-            out = prc_features_to_metric(f_gen, ref_feats, prc_neighborhood=prc_neighborhood,
-                                         save_cpu_ram=True, verbose=False)
-            results[PRECISION] = MetricResult.ok(PRECISION, out["precision"], **pp)
-            results[RECALL] = MetricResult.ok(RECALL, out["recall"], **pp)
+        params = dict(base_params, num_reference=int(ref_feats.shape[0]),
+                      reference=ref_name or "in-memory")
+        results.update(fidelity_from_features(
+            feats[FEATURE_LAYER], ref_feats, metrics=binary, kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size, prc_neighborhood=prc_neighborhood,
+            rng_seed=rng_seed, params=params))
 
     if "is" in groups:
         is_params = dict(base_params, isc_splits=isc_splits)
@@ -437,6 +424,73 @@ def compute_fidelity(
                 INCEPTION_SCORE_STD, out["inception_score_std"], **is_params
             )
     return results
+
+
+def fidelity_from_features(
+    features: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    metrics: Sequence[str] | str = ("fid", "kid", "pr"),
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    prc_neighborhood: int = 3,
+    rng_seed: int = 2020,
+    params: dict[str, Any] | None = None,
+) -> dict[str, MetricResult]:
+    """FID / KID / precision-recall from pool3 features ``[N, 2048]`` and ``[M, 2048]`` (what
+    :func:`compute_fidelity` does after its Inception pass). ``kid_subset_size`` is capped at
+    min(N, M); ``params`` are recorded in every result."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    groups = _parse_metrics(metrics)
+    if "is" in groups:
+        raise ValueError("the Inception Score needs the classifier logits, not pool3 features")
+    f_gen, f_ref = features.float().cpu(), reference.float().cpu()
+    n, n_ref = int(f_gen.shape[0]), int(f_ref.shape[0])
+    base = dict(params or {}, num_samples=n, num_reference=n_ref)
+    results: dict[str, MetricResult] = {}
+    if "fid" in groups:
+        fid = frechet_distance_from_features(f_gen.double().numpy(), f_ref.double().numpy())
+        results[FID] = MetricResult.ok(FID, fid, **base)
+    if "kid" in groups:
+        kid_size = min(kid_subset_size, n, n_ref)
+        kp = dict(base, kid_subsets=kid_subsets, kid_subset_size=kid_size)
+        with _one_blas_thread():  # 100 small kernel products: threads only contend
+            out = kid_features_to_metric(f_gen, f_ref, kid_subsets=kid_subsets,
+                                         kid_subset_size=kid_size, rng_seed=rng_seed,
+                                         verbose=False)
+        results[KID] = MetricResult.ok(KID, out["kernel_inception_distance_mean"], **kp)
+        results[KID_STD] = MetricResult.ok(KID_STD, out["kernel_inception_distance_std"], **kp)
+    if "pr" in groups:
+        pp = dict(base, prc_neighborhood=prc_neighborhood)
+        out = prc_features_to_metric(f_gen, f_ref, prc_neighborhood=prc_neighborhood,
+                                     save_cpu_ram=True, verbose=False)
+        results[PRECISION] = MetricResult.ok(PRECISION, out["precision"], **pp)
+        results[RECALL] = MetricResult.ok(RECALL, out["recall"], **pp)
+    return results
+
+
+def image_features(
+    images: Any,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    cache_root: str | os.PathLike[str] | None = None,
+    inception_weights: str | os.PathLike[str] | None = None,
+    layout: Layout = "auto",
+    verbose: bool = True,
+) -> torch.Tensor:
+    """The pool3 features ``float32 [N, 2048]`` of uint8 images (not cached: generated samples;
+    a reference set goes through :func:`reference_features`)."""
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    weights = resolve_inception_weights(inception_weights, root)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    fe = _make_extractor(weights, [FEATURE_LAYER], dev)
+    return _extract(fe, _as_dataset(images, layout), batch_size, dev, verbose,
+                    "Inception (samples)")[FEATURE_LAYER]
 
 
 def reference_features(

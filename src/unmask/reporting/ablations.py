@@ -7,19 +7,74 @@ one ablation (see :mod:`unmask.reporting.runs`) into a tidy table, one row per p
 
 The metric is FID whenever a run of the ablation logged ``fid``; otherwise the runs' primary
 metric (``unmask.primary_metric``, e.g. ``hist_tv``) is plotted *under its own name* — a
-proxy is never labelled FID. Several runs of the same point keep the newest.
+proxy is never labelled FID. Several runs of the same point keep the newest. ``stderr`` is the
+point's logged ``<metric>_stderr``, else ``<metric>_std`` (``fid_std``: the FID's standard error
+from :mod:`unmask.metrics.heldout`), else the spread over training seeds; it is drawn as error
+bars.
+
+:func:`pipeline_point` finds the default pipeline's ``evaluate`` run that an ablation is
+compared with (its FID on the same reference, at the pipeline's own setting of the swept key),
+so the report can draw it on the ablation's curve.
+
+Likelihood metrics carry an estimator note (:data:`ESTIMATOR_NOTES`): the MDM-Prime perplexities
+here are the continuous-time ELBO over sub-tokens (:mod:`unmask.prime.likelihood`), not the
+paper's eq. (5) bound, so they are not the numbers of MDM-Prime Tab. 2 computed again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from unmask.reporting.runs import metric, param, tag
 
-__all__ = ["AblationSpec", "ABLATIONS", "ABLATION_IDS", "ablation_table", "choose_metric"]
+__all__ = [
+    "AblationSpec",
+    "ABLATIONS",
+    "ABLATION_IDS",
+    "ESTIMATOR_NOTES",
+    "PipelinePoint",
+    "ablation_table",
+    "choose_metric",
+    "estimator_note",
+    "metric_label",
+    "pipeline_point",
+]
+
+_PRIME_ELBO = (
+    "continuous-time ELBO over sub-tokens (sum of per-digit marginal cross-entropies, "
+    "unmask.prime.likelihood) — an upper bound, but NOT the estimator of MDM-Prime eq. (5) "
+    "(per-token joint over its sub-tokens): not comparable with MDM-Prime Tab. 2 as the same "
+    "estimator"
+)
+#: metric → which estimator produced it (shown beside the metric in tables, plots, claims).
+ESTIMATOR_NOTES: dict[str, str] = {
+    "ppl": "exp(NELBO per token), NELBO = " + _PRIME_ELBO,
+    "perplexity": "exp(NELBO per token), NELBO = " + _PRIME_ELBO,
+    "bits_per_dim": "NELBO / (dims · ln 2), NELBO = " + _PRIME_ELBO,
+}
+_SHORT_LABELS = {
+    "ppl": "ELBO-PPL (sub-token ELBO, not MDM-Prime eq. 5)",
+    "perplexity": "ELBO-PPL (sub-token ELBO, not MDM-Prime eq. 5)",
+    "bits_per_dim": "ELBO bits/dim (sub-token ELBO, not MDM-Prime eq. 5)",
+    "fid": "FID vs real held-out images",
+}
+
+
+def estimator_note(metrics: list[str] | tuple[str, ...]) -> str:
+    """The fidelity table's note for a claim on ``metrics`` ('' when no estimator note applies)."""
+    if not any(m in ESTIMATOR_NOTES for m in metrics):
+        return ""
+    return ("ours: " + _PRIME_ELBO + "; the paper's numbers: its eq. (5) bound (Tab. 2 values "
+            "are upper bounds, ≤) — compare the direction over ℓ, not the values")
+
+
+def metric_label(metric: str) -> str:
+    """A metric's name with its estimator, for axis titles and table headers."""
+    return _SHORT_LABELS.get(metric, metric)
 
 
 @dataclass(frozen=True)
@@ -101,7 +156,7 @@ ABLATIONS: tuple[AblationSpec, ...] = (
     ),
     AblationSpec(
         "prime_l",
-        "PPL vs sub-token count ℓ (MDM-Prime)",
+        "ELBO perplexity vs sub-token count ℓ (MDM-Prime; our sub-token ELBO, not eq. 5)",
         ("prime.l", "ell", "prime.ell"),
         "sub-tokens per token ℓ",
         group_key="experiment",
@@ -109,7 +164,8 @@ ABLATIONS: tuple[AblationSpec, ...] = (
         metrics=("ppl", "perplexity", "bits_per_dim"),
         fallbacks=(),
         description="ELBO perplexity (bits/dim for pixel models) of one model per ℓ "
-        "(ℓ = 1 is plain MDM); repeats over training seeds are averaged (± standard error).",
+        "(ℓ = 1 is plain MDM); repeats over training seeds are averaged (± standard error). "
+        "Estimator: the " + _PRIME_ELBO + ".",
     ),
 )
 ABLATION_IDS = tuple(a.id for a in ABLATIONS)
@@ -204,7 +260,8 @@ def ablation_table(runs: pd.DataFrame, spec: AblationSpec) -> pd.DataFrame:
     for m in chosen.dropna().unique():
         rows = chosen == m
         value[rows] = metric(sub, m)[rows]
-        se[rows] = metric(sub, f"{m}_stderr")[rows]
+        err = metric(sub, f"{m}_stderr")
+        se[rows] = err.where(err.notna(), metric(sub, f"{m}_std"))[rows]
     table = pd.DataFrame(
         {
             "ablation": spec.id,
@@ -233,3 +290,83 @@ def ablation_table(runs: pd.DataFrame, spec: AblationSpec) -> pd.DataFrame:
     else:
         table = table.sort_values(["group", "x"])
     return table.reset_index(drop=True)[cols]
+
+
+@dataclass(frozen=True)
+class PipelinePoint:
+    """The pipeline's evaluate run as one point of an ablation's plot.
+
+    Attributes:
+        x: its value of the swept key (``None``: unknown; drawn as a horizontal line only).
+        group: its curve (e.g. its sampler), ``""`` if the ablation has no groups.
+        value / stderr: the metric and its uncertainty (``<metric>_stderr`` / ``_std``).
+        comparable: same FID reference and sample count as the ablation's runs.
+        note: why it is not comparable (empty when it is).
+    """
+
+    run_id: str
+    experiment: str
+    metric: str
+    x: Any
+    group: str
+    value: float
+    stderr: float
+    num_samples: str
+    comparable: bool
+    note: str = ""
+
+
+def _mode(s: pd.Series) -> str | None:
+    s = s.dropna().astype(str)
+    return str(s.mode().iloc[0]) if len(s) else None
+
+
+def pipeline_point(
+    runs: pd.DataFrame, spec: AblationSpec, table: pd.DataFrame
+) -> PipelinePoint | None:
+    """The pipeline evaluate run to draw on ``spec``'s plot: among the runs outside ablations
+    tagged ``stage=evaluate`` that logged the ablation's metric, the newest with the same
+    ``fid.reference`` as the ablation's runs (else the newest, marked not comparable)."""
+    if table.empty or runs.empty or "ablation" not in runs:
+        return None
+    m = str(table["metric"].iloc[0])
+    stage = tag(runs, "stage").where(tag(runs, "stage").notna(), tag(runs, "unmask.stage"))
+    cands = runs[(runs["ablation"] == "") & (stage == "evaluate") & metric(runs, m).notna()]
+    if cands.empty:
+        return None
+    if "start_time" in cands:
+        cands = cands.sort_values("start_time")
+    trials = runs[runs["run_id"].isin(",".join(table["run_id"]).split(","))]
+    ref, n = _mode(param(trials, "fid.reference")), _mode(param(trials, "fid.num_samples"))
+    same_ref = cands[param(cands, "fid.reference").astype(str) == ref] if ref else cands.iloc[:0]
+    row = (same_ref if len(same_ref) else cands).iloc[-1:]
+    p_ref, p_n = _mode(param(row, "fid.reference")), _mode(param(row, "fid.num_samples"))
+    notes = []
+    if ref and p_ref != ref:
+        notes.append(f"FID reference {p_ref} vs the trials' {ref}")
+    if n and p_n and p_n != n:
+        notes.append(f"{p_n} samples vs the trials' {n} (FID depends on the sample count)")
+    if spec.x_metric and metric(row, spec.x_metric).isna().all():
+        # the evaluate stage logs the sampler's NFE as sample_<name> (a trial logs <name>)
+        row = row.assign(**{f"metrics.{spec.x_metric}": metric(row, f"sample_{spec.x_metric}")})
+    xv = _x_values(row, spec).iloc[0]
+    if pd.isna(xv):
+        xv = None
+    if spec.group_key and spec.group_key != "experiment":
+        group = str(param(row, spec.group_key).fillna("—").iloc[0])
+    else:
+        group = ""
+    err = metric(row, f"{m}_stderr")
+    err = err.where(err.notna(), metric(row, f"{m}_std"))
+    return PipelinePoint(
+        run_id=str(row["run_id"].iloc[0]),
+        experiment=str(row["experiment"].iloc[0]) if "experiment" in row else "",
+        metric=m,
+        x=xv,
+        group=group,
+        value=float(metric(row, m).iloc[0]),
+        stderr=float(err.iloc[0]),
+        num_samples=p_n or "",
+        comparable=not notes,
+        note="; ".join(notes),
+    )

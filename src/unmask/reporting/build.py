@@ -10,8 +10,9 @@ Output folder layout::
     tables/<id>.csv     one ablation's table
 
 Sections: the fidelity table; one per ablation of :data:`~unmask.reporting.ablations.ABLATIONS`
-(a plot, its table, the points' sample grids and unmasking-chain strips) — an ablation without
-runs is one "no runs" line; other tagged ablations as tables; the latest run of each pipeline
+(a plot with each point's error bar and the pipeline's own evaluate run marked on it, its table,
+the points' sample grids and unmasking-chain strips) — an ablation without runs is one "no runs"
+line; other tagged ablations as tables; the latest run of each pipeline
 stage with its metrics; the newest benchmark run (:mod:`unmask.reporting.benchmarks`); run
 metadata.
 """
@@ -28,7 +29,16 @@ from typing import Any
 
 import pandas as pd
 
-from unmask.reporting.ablations import ABLATION_IDS, ABLATIONS, AblationSpec, ablation_table
+from unmask.reporting.ablations import (
+    ABLATION_IDS,
+    ABLATIONS,
+    ESTIMATOR_NOTES,
+    AblationSpec,
+    PipelinePoint,
+    ablation_table,
+    metric_label,
+    pipeline_point,
+)
 from unmask.reporting.benchmarks import performance_section
 from unmask.reporting.claims import fidelity_table
 from unmask.reporting.figures import ablation_figure, figure_div, plot_id, png_data_uri
@@ -173,8 +183,29 @@ def _pipeline_section(runs: pd.DataFrame) -> tuple[str, dict[str, float]]:
     return "<h2 id='pipeline'>Pipeline runs (latest per stage)</h2>" + "".join(parts), flat
 
 
+def _pipeline_note(p: PipelinePoint | None, spec: AblationSpec) -> str:
+    if p is None:
+        return ""
+    err = f" ± {p.stderr:.3g}" if p.stderr == p.stderr else ""
+    where = (f"at {esc(spec.x_label)} = {esc(str(p.x))}" if p.x is not None
+             else f"(its {esc(spec.x_label)} is not logged: dashed line only)")
+    text = (f"Black star / dashed line: the pipeline's own evaluate run "
+            f"<code>{esc(p.run_id[:12])}</code> ({esc(p.experiment)}"
+            f"{', ' + esc(p.group) if p.group else ''}), {esc(p.metric)} {p.value:.4g}{err} "
+            f"{where}.")
+    if not p.comparable:
+        text += f" <b>Not comparable</b>: {esc(p.note)}."
+    return f"<p class='meta pipeline-point'>{text}</p>"
+
+
+def _estimator_note(metrics: list[str]) -> str:
+    notes = [f"<b>{esc(m)}</b>: {esc(ESTIMATOR_NOTES[m])}" for m in metrics if m in ESTIMATOR_NOTES]
+    return f"<p class='meta estimator'>Estimator — {'; '.join(notes)}.</p>" if notes else ""
+
+
 def _ablation_section(
-    spec: AblationSpec, table: pd.DataFrame, uri: str | None, tmp: Path, runs_of: pd.DataFrame
+    spec: AblationSpec, table: pd.DataFrame, uri: str | None, tmp: Path, runs_of: pd.DataFrame,
+    pipeline: PipelinePoint | None = None,
 ) -> str:
     head = f"<h2 id='section-{spec.id}'>{esc(spec.title)}</h2>"
     if table.empty:
@@ -189,7 +220,13 @@ def _ablation_section(
             "under its own name.</p>"
         )
     )
-    div = figure_div(ablation_figure(spec, table), plot_id(spec.id))
+    note += _estimator_note(list(dict.fromkeys(str(m) for m in table["metric"])))
+    if table["stderr"].notna().any():
+        note += ("<p class='meta'>Error bars: each point's standard error (<code>fid_std</code>: "
+                 "delete-half jackknife over its generated samples; else "
+                 "<code>&lt;metric&gt;_stderr</code> or the spread over seeds).</p>")
+    note += _pipeline_note(pipeline, spec)
+    div = figure_div(ablation_figure(spec, table, pipeline), plot_id(spec.id))
     if len(runs_of) and "tags.unmask.fid_unavailable" in runs_of:
         why = runs_of["tags.unmask.fid_unavailable"].dropna()
         if len(why):
@@ -214,7 +251,7 @@ def _ablation_section(
         + note
         + div
         + f"<details><summary>table ({len(table)} points)</summary>"
-        + frame_table(table, cols)
+        + frame_table(table.assign(metric=[metric_label(str(m)) for m in table["metric"]]), cols)
         + "</details>"
         + _images(uri, table, tmp)
     )
@@ -341,14 +378,15 @@ def build_report(
                     for s, u in zip(fidelity["source"], fidelity["source_url"], strict=True)
                 ]
             ),
-            ["claim", "ablation", "metric", "source", "paper", "ours", "verdict"],
+            ["claim", "ablation", "metric", "source", "paper", "ours", "verdict", "note"],
             classes,
         )
     )
     with tempfile.TemporaryDirectory(prefix="unmask-report-") as tmp:
         for spec in ABLATIONS:
             runs_of = runs[runs["ablation"] == spec.id] if not runs.empty else runs
-            body.append(_ablation_section(spec, tables[spec.id], uri, Path(tmp), runs_of))
+            point = pipeline_point(runs, spec, tables[spec.id])
+            body.append(_ablation_section(spec, tables[spec.id], uri, Path(tmp), runs_of, point))
         body.append(other_html)
         body.append(pipeline_html)
         body.append(performance_section(uri, runs, Path(tmp)))

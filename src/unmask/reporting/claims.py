@@ -154,9 +154,16 @@ def check_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str]:
 
 def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per claim: ablation, claim, citation, the address its numbers were read from
-    (``source_url``, empty if none), the paper's numbers, ours, verdict."""
+    (``source_url``, empty if none), the paper's numbers, ours, verdict, and ``note``: which
+    estimator ours is when it differs from the paper's (MDM-Prime PPLs,
+    :func:`unmask.reporting.ablations.estimator_note`)."""
+    from unmask.reporting.ablations import estimator_note
+
     rows = []
     for c in load_claims():
+        kind_spec = next(iter(c.direction.values()))
+        names = [kind_spec["metric"]] if isinstance(kind_spec["metric"], str) else list(
+            kind_spec["metric"])
         verdict, ours = check_claim(c, tables.get(c.ablation, pd.DataFrame()))
         paper = (
             "; ".join(f"{k}: {v:g}" for k, v in c.paper_values.items())
@@ -174,6 +181,7 @@ def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "paper": paper,
                 "ours": ours,
                 "verdict": verdict,
+                "note": estimator_note(names),
             }
         )
     return pd.DataFrame(rows)

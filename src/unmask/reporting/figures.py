@@ -2,7 +2,11 @@
 
 Each figure becomes a ``<div class="plotly-graph-div" id="ablation-<id>">`` (no plotly.js
 inside: the page inlines plotly.js once, see :mod:`unmask.reporting.page`). Paper values from
-``references.yaml`` that name the ablation are drawn as dotted horizontal reference lines.
+``references.yaml`` that name the ablation are drawn as dotted horizontal reference lines. Each
+point's uncertainty (``stderr``: ``fid_std``, ``<metric>_stderr`` or the spread over seeds) is
+an ``error_y`` bar; the pipeline's own evaluate run (:func:`~unmask.reporting.ablations.
+pipeline_point`) is a black star with its own error bar at its setting of the swept key, plus a
+dashed horizontal line at its value.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from unmask.reporting.ablations import AblationSpec
+from unmask.reporting.ablations import ESTIMATOR_NOTES, AblationSpec, PipelinePoint, metric_label
 
 __all__ = ["ablation_figure", "figure_div", "png_data_uri", "plot_id"]
 
@@ -33,14 +37,51 @@ def _paper_lines(spec: AblationSpec, metric: str) -> list[tuple[str, float]]:
     for v in refs.get("values", []):
         if v.get("ablation") == spec.id and v.get("metric") == metric:
             paper = refs["papers"][v["paper"]]["ref"]
+            how = (" — the paper's eq. (5) bound, a different estimator"
+                   if metric in ESTIMATOR_NOTES else "")
             for name, value in v["entries"].items():
-                out.append((f"paper: {name}, {v['dataset']} ({paper}, {v['where']})", float(value)))
+                out.append((f"paper: {name}, {v['dataset']} ({paper}, {v['where']}){how}",
+                            float(value)))
     return out
 
 
-def ablation_figure(spec: AblationSpec, table: pd.DataFrame) -> Any:
+def _pipeline_traces(fig: Any, spec: AblationSpec, p: PipelinePoint, row: int) -> None:
+    import plotly.graph_objects as go
+
+    label = (f"pipeline run {p.run_id[:8]} ({p.experiment}"
+             f"{', ' + p.group if p.group else ''}"
+             f"{', ' + p.num_samples + ' samples' if p.num_samples else ''})")
+    if not p.comparable:
+        label += f" — not comparable: {p.note}"
+    err = (dict(type="data", array=[p.stderr], visible=True, color="black")
+           if p.stderr == p.stderr else None)  # NaN: no error bar
+    if p.x is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[str(p.x) if spec.categorical else p.x],
+                y=[p.value],
+                mode="markers",
+                name=label,
+                error_y=err,
+                marker=dict(symbol="star" if p.comparable else "star-open", size=15,
+                            color="black"),
+                hovertext=[f"run {p.run_id[:8]}"],
+                meta={"pipeline_run": p.run_id},
+            ),
+            row=row,
+            col=1,
+            secondary_y=False,
+        )
+    fig.add_hline(y=p.value, line_dash="dash", line_color="black", line_width=1,
+                  annotation_text=f"pipeline {p.metric} {p.value:.4g}", row=row, col=1,
+                  annotation_position="bottom right", annotation_font_size=10)
+
+
+def ablation_figure(spec: AblationSpec, table: pd.DataFrame,
+                    pipeline: PipelinePoint | None = None) -> Any:
     """The plotly figure of one ablation's tidy table (see
-    :func:`unmask.reporting.ablations.ablation_table`)."""
+    :func:`unmask.reporting.ablations.ablation_table`), with the pipeline's own run when
+    given."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -51,7 +92,7 @@ def ablation_figure(spec: AblationSpec, table: pd.DataFrame) -> Any:
         rows=n,
         cols=1,
         specs=[[{"secondary_y": y2 is not None}]] * n,
-        subplot_titles=[f"{m} (lower is better)" for m in metrics] if n > 1 else None,
+        subplot_titles=[f"{metric_label(m)} (lower is better)" for m in metrics] if n > 1 else None,
         vertical_spacing=0.12 if n > 1 else 0.02,
     )
     for i, (group, g) in enumerate(table.groupby("group", sort=False)):
@@ -121,8 +162,11 @@ def ablation_figure(spec: AblationSpec, table: pd.DataFrame) -> Any:
                 row=row,
                 col=1,
             )
+        if pipeline is not None and pipeline.metric == metric:
+            _pipeline_traces(fig, spec, pipeline, row)
         fig.update_yaxes(
-            title_text=f"{metric} (lower is better)", row=row, col=1, secondary_y=False
+            title_text=f"{metric_label(metric)} (lower is better)", row=row, col=1,
+            secondary_y=False
         )
         if y2:
             fig.update_yaxes(title_text=spec.y2, row=row, col=1, secondary_y=True)

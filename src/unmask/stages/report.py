@@ -44,9 +44,9 @@ def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dic
     train = json.loads((PATHS.models / "train.json").read_text())
     s, fs = params.sample, metrics.get("fid_settings", {})
     fid = (
-        f"{metrics['fid']:.2f} ({fs.get('num_samples')} samples vs "
-        f"{fs.get('num_reference')} held-out; tokenizer floor "
-        f"{metrics.get('fid_recon', float('nan')):.2f})"
+        f"{metrics['fid']:.2f} ± {metrics.get('fid_std', float('nan')):.2f} "
+        f"({fs.get('num_samples')} samples vs {fs.get('num_reference')} real held-out; "
+        f"tokenizer floor {metrics.get('fid_recon', float('nan')):.2f})"
         if "fid" in metrics
         else "unavailable: " + str(fs.get("unavailable_reason", "evaluate.fid is off"))
     )
