@@ -103,8 +103,8 @@ def load_inputs(
         tokens = out / "tokens" / f"{kind}.npz"
     if not tokens.exists():
         raise FileNotFoundError(
-            f"{tokens}: no training tokens; run `dvc repro {root / 'dvc.yaml'}` "
-            f"(its tokenize-{kind} stage) first"
+            f"{tokens}: no training tokens; run `cd {root} && dvc repro tokenize-{kind}` "
+            f"(the pipeline is its own DVC project) first"
         )
     ref, key, note = _reference(p, out=out)
     return SweepInputs(p, kind, TokenData.load(tokens), _decoder(p, kind, out=out), ref, key, note)
