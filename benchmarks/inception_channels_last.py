@@ -1,7 +1,18 @@
-"""Inception feature extraction on the CPU: contiguous vs channels-last weights.
+"""Inception feature extraction on the CPU: memory format, batch size and threads.
 
-Prints seconds per image of each and their ratio, and the largest feature difference (the two
-must give the same features). ``python benchmarks/inception_channels_last.py [N]``.
+The evaluate stage's FID spends most of its time in the standard Inception-v3 (every image is
+resized to 299×299, ~5.7 GFLOP each). This times, in one process and interleaved, separate
+extractors (``unmask.metrics.fidelity._build_extractor``: the cached ``_make_extractor`` would
+hand every variant the same module) in contiguous and channels-last layout, at batch sizes 50
+and 200, each at 1 and 2 torch threads, and prints per image:
+
+* CPU seconds (``time.process_time``: what the extraction costs whatever else runs on this
+  shared machine; with 2 threads both threads' time) and wall seconds (wall ÷ CPU < 1 means
+  the 2 threads ran in parallel);
+* the largest feature difference to the contiguous, batch-50, 1-thread features (all variants
+  must give the same features: FID compares them to the standard to 1e-4).
+
+    .venv/bin/python benchmarks/inception_channels_last.py [N]   (default N = 100 images)
 """
 
 from __future__ import annotations
@@ -13,30 +24,42 @@ import numpy as np
 import torch
 
 
-def main(n: int = 64) -> None:
-    from unmask.metrics.fidelity import FEATURE_LAYER, UInt8Images, _extract, _make_extractor
+def main(n: int = 100) -> list[dict]:
+    from unmask.metrics.fidelity import FEATURE_LAYER, UInt8Images, _build_extractor, _extract
     from unmask.metrics.inception import cache_dir, resolve_inception_weights
 
     dev = torch.device("cpu")
     weights = resolve_inception_weights(None, cache_dir())
     images = UInt8Images(np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    # nn.Module.to(memory_format=...) works in place: two separate extractors
-    plain = _make_extractor(weights, [FEATURE_LAYER], dev).to(memory_format=torch.contiguous_format)
-    cl = _make_extractor(weights, [FEATURE_LAYER], dev)  # channels-last on the CPU
-    timings, feats = {}, {}
-    for name, fe in (("contiguous", plain), ("channels_last", cl)):
-        _extract(fe, UInt8Images(images.images[:8]), 8, dev, False, "warm-up")
-        t = time.perf_counter()
-        feats[name] = _extract(fe, images, 32, dev, False, name)[FEATURE_LAYER]
-        timings[name] = (time.perf_counter() - t) / n
-    diff = float((feats["contiguous"] - feats["channels_last"]).abs().max())
-    print(f"threads {torch.get_num_threads()}, {n} images 28x28 -> 299x299")
-    for k, v in timings.items():
-        print(f"  {k:14s} {v:.3f} s/image")
-    ratio = timings["contiguous"] / timings["channels_last"]
-    print(f"  ratio contiguous/channels_last: {ratio:.2f}")
-    print(f"  max |feature difference|: {diff:.2e}")
+    plain = _build_extractor(weights, [FEATURE_LAYER], dev).to(
+        memory_format=torch.contiguous_format)
+    cl = _build_extractor(weights, [FEATURE_LAYER], dev)  # channels-last on the CPU
+    variants = [(layout, fe, batch, threads) for threads in (1, 2) for batch in (50, 200)
+                for layout, fe in (("contiguous", plain), ("channels_last", cl))]
+    old = torch.get_num_threads()
+    for _, fe, _, _ in variants[:2]:  # warm-up both layouts (oneDNN primitive caches)
+        _extract(fe, UInt8Images(images.images[:4]), 4, dev, False, "warm-up")
+    rows, ref = [], None
+    try:
+        for layout, fe, batch, threads in variants:
+            torch.set_num_threads(threads)
+            c0, t0 = time.process_time(), time.perf_counter()
+            feats = _extract(fe, images, batch, dev, False, layout)[FEATURE_LAYER]
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            ref = feats if ref is None else ref
+            rows.append(dict(layout=layout, batch=batch, threads=threads, cpu_s=cpu / n,
+                             wall_s=wall / n, max_diff=float((feats - ref).abs().max())))
+    finally:
+        torch.set_num_threads(old)
+    print(f"Inception-v3 on {n} images 28x28 -> 299x299, per image:")
+    base = rows[0]["cpu_s"]
+    for r in rows:
+        print(f"  {r['layout']:14s} batch {r['batch']:3d} threads {r['threads']}: CPU "
+              f"{r['cpu_s']:.3f} s ({base / r['cpu_s']:.2f}x less than contiguous/50/1), wall "
+              f"{r['wall_s']:.3f} s (wall/CPU {r['wall_s'] / r['cpu_s']:.2f}); max |feature "
+              f"diff| {r['max_diff']:.1e}")
+    return rows
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 64)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)

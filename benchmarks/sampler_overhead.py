@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for timestep in ("explicit", "implicit"):
             net, batch, L, V, steps = build(name, timestep, args.device)
             batch, steps = args.batch or batch, args.steps or steps
-            for method in METHODS:
+            for method in args.methods:
                 for cfg in (0.0, 2.0):
                     kw = dict(batch=batch, L=L, V=V, steps=steps, method=method,
                               cfg_scale=cfg, device=args.device)
@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=0, help="override each model's batch")
     ap.add_argument("--repeats", type=int, default=3)
