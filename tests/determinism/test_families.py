@@ -213,3 +213,40 @@ def test_vq_tokenizer_training_is_bit_identical():
     assert models[0].history == models[1].history
     codes = [VQTokenizer(m).encode(images[:8]) for m in models]
     assert torch.equal(codes[0], codes[1])
+
+
+def test_prime_train_never_resumes_a_run_of_other_code(tmp_path, monkeypatch, capsys):
+    """Issue 17: ``runs/l<ℓ>`` of other code is wiped (one line says so); the same code
+    resumes at the final step without training."""
+    from unmask.prime import stages
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "fortunes").write_text(FORTUNES)
+    params = {
+        "data": {"kind": "text", "source": "fortunes", "root": str(corpus), "block_size": 16,
+                 "valid_fraction": 0.2, "compact_vocab": True},
+        "model": {"dim": 32, "depth": 1, "heads": 2},
+        "prime": {"ells": [2]},
+        "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "ckpt_every": 3,
+                  "device": "cpu"},
+        "tracking": {"enabled": False},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    stages.main(["prepare"])
+    stages.main(["train", "--ell", "2"])
+    ckpt = tmp_path / "runs/l2/checkpoints/ckpt-00000003.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
+
+    stages.main(["train", "--ell", "2"])  # same code: resumed at step 3, nothing retrained
+    assert "starting fresh" not in capsys.readouterr().err
+    assert ckpt.stat().st_mtime_ns == stamp
+
+    real = stages.code_fingerprint
+    monkeypatch.setattr(stages, "code_fingerprint", lambda *m: "edited-" + real(*m))
+    stages.main(["train", "--ell", "2"])  # other code: a fresh run
+    err = capsys.readouterr().err
+    assert "starting fresh" in err and "code differ" in err
+    assert ckpt.stat().st_mtime_ns != stamp
