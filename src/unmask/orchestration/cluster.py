@@ -44,6 +44,7 @@ from unmask.orchestration.env import ensure_ray_bootstrap, free_port, service_en
 
 __all__ = [
     "AUTOSCALING_ENV",
+    "NODE_MARK",
     "NodeSpec",
     "Node",
     "LocalCluster",
@@ -58,6 +59,10 @@ __all__ = [
 
 #: Set to 1 on a cluster with an autoscaler: resources may appear after the request.
 AUTOSCALING_ENV = "UNMASK_RAY_AUTOSCALING"
+
+#: Environment mark of every process of a simulated node: Ray workers leave the node's process
+#: group and are re-parented when the raylet dies, the mark still finds them (procs.marked).
+NODE_MARK = "UNMASK_RAY_NODE"
 
 #: GCS health checks of the simulated head: a lost node is declared dead after ~3 s instead of
 #: Ray's default ~15 s (period 3 s × threshold 5), so node-loss tests stay short.
@@ -89,6 +94,15 @@ class Node:
     proc: procs.ProcInfo
     temp_dir: Path
     node_id: str | None = None
+
+    @property
+    def mark(self) -> str:
+        return str(self.temp_dir)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop the node's processes by pid: ``ray start``, its group, its descendants and
+        every process carrying the node's mark (its Ray workers)."""
+        procs.stop(self.proc, grace=grace, extra=procs.marked(NODE_MARK, self.mark))
 
     @property
     def name(self) -> str:
@@ -136,6 +150,7 @@ class LocalCluster:
     def __init__(self, root: str | Path | None = None, *, head_cpus: float = 0,
                  object_store_mb: int = 100, env: Mapping[str, str] | None = None,
                  fast_health_checks: bool = True) -> None:
+        self._own_root = root is None  # removed by shutdown()
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ur-", dir="/tmp"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.head_cpus, self.head_store_mb = head_cpus, object_store_mb
@@ -178,7 +193,7 @@ class LocalCluster:
         temp.mkdir(parents=True, exist_ok=True)
         argv = [_ray_bin(), "start", *extra, *self._common(spec, temp)]
         info = procs.start(f"ray-{spec.name}", argv, self.root / f"{spec.name}.log",
-                           env=self.env, cwd=self.root)
+                           env={**self.env, NODE_MARK: str(temp)}, cwd=self.root)
         return Node(spec, info, temp)
 
     def start(self, timeout: float = 120.0) -> LocalCluster:
@@ -275,19 +290,22 @@ class LocalCluster:
         else:
             raise TimeoutError(f"node {node.name} still alive {wait_dead:.0f}s after its raylet "
                                f"(pid {pid}) was killed")
-        procs.stop(node.proc, grace=5.0)  # whatever of the node is left
+        node.stop(grace=5.0)  # whatever of the node is left, its orphaned workers included
         return pid
 
     def stop_node(self, node: Node | str, grace: float = 10.0) -> None:
         """Stop one node's ``ray start`` process and its descendants by pid."""
         node = node if isinstance(node, Node) else self.node(node)
-        procs.stop(node.proc, grace=grace)
+        node.stop(grace)
 
     def shutdown(self, grace: float = 10.0) -> None:
-        """Stop every node by pid (workers first, then the head)."""
+        """Stop every node by pid (workers first, then the head); remove the temp root if the
+        cluster created it."""
         for n in reversed(self._all()):
-            procs.stop(n.proc, grace=grace)
+            n.stop(grace)
         self.nodes, self.head = [], None
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         try:
