@@ -127,3 +127,14 @@ def test_prime_ppl_is_labelled_with_its_estimator(report: Path, axis: str) -> No
     fid = pd.read_csv(report.parent / "fidelity.csv").set_index("id")
     assert "eq. (5)" in fid.loc["prime_l_improves_ppl", "note"]
     assert fid.drop(index="prime_l_improves_ppl")["note"].isna().all()  # FID claims: no note
+
+
+def test_demo_report_marks_the_pipeline_on_the_nfe_plot(report: Path) -> None:
+    from unmask.reporting.demo import NFE, NFE_FID_STD, PIPELINE_FID, PIPELINE_STEPS
+
+    data = _figure(report.read_text(), "ablation-nfe")
+    curves = [t for t in data if t.get("mode") == "lines+markers"]
+    assert sum(len(_arr(c["error_y"]["array"])) for c in curves) == len(NFE)
+    assert all(v == NFE_FID_STD for c in curves for v in _arr(c["error_y"]["array"]))
+    star = next(t for t in data if t.get("meta", {}).get("pipeline_run"))
+    assert _arr(star["x"]) == [2.0 * PIPELINE_STEPS] and _arr(star["y"]) == [PIPELINE_FID]

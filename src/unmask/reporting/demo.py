@@ -4,10 +4,11 @@
 ``unmask.kind`` tags, ``point.*`` and resolved params, metrics, ``samples/grid.png`` +
 ``samples/chain.png`` artifacts), MDM-Prime evaluate runs and eMIGM t_min runs with the names of
 :mod:`unmask.tracking_tags` (two training seeds at ℓ = 1; a pixel experiment with bits/dim; one
-t_min run whose FID was unavailable), a default-pipeline evaluate run, a sweep parent and a
-FAILED trial. The numbers are made up so that each claim of ``references.yaml`` has a verdict
-known by construction (:data:`EXPECTED_VERDICTS`): the report's tests use it, and
-``python -m unmask.reporting.demo OUT`` shows what a report looks like.
+t_min run whose FID was unavailable), a default-pipeline evaluate run (drawn on the NFE plot),
+a sweep parent and a FAILED trial; the nfe trials log ``fid_std`` (error bars). The numbers
+are made up so that each claim of ``references.yaml`` has a verdict known by construction
+(:data:`EXPECTED_VERDICTS`): the report's tests use it, and ``python -m unmask.reporting.demo
+OUT`` shows what a report looks like.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ T_MIN = [(0.0, 10.0, 100.0), (0.1, 10.2, 90.0), (0.3, 12.0, 70.0)]
 PRIME = [(1, 30.0), (2, 25.0), (4, 22.0)]  # ℓ=1: seeds 0 and 1 log 29 and 31 (mean 30)
 PRIME_PIXELS = [(1, 3.0), (2, 2.8)]
 PIPELINE_FID = 41.5
+PIPELINE_STEPS = 8  # its sampler: mdm, 8 steps × 2 (CFG) = NFE 16 (the evaluate stage's sample_nfe)
+NFE_FID_STD = 0.8  # fid_std of each nfe trial (drawn as error bars)
 
 EXPECTED_VERDICTS = {
     "schedule_linear_vs_cosine": "reproduced",  # 10 < 12
@@ -107,7 +110,7 @@ def populate(root: Path, axes: set[str] | None = None) -> str:
                 "nfe",
                 {"sample.steps": steps},
                 {"sample": {"steps": steps, "method": method}},
-                {"fid": fid, "nfe": float(steps)},
+                {"fid": fid, "fid_std": NFE_FID_STD, "nfe": float(steps)},
                 seed,
             )
     if "temperature" in want:
@@ -186,11 +189,13 @@ def populate(root: Path, axes: set[str] | None = None) -> str:
         with tr.start_run(
             "default",
             "evaluate",
-            params={"data": {"dataset": "fashion_mnist"}},
+            params={"data": {"dataset": "fashion_mnist"},
+                    "sample": {"method": "mdm", "steps": PIPELINE_STEPS}},
             tags={"stage": "evaluate", "git_commit": "feedbeef0001"},
         ):
             tr.log_params({"fid.num_samples": 1000, "fid.reference": "fashion_mnist-test"})
-            tr.log_metrics({"fid": PIPELINE_FID, "nelbo_bpt": 1.5}, step=10)
+            tr.log_metrics({"fid": PIPELINE_FID, "fid_std": 1.2, "sample_nfe": 2.0 * PIPELINE_STEPS,
+                            "nelbo_bpt": 1.5}, step=10)
     # a sweep parent and a failed trial: neither is plotted
     with tr.start_run(
         "ablations/nfe", "nfe-sweep", tags={"unmask.ablation": "nfe", "unmask.kind": "sweep"}
