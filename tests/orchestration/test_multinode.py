@@ -8,7 +8,8 @@ each a ``ray start --block`` process started and stopped by pid; the driver join
 1. a sampling sweep (2 concurrent trials) lands on both nodes, reads its inputs from the shared
    storage path (the project's own outputs are moved away while it runs), and every trial's
    samples equal those of the same trial run in one process without Ray;
-2. ``gpus_per_trial: 1`` trials land on the GPU node; an unsatisfiable request fails fast;
+2. through the ``ablations`` Prefect flow, ``gpus_per_trial: 1`` trials land on the GPU node;
+   an unsatisfiable request fails fast;
 3. Ray Train DDP with 2 workers on 2 nodes = the one-process loss curve;
 4. a node's raylet is killed mid-sweep: its trial is retried on the survivor, one FINISHED run
    per grid point, the CSV and the report are complete;
@@ -240,16 +241,30 @@ def test_sweep_spreads_over_nodes_reads_shared_storage_and_matches_one_process(
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_gpu_trials_land_on_the_gpu_node_and_impossible_requests_fail_fast(cluster, project,
-                                                                           tmp_path):
+                                                                           tmp_path, monkeypatch):
+    """Through the real ``ablations`` Prefect flow (``prefect_test_harness``), on the cluster
+    the driver joined through ``RAY_ADDRESS``."""
+    import importlib.util
+
+    from prefect.testing.utilities import prefect_test_harness
+
     from unmask.orchestration.ablation import Ablation, AblationRequest
     from unmask.orchestration.ddp import train_with_ray
 
-    ab = Ablation(AblationRequest(axis="nfe", values=[3, 5], workdir=str(project),
-                                  settings=_settings(project, "gpu", gpus_per_trial=1)))
-    summary = ab.run()
-    assert summary.completed == [0, 1] and not summary.failed, summary.failed
-    trials = _trial_runs(ab.uri, summary.parent_run_id)
+    spec = importlib.util.spec_from_file_location("flows_ablations",
+                                                  Path(SRC).parent / "flows" / "ablations.py")
+    flows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flows)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    settings = _settings(project, "gpu", gpus_per_trial=1)
+    with prefect_test_harness(server_startup_timeout=300):
+        out = flows.ablations(axis="nfe", values=[3, 5], workdir=str(project), settings=settings)
+    assert out["completed"] == [0, 1] and not out["failed"], out
+    ab = Ablation(AblationRequest(axis="nfe", workdir=str(project), settings=settings))
+    ab.preflight()
+    trials = _trial_runs(ab.uri, out["parent_run_id"])
     assert sorted(r.data.tags["ray.node_name"] for r in trials) == ["w2", "w2"]
+    assert all(r.data.tags["prefect.flow_run_id"] for r in trials)
 
     ab = Ablation(AblationRequest(axis="nfe", values=[6], workdir=str(project),
                                   settings=_settings(project, "gpu2", gpus_per_trial=2)))
