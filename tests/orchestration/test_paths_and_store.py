@@ -49,13 +49,17 @@ def test_producing_stage_reads_the_outs_of_dvc_yaml():
     assert producing_stage("models/other.pt", REPO) is None
 
 
-def _project(root: Path, *, tokenizer: bool, tokens: bool, checkpoint: bool) -> Path:
+def _project(root: Path, *, tokenizer: bool, tokens: bool, checkpoint: bool,
+             prepared: bool = True) -> Path:
     """The real params.yaml / dvc.yaml / flows/ablations.yaml and whichever outputs exist."""
     root.mkdir(parents=True)
     for f in ("params.yaml", "dvc.yaml", "flows/ablations.yaml"):
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / f, root / f)
     (root / "models").mkdir()
+    if prepared:
+        (root / "data/prepared").mkdir(parents=True)
+        (root / "data/prepared/test.npz").write_bytes(b"stand-in")
     if tokenizer:
         (root / "models/tokenizer.pt").write_bytes(b"stand-in")
     if checkpoint:
@@ -69,6 +73,7 @@ def _project(root: Path, *, tokenizer: bool, tokens: bool, checkpoint: bool) -> 
 
 
 @pytest.mark.parametrize("missing, axis, file, stage", [
+    ("prepared", "nfe", "data/prepared/test.npz", "prepare"),
     ("tokenizer", "nfe", "models/tokenizer.pt", "tokenizer"),
     ("tokens", "weighting", "data/tokens/train/manifest.json", "tokenize"),
     ("tokens", "nfe", "data/tokens/test/manifest.json", "tokenize"),
@@ -77,7 +82,7 @@ def _project(root: Path, *, tokenizer: bool, tokens: bool, checkpoint: bool) -> 
 def test_a_missing_input_fails_the_sweep_before_any_trial(tmp_path, monkeypatch, missing, axis,
                                                           file, stage):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    have = {k: k != missing for k in ("tokenizer", "tokens", "checkpoint")}
+    have = {k: k != missing for k in ("prepared", "tokenizer", "tokens", "checkpoint")}
     project = _project(tmp_path / "p", **have)
     monkeypatch.chdir(tmp_path)  # started from elsewhere, as a Prefect worker or Ray would
     ablation = Ablation(AblationRequest(axis=axis, workdir=str(project)))

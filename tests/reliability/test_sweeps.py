@@ -88,6 +88,8 @@ def project(tmp_path_factory) -> Path:
     (root / "models" / "model.pt").write_bytes(b"stand-in checkpoint (the trials never read it)")
     # the real params name a VQ tokenizer: the sweep checks it exists before any trial starts
     (root / "models" / "tokenizer.pt").write_bytes(b"stand-in tokenizer (never read either)")
+    (root / "data" / "prepared").mkdir(parents=True)
+    (root / "data" / "prepared" / "test.npz").write_bytes(b"stand-in held-out images")
     settings = yaml.safe_load((REPO / "flows" / "ablations.yaml").read_text())
     settings.update(retries=1)
     settings["ray"].update(num_cpus=2, cpus_per_trial=1, max_concurrent_trials=2)

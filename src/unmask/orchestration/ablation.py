@@ -262,6 +262,9 @@ class Ablation:
         """The files every trial of this axis reads, in pipeline order, with what they are."""
         split = base.evaluate.split
         need: list[tuple[Path, str]] = []
+        if self.settings.eval.metric != "stats":  # FID against the real held-out images
+            need.append((self.tokens_dir.parent / "prepared" / f"{split}.npz",
+                         f"the prepared held-out images (evaluate.split = {split})"))
         if base.tokenizer.kind == "vq":
             need.append((resolve(base.tokenizer.path, self.root), "the trained VQ tokenizer"))
         if self.spec.kind == "training":
