@@ -138,3 +138,27 @@ def test_demo_report_marks_the_pipeline_on_the_nfe_plot(report: Path) -> None:
     assert all(v == NFE_FID_STD for c in curves for v in _arr(c["error_y"]["array"]))
     star = next(t for t in data if t.get("meta", {}).get("pipeline_run"))
     assert _arr(star["x"]) == [2.0 * PIPELINE_STEPS] and _arr(star["y"]) == [PIPELINE_FID]
+
+
+def test_training_axis_point_trained_for_other_steps_is_not_comparable(tmp_path: Path) -> None:
+    from unmask.reporting import load_runs
+    from unmask.reporting.ablations import ABLATIONS, ablation_table, pipeline_point
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tr = Tracker(uri)
+    with tr.start_run("default", "evaluate", params={"train": {"schedule": "linear", "steps": 600}},
+                      tags={"stage": "evaluate"}):
+        tr.log_params({"fid.reference": REF, "fid.num_samples": 1000})
+        tr.log_metrics({"fid": 50.0, "fid_std": 2.0}, step=600)
+    for sched, fid in (("linear", 70.0), ("cosine", 75.0)):
+        with tr.start_run("ablations/schedule", sched,
+                          params={"train": {"schedule": sched, "steps": 100}},
+                          tags={"unmask.ablation": "schedule", "unmask.kind": "trial"}):
+            tr.log_params({"point.train.schedule": sched, "fid.reference": REF,
+                           "fid.num_samples": 1000})
+            tr.log_metrics({"fid": fid}, step=0)
+    runs = load_runs(uri)
+    spec = next(s for s in ABLATIONS if s.id == "schedule")
+    p = pipeline_point(runs, spec, ablation_table(runs, spec))
+    assert p is not None and p.x == "linear" and p.value == 50.0
+    assert not p.comparable and "trained 600 steps vs the trials' 100" in p.note

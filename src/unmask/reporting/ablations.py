@@ -346,6 +346,10 @@ def pipeline_point(
         notes.append(f"FID reference {p_ref} vs the trials' {ref}")
     if n and p_n and p_n != n:
         notes.append(f"{p_n} samples vs the trials' {n} (FID depends on the sample count)")
+    if any(k.startswith(("train.", "emigm.")) for k in spec.x_keys):  # one model per point
+        steps, p_steps = _mode(param(trials, "train.steps")), _mode(param(row, "train.steps"))
+        if steps and p_steps and steps != p_steps:
+            notes.append(f"trained {p_steps} steps vs the trials' {steps}")
     if spec.x_metric and metric(row, spec.x_metric).isna().all():
         # the evaluate stage logs the sampler's NFE as sample_<name> (a trial logs <name>)
         row = row.assign(**{f"metrics.{spec.x_metric}": metric(row, f"sample_{spec.x_metric}")})
