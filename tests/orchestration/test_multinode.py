@@ -202,6 +202,15 @@ def test_sweep_spreads_over_nodes_reads_shared_storage_and_matches_one_process(
         s = pp.spec
         for path in (s.params_path, s.checkpoint, s.tokens_dir, s.trial_dir, s.ray_storage):
             assert Path(path).is_relative_to(shared), path
+    # Trials that score FID also get the prepared real held-out images, where the trial looks
+    # for them (beside its token folder).
+    for pp in Ablation(AblationRequest(axis="nfe", values=[2], workdir=str(project),
+                                       metric="auto", settings=_settings(
+                                           project, "shared", shared_storage=str(shared)))).plan():
+        split = Path(pp.spec.tokens_dir) / "test"
+        real = Path(pp.spec.tokens_dir).parent / "prepared" / "test.npz"
+        assert split.resolve().is_relative_to(shared) and real.resolve().is_relative_to(shared)
+        assert real.read_bytes() == (project / "data/prepared/test.npz").read_bytes()
     # The driver's project outputs are gone while the trials run: they cannot be read.
     hidden = project.parent / "hidden"
     hidden.mkdir()

@@ -443,9 +443,10 @@ def stage_inputs(paths: Mapping[str, str | Path], shared: str | Path) -> dict[st
 def stage_planned(planned: Sequence[Any], shared: str | Path) -> None:
     """Point the trial specs of an ablation plan (:class:`~unmask.orchestration.ablation.
     PlannedPoint`) at copies of their inputs in ``shared`` (``ray.shared_storage``): the params
-    file, the checkpoint (sampling axes) and the token splits the trial reads (``train`` for
-    training axes, ``evaluate.split`` always) — so a trial on a node without the project's
-    outputs finds them. Specs are replaced in place."""
+    file, the checkpoint (sampling axes), the token splits the trial reads (``train`` for
+    training axes, ``evaluate.split`` always), the VQ tokenizer and, when trials score FID, the
+    prepared held-out images — so a trial on a node without the project's outputs finds them.
+    Specs are replaced in place."""
     from unmask.config import ConfigError, load_params
     from unmask.paths import project_root, resolve
 
@@ -465,23 +466,33 @@ def stage_planned(planned: Sequence[Any], shared: str | Path) -> None:
         vq = (str(resolve(params.tokenizer.path, spec.root or project_root(spec.params_path)))
               if params.tokenizer.kind == "vq" else "")
         splits = tuple(sorted({split} | ({"train"} if spec.kind == "training" else set())))
-        key = (spec.params_path, spec.checkpoint or "", spec.tokens_dir, vq, *splits)
+        # FID scores against the prepared real held-out images, which the trial finds beside
+        # the token folder (<tokens_dir>/../prepared, unmask.orchestration.evaluation).
+        fid = spec.eval.metric != "stats"
+        key = (spec.params_path, spec.checkpoint or "", spec.tokens_dir, vq, str(fid), *splits)
         if key not in staged:
             tokens = Path(spec.tokens_dir)
             found = {f"tokens/{s}": tokens / s for s in splits if (tokens / s).exists()}
+            if fid:
+                prepared = tokens.parent / "prepared"
+                found.update({f"prepared/{n}": prepared / n
+                              for n in (f"{split}.npz", "manifest.json")
+                              if (prepared / n).exists()})
             out = stage_inputs({"params": spec.params_path, **found,
                                 **({"checkpoint": spec.checkpoint} if spec.checkpoint else {}),
                                 **({"tokenizer": vq} if vq else {})}, shared)
-            # One folder holding every split the trial reads (tokens_dir/<split>).
-            tok_dir = shared / "inputs" / ("tokens-" + hashlib.sha256("".join(
-                str(out[k]) for k in sorted(found)).encode()).hexdigest()[:16])
+            # One folder laid out as the project's data/ (tokens/<split>, prepared/<file>),
+            # made of links to the content-addressed copies.
+            bundle = shared / "inputs" / ("data-" + hashlib.sha256("".join(
+                f"{k}={out[k]}" for k in sorted(found)).encode()).hexdigest()[:16])
             for k in found:
-                link = tok_dir / k.split("/", 1)[1]
-                if not link.exists():
-                    tok_dir.mkdir(parents=True, exist_ok=True)
+                link = bundle / k
+                if not link.is_symlink():
+                    link.parent.mkdir(parents=True, exist_ok=True)
                     with contextlib.suppress(FileExistsError):
-                        link.symlink_to(out[k], target_is_directory=True)
-            out["tokens"] = tok_dir
+                        link.symlink_to(out[k], target_is_directory=out[k].is_dir())
+            (bundle / "tokens").mkdir(parents=True, exist_ok=True)
+            out["tokens"] = bundle / "tokens"
             staged[key] = out
         out = staged[key]
         overrides = dict(spec.overrides)
