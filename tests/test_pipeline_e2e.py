@@ -46,7 +46,6 @@ METRIC_KEYS = {
     "class_mean_mse",
     "unique_fraction",
     "sample_nfe",
-    "sample_seconds_per_sample",
     "fid",
 }
 

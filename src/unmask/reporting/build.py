@@ -23,7 +23,6 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -345,12 +344,11 @@ def build_report(
         summary[f"claim/{row.id}"] = row.verdict
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     exps = sorted(set(runs["experiment"].dropna())) if not runs.empty else []
     commits = sorted(set(meta["git_commit"].dropna())) if not meta.empty else []
     body = [
         f"<h1>{esc(title)}</h1>",
-        f"<p class='meta'>built {stamp} · {len(runs)} finished runs in "
+        f"<p class='meta'>{len(runs)} finished runs in "
         f"{len(exps)} experiments ({esc(', '.join(exps)) or 'none'}) · store "
         f"<code>{esc(uri or 'not used')}</code> · commits "
         f"<code>{esc(', '.join(c[:12] for c in commits) or 'not recorded')}</code></p>",

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from unmask.config import Params
-from unmask.runtime import read_timings
 from unmask.stages import PATHS, main
 
 
@@ -52,8 +51,7 @@ def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dic
     )
     notes = {
         "model": f"{train['num_params']:,} parameters, {train['step']} steps, "
-        f"final loss {train['loss']:.4f}, "
-        f"{read_timings('runs/timings/train.json').get('elapsed_s', float('nan')):.0f} s",
+        f"final loss {train['loss']:.4f}",
         "sampler": f"{info['method']}, {info['steps']} steps, NFE {info['nfe']}, "
         f"cfg {s.cfg_scale} ({s.cfg_schedule}), temperature {s.temperature}, "
         f"top-p {s.top_p}",
