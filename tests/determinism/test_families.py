@@ -76,15 +76,20 @@ FORTUNES = "\n%\n".join(
         [("cat", "code", "odd"), ("dog", "tests", "green"), ("owl", "rules", "kind")] * 40))
 
 
-def test_prime_train_and_evaluate_are_bit_identical(tmp_path):
-    from unmask.prime import stages
-
+def _fortunes_data(tmp_path: Path) -> dict:
+    """The Prime ``data`` section over a tiny fortunes corpus written under ``tmp_path``."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "fortunes").write_text(FORTUNES)
+    return {"kind": "text", "source": "fortunes", "root": str(corpus), "block_size": 16,
+            "valid_fraction": 0.2, "compact_vocab": True}
+
+
+def test_prime_train_and_evaluate_are_bit_identical(tmp_path):
+    from unmask.prime import stages
+
     params = {
-        "data": {"kind": "text", "source": "fortunes", "root": str(corpus), "block_size": 16,
-                 "valid_fraction": 0.2, "compact_vocab": True},
+        "data": _fortunes_data(tmp_path),
         "model": {"dim": 32, "depth": 1, "heads": 2, "dropout": 0.1},
         "prime": {"ells": [2]},
         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 1,
@@ -220,12 +225,8 @@ def test_prime_train_never_resumes_a_run_of_other_code(tmp_path, monkeypatch, ca
     resumes at the final step without training."""
     from unmask.prime import stages
 
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "fortunes").write_text(FORTUNES)
     params = {
-        "data": {"kind": "text", "source": "fortunes", "root": str(corpus), "block_size": 16,
-                 "valid_fraction": 0.2, "compact_vocab": True},
+        "data": _fortunes_data(tmp_path),
         "model": {"dim": 32, "depth": 1, "heads": 2},
         "prime": {"ells": [2]},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "ckpt_every": 3,
