@@ -1,6 +1,6 @@
 """Stages of the paper-experiment pipelines ``pipelines/<exp>/`` (ImageNet, COCO, CC12M, CIFAR-10).
 
-Run from the pipeline's folder (``dvc repro pipelines/<exp>/dvc.yaml`` does so)::
+Run from the pipeline's folder, its own DVC project (``cd pipelines/<exp> && dvc repro`` does so)::
 
     python -m unmask.stages.experiment tokenize [--params params.yaml] [--set key=value ...]
     python -m unmask.stages.experiment train [--schedule NAME] [--params ...] [--set ...]
