@@ -5,6 +5,7 @@ training-time ablation axis (one model trained per grid point inside a Ray Tune 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from unmask.data import fashion_mnist
 from unmask.orchestration.ddp import run_rank, train_with_ray
 from unmask.orchestration.env import ray_init
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -126,8 +129,12 @@ def test_pipeline_with_its_own_schema_trains_through_its_dvc_stages(ray_local, t
     bin_dir = Path(sys.executable).parent
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([str(bin_dir / "dvc"), "init", "-q"], cwd=tmp_path, check=True)
+    # a project as users have it: the repo's flow settings, the pipeline its own DVC project
+    (tmp_path / "flows").mkdir()
+    shutil.copyfile(REPO / "flows/ablations.yaml", tmp_path / "flows/ablations.yaml")
     exp = tmp_path / "pipelines/toy"
     exp.mkdir(parents=True)
+    subprocess.run([str(bin_dir / "dvc"), "init", "--subdir", "-q"], cwd=exp, check=True)
     (exp / "params.yaml").write_text("toy:\n  size: 3\n")
     stages = {"stages": {
         "prepare": {"cmd": "python -c \"open('data.txt', 'w').write('d')\"", "outs": ["data.txt"]},
