@@ -101,7 +101,7 @@ def test_closure_follows_lazy_relative_and_literal_imports(project):
 def test_missing_deps_file_and_folder_coverage(project):
     one, many = dvcdeps.load_stages(project / "dvc.yaml")
     assert (one.name, many.name) == ("one", "many@*")
-    assert dvcdeps.entry_module(one) == "unmask.entry"
+    assert dvcdeps.entry_modules(one) == ["unmask.entry"]
     files = dvcdeps.closure("unmask.entry", project)
     assert _rel(dvcdeps.missing_deps(one, files), project) == _CLOSURE - {"entry.py"}
     assert dvcdeps.missing_deps(many, files) == []  # the folder covers everything
@@ -152,7 +152,7 @@ def test_bad_cmd_names_the_stage(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: ./run.sh\n    deps: [a]\n")
     (stage,) = dvcdeps.load_stages(tmp_path / "dvc.yaml")
     with pytest.raises(ValueError, match=r"dvc\.yaml:s: cannot find the entry module"):
-        dvcdeps.entry_module(stage)
+        dvcdeps.entry_modules(stage)
 
 
 @pytest.mark.slow
@@ -160,7 +160,7 @@ def test_bad_cmd_names_the_stage(tmp_path):
 def test_every_stage_depends_on_the_sources_it_runs(dvcfile):
     problems = []
     for stage in dvcdeps.load_stages(REPO / dvcfile):
-        files = dvcdeps.closure(dvcdeps.entry_module(stage), REPO)
+        files = dvcdeps.stage_closure(stage, REPO)
         assert any(f.name == "__init__.py" for f in files), stage.label  # the closure is real
         problems += [f"{stage.name}: {f.relative_to(REPO)}"
                      for f in dvcdeps.missing_deps(stage, files)]

@@ -24,9 +24,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from unmask.config import load_params  # noqa: E402
 from unmask.dvcdeps import dvc_app  # noqa: E402
+from unmask.errors import user_errors  # noqa: E402
 from unmask.metrics.cli import evaluate_app  # noqa: E402
 from unmask.orchestration.cli import stack_app  # noqa: E402
-from unmask.stages import PATHS, STAGES, guarded_run, user_errors  # noqa: E402
+from unmask.stages import DEFAULT, run  # noqa: E402
+from unmask.stages.common import PATHS  # noqa: E402
 
 app = typer.Typer(
     name="unmask",
@@ -50,8 +52,8 @@ def _stage(name: str, params: Path, overrides: list[str] | None) -> Any:
     with user_errors():
         from unmask.runtime import configure_threads
 
-        configure_threads()  # as `python -m unmask.stages.<name>`: the same bits either way
-        return guarded_run(name, load_params(params, overrides or []))
+        configure_threads()  # as `python -m unmask.stages <name>`: the same bits either way
+        return run(name, load_params(params, overrides or []))
 
 
 @app.command()
@@ -99,7 +101,7 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STAGES)}.")],
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(DEFAULT)}.")],
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from unmask import schedules
 from unmask.data import fashion_mnist
 from unmask.dicts import deep_merge
+from unmask.errors import ConfigError
 from unmask.models.config import ModelConfig
 from unmask.sampling import METHODS
 from unmask.training.config import TrainConfig
@@ -59,10 +60,6 @@ DATASETS = {
         "class_names": fashion_mnist.CLASS_NAMES,
     }
 }
-
-
-class ConfigError(Exception):
-    """An invalid params file or override; ``str(err)`` is one line naming the file and key."""
 
 
 class Section(BaseModel):
@@ -185,7 +182,8 @@ class TokenizerConfig(Section):
         path = Path(path if path is not None else self.path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path}: no trained VQ tokenizer (run the 'tokenizer' stage: dvc repro tokenizer)"
+                f"{path}: no trained VQ tokenizer (run the 'train-tokenizer' stage: "
+                "dvc repro train-tokenizer)"
             )
         tok = VQTokenizer.load(path)
         want = self.vq.vq_config(tok.cfg.in_channels)
@@ -197,7 +195,7 @@ class TokenizerConfig(Section):
                 + ", ".join(f"{k}={a}" for k, (a, _) in diff.items())
                 + " but tokenizer.vq says "
                 + ", ".join(f"{k}={b}" for k, (_, b) in diff.items())
-                + " (re-run the 'tokenizer' stage)"
+                + " (re-run the 'train-tokenizer' stage)"
             )
         return tok
 
@@ -392,11 +390,17 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str
 def load_params(
     path: str | Path = "params.yaml",
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
-) -> Params:
-    """Read, override and validate a params file. Raises :class:`ConfigError` (one line)."""
+    *,
+    schema: type[BaseModel] | None = None,
+) -> Any:
+    """Read, override and validate a params file with ``schema`` (default: the default
+    pipeline's :class:`Params`; every pipeline's params class goes through here). Raises
+    :class:`ConfigError` (one line naming the file or override, and the key)."""
     raw = read_params_file(path)
     extra = parse_overrides(overrides)
-    return validate_params(deep_merge(raw, extra), source=str(path), overridden=_dotted(extra))
+    return validate_params(
+        deep_merge(raw, extra), source=str(path), overridden=_dotted(extra), schema=schema
+    )
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
@@ -432,16 +436,20 @@ def validation_error(path: str | Path, e: ValidationError) -> ConfigError:
 
 
 def validate_params(
-    data: Mapping[str, Any], source: str = "params", overridden: set[str] | None = None
-) -> Params:
+    data: Mapping[str, Any],
+    source: str = "params",
+    overridden: set[str] | None = None,
+    *,
+    schema: type[BaseModel] | None = None,
+) -> Any:
     """Validate an already-parsed params mapping (see :func:`load_params`). An error on a key
     in ``overridden`` is attributed to the override rather than to ``source``."""
     try:
-        return Params.model_validate(dict(data))
+        return (schema or Params).model_validate(dict(data))
     except ValidationError as e:
         # The first error only: later ones are often consequences of it (a union's other
         # members, model fields that could not be derived from an invalid tokenizer section).
-        key, msg = _describe(e.errors()[0])
+        key, msg = _describe(e.errors()[0], schema or Params)
         hit = any(key == o or key.startswith(f"{o}.") for o in overridden or ())
         where = "override" if hit else source
         raise ConfigError(f"{where}: {msg}") from None
@@ -466,19 +474,20 @@ _OPS = {
 }
 
 
-def _describe(e: Mapping[str, Any]) -> tuple[str, str]:
-    """(dotted key, one-line message) of a pydantic error."""
+def _describe(e: Mapping[str, Any], schema: type[BaseModel] | None = None) -> tuple[str, str]:
+    """(dotted key, one-line message) of a pydantic error of ``schema`` (default
+    :class:`Params`); an unknown key suggests the closest valid one of its section."""
     loc = [str(p) for p in e["loc"] if not _TYPE_TAG.match(str(p))]
     key = ".".join(loc)
-    return key, _message(e, loc, key)
+    return key, _message(e, loc, key, schema or Params)
 
 
-def _message(e: Mapping[str, Any], loc: list[str], key: str) -> str:
+def _message(e: Mapping[str, Any], loc: list[str], key: str, schema: type[BaseModel]) -> str:
     kind, ctx, got = e["type"], e.get("ctx") or {}, e.get("input")
     if kind == "extra_forbidden":
         parent, leaf = loc[:-1], loc[-1]
         hint = ""
-        fields = _fields_at(parent)
+        fields = _fields_at(parent, schema)
         if fields:
             close = _closest(leaf, fields)
             if close:
@@ -520,9 +529,9 @@ def _closest(key: str, fields: list[str]) -> str | None:
     return max(prefixed, key=len) if prefixed else None
 
 
-def _fields_at(loc: list[str]) -> list[str]:
-    """Field names of the model at a dotted location inside :class:`Params`."""
-    model: Any = Params
+def _fields_at(loc: list[str], schema: type[BaseModel]) -> list[str]:
+    """Field names of the model at a dotted location inside ``schema``."""
+    model: Any = schema
     for part in loc:
         field = model.model_fields.get(part) if _is_model(model) else None
         if field is None:

@@ -1,12 +1,13 @@
 """The ``unmask`` source files each DVC stage runs, from its import closure, against its ``deps``.
 
-A stage's ``cmd`` names its entry module (``python -m unmask.stages.train``). The code that stage
-runs is the module's *import closure*: the ``unmask`` modules that importing it loads (found by
-importing it in a fresh interpreter) plus, followed transitively, every ``unmask`` module named by
-an ``import`` anywhere in those files — also inside functions, where this code base imports
-lazily (the static part; ``if TYPE_CHECKING:`` blocks are skipped) — plus the non-Python files
-(e.g. ``reporting/references.yaml``) beside them. A change to any of these files must rerun the
-stage, so each must be covered by one of the stage's ``deps`` (the file or a folder above it).
+A stage's ``cmd`` names its entry modules (``python -m unmask.stages train``: the runner and the
+module that registers ``train``). The code that stage runs is their *import closure*: the
+``unmask`` modules that importing them loads (found in a fresh interpreter) plus, followed
+transitively, every ``unmask`` module named by an ``import`` anywhere in those files — also inside
+functions, where this code base imports lazily (the static part; ``if TYPE_CHECKING:`` blocks are
+skipped) — plus the non-Python files (e.g. ``reporting/references.yaml``) beside them. A change to
+any of these files must rerun the stage, so each must be covered by one of the stage's ``deps``
+(the file or a folder above it).
 
     unmask dvc deps --check [dvc.yaml ...]   # exit 1 naming missing (or absent) source deps
     unmask dvc deps --write [dvc.yaml ...]   # rewrite the source part of every deps list
@@ -114,19 +115,32 @@ def load_stages(dvcfile: Path) -> list[Stage]:
     return out
 
 
-_ENTRY = re.compile(r"(?:^|[\s;&|(])python[\d.]*\s+-m\s+([\w.]+)")
+_ENTRY = re.compile(r"(?:^|[\s;&|(])python[\d.]*\s+-m\s+([\w.]+)(?:\s+([\w.-]+))?")
 _CLI = re.compile(r"(?:^|[\s;&|(])unmask(?:\s|$)")
+_RUNNER = f"{PACKAGE}.stages"
 
 
-def entry_module(stage: Stage) -> str:
-    """The module the stage's ``cmd`` runs: ``python -m <module>``, or the ``unmask`` CLI."""
+def entry_modules(stage: Stage) -> list[str]:
+    """The modules the stage's ``cmd`` runs: ``python -m unmask.stages NAME`` → the runner and
+    the module registering ``NAME`` (:func:`unmask.stages.module_of`); ``python -m <module>``;
+    or the ``unmask`` CLI."""
     m = _ENTRY.search(stage.cmd)
+    if m and m.group(1) == _RUNNER and m.group(2):
+        from unmask.stages import module_of  # the stage name → module routing table
+
+        return [f"{_RUNNER}.__main__", module_of(m.group(2))]
     if m:
-        return m.group(1)
+        return [m.group(1)]
     if _CLI.search(stage.cmd):
-        return f"{PACKAGE}.cli"
+        return [f"{PACKAGE}.cli"]
     raise ValueError(f"{stage.label}: cannot find the entry module in cmd {stage.cmd!r} "
-                     f"(expected 'python -m <module>' or 'unmask ...')")
+                     f"(expected 'python -m unmask.stages NAME', 'python -m <module>' or "
+                     f"'unmask ...')")
+
+
+def stage_closure(stage: Stage, root: Path = ROOT) -> frozenset[Path]:
+    """:func:`closure` of every entry module of ``stage``."""
+    return frozenset().union(*(closure(m, root) for m in entry_modules(stage)))
 
 
 def _src_dir(root: Path) -> Path:
@@ -324,8 +338,7 @@ def write_deps(dvcfile: Path, root: Path = ROOT) -> list[str]:
         if stage.lines is None:
             raise ValueError(f"{stage.label}: no deps list to write into (add one with the "
                              f"stage's entry script)")
-        module = entry_module(stage)
-        files = closure(module, root)
+        files = stage_closure(stage, root)
         first, last = stage.lines
         kept = [ln for ln in lines[first:last + 1]
                 if ln.strip().startswith("-")
@@ -362,7 +375,7 @@ def deps_command(
                 typer.echo(f"updated {label}")
             continue
         for stage in load_stages(dvcfile):
-            files_ = closure(entry_module(stage))
+            files_ = stage_closure(stage)
             if check:
                 for f in missing_deps(stage, files_):
                     bad += 1

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -42,6 +43,7 @@ __all__ = [
     "prepare_run_dir",
     "write_timings",
     "read_timings",
+    "git_commit",
 ]
 
 THREADS_ENV = "UNMASK_THREADS"
@@ -223,3 +225,16 @@ def read_timings(path: str | Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The working tree's commit (``+dirty`` when tracked files have uncommitted changes), or
+    ``'unknown'`` outside a git checkout. Recorded with every run; never part of a DVC output."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True, timeout=10, cwd=cwd).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, cwd=cwd).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

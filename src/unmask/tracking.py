@@ -39,6 +39,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from unmask.errors import UserError
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 __all__ = ["tracking_uri", "serving", "announce_server", "withdraw_server", "SERVER_FILE",
@@ -49,7 +51,7 @@ _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # MLflow's limit on params per log_batch
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(UserError, RuntimeError):
     """The configured MLflow tracking server does not answer."""
 
 
@@ -472,6 +474,13 @@ class NullTracker(_RunStack):
     def history(self, key: str) -> Iterator[tuple[int, float]]:
         """(step, value) pairs logged for metric ``key``."""
         return ((s, m[key]) for s, m in self.metrics if key in m)
+
+
+def make_tracker(cfg: Any) -> _RunStack:
+    """The tracker of a params ``tracking`` section (``enabled``, ``root``): an MLflow
+    :class:`Tracker` (``$MLFLOW_TRACKING_URI``, else the project's store under ``cfg.root``) or a
+    :class:`NullTracker` when disabled. Every stage gets its tracker here."""
+    return Tracker(root=cfg.root) if cfg.enabled else NullTracker()
 
 
 def main(argv: list[str] | None = None) -> int:

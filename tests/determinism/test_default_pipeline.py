@@ -29,7 +29,7 @@ from determinism_utils import assert_same_files, assert_same_tensors, load_state
 
 from unmask.config import load_params
 from unmask.data import fashion_mnist
-from unmask.stages import run_stage
+from unmask.stages import run as run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -100,7 +100,7 @@ def _no_wall_clock(d: dict) -> dict:
 @pytest.mark.slow
 def test_default_pipeline_twice_gives_identical_outputs(tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
-    stages = ["prepare", "tokenizer", "tokenize", "train", "sample", "evaluate"]
+    stages = ["prepare", "train-tokenizer", "tokenize", "train", "sample", "evaluate"]
     for i, work in enumerate(runs):
         work.mkdir()
         _run(stages, work, rng_seed=1000 + i)
@@ -141,7 +141,7 @@ def _train_cmd(extra: list[str]) -> list[str]:
 def inputs(tmp_path_factory) -> Path:
     """Prepared data, tokenizer and token shards of the tiny default pipeline."""
     work = tmp_path_factory.mktemp("inputs")
-    _run(["prepare", "tokenizer", "tokenize"], work)
+    _run(["prepare", "train-tokenizer", "tokenize"], work)
     return work
 
 

@@ -40,7 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, metrics_cache: Path,
             converted_weights: Path) -> dict[str, Any]:
     """prepare + tokenize (pixel tokenizer) of a small real Fashion-MNIST project, and
     'generated' samples: held-out images with noise, through the tokenizer."""
-    from unmask.stages import run_stage
+    from unmask.stages import run as run_stage
 
     root = tmp_path_factory.mktemp("one-fid")
     params = load_params(REPO / "params.yaml", [

@@ -64,7 +64,7 @@ def test_training_axis_trains_a_model_per_point(ray_local, tmp_path):
     from unmask.orchestration.ablation import Ablation, AblationRequest
     from unmask.orchestration.tiny import make_project
 
-    project = make_project(tmp_path / "p", stages=("prepare", "tokenizer", "tokenize"))
+    project = make_project(tmp_path / "p", stages=("prepare", "train-tokenizer", "tokenize"))
     assert not (project / "models/model.pt").exists()  # training axes need no checkpoint
     summary = Ablation(AblationRequest(
         axis="weighting", workdir=str(project), metric="stats", num_workers=2,
@@ -99,7 +99,7 @@ def test_train_experiment_default(ray_local, tmp_path):
     from unmask.orchestration.tiny import make_project
     from unmask.training import load_checkpoint
 
-    project = make_project(tmp_path / "p", stages=("prepare", "tokenizer", "tokenize"))
+    project = make_project(tmp_path / "p", stages=("prepare", "train-tokenizer", "tokenize"))
     req = TrainRequest(workdir=str(project), num_workers=2, overrides=["train.steps=4"])
     out = train_experiment(req)
     ckpt = load_checkpoint(out["checkpoint"])

@@ -149,7 +149,7 @@ def test_pipeline_loads_the_trained_tokenizer_from_params(tmp_path: Path) -> Non
     p = load_params(f)
     assert p.model.vocab_size == 32 and p.model.grid == (7, 7)
     with pytest.raises(
-        FileNotFoundError, match="tok.pt: no trained VQ tokenizer.*'tokenizer' stage"
+        FileNotFoundError, match="tok.pt: no trained VQ tokenizer.*'train-tokenizer' stage"
     ):
         load_tokenizer(p)
     torch.manual_seed(0)
@@ -170,7 +170,7 @@ def test_tokenizer_stage_metrics_match_an_independent_psnr(tmp_path: Path, one_t
     """The `tokenizer` stage's held-out metrics: PSNR against torchmetrics' PSNR of the same
     reconstructions, usage/perplexity against a direct histogram."""
     tm = pytest.importorskip("torchmetrics.functional.image")
-    from unmask.stages.tokenizer import reconstruction_metrics
+    from unmask.stages.train_tokenizer import reconstruction_metrics
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unmask.errors import UserError
+
 __all__ = [
     "DEFAULT_ROOT",
     "CLASS_NAMES",
@@ -44,7 +46,7 @@ _INSTALL_HINT = "install it with `apt-get install dataset-fashion-mnist`"
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class IdxError(ValueError):
+class IdxError(UserError, ValueError):
     """A malformed or unexpected IDX file (the message names the file)."""
 
 

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from unmask.errors import UserError
+
 __all__ = [
     "atomic_dir",
     "replace_dir",
@@ -88,7 +90,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     replace_dir(partial, path)
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A missing, incomplete, corrupt or mismatched shard (the message names the shard)."""
 
 

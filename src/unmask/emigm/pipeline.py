@@ -471,7 +471,7 @@ def stage_evaluate(params: EMIGMParams) -> None:
         _write_json(OUT / "metrics" / "metrics.json", metrics)
         write_timings(TIMINGS / "evaluate.json", timings)
         tracker.log_artifact(OUT / "metrics" / "metrics.json")
-    from unmask.stages import git_commit
+    from unmask.runtime import git_commit
 
     write_report(OUT / "report", title=f"eMIGM — {params.tracking.experiment}",
                  metrics=metrics, params=params.model_dump(mode="json"), figures=figures,
@@ -504,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    from unmask.stages import user_errors
+    from unmask.errors import user_errors
 
     with user_errors():
         configure_threads()  # $UNMASK_THREADS or 1, never the load: same bits every run

@@ -329,7 +329,7 @@ def finish_evaluate(p: Any, task_tag: dict[str, str], out: dict[str, Any],
     ``metrics`` (others dropped), the ``unavailable.<name>`` reasons as tags and ``artifacts``
     (under ``samples``) to MLflow, and write the HTML report of ``out`` and ``figures``."""
     from unmask.report import write_report
-    from unmask.stages import git_commit
+    from unmask.runtime import git_commit
 
     write_json(METRICS, out)
     with stage_run(p, "evaluate", task_tag) as tr:
@@ -357,7 +357,7 @@ def stage_main(argv: list[str] | None, *, prog: str, description: str,
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    from unmask.stages import user_errors
+    from unmask.errors import user_errors
 
     with user_errors():
         configure_threads()

@@ -28,6 +28,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from unmask.errors import user_errors
+
 __all__ = ["evaluate_app", "load_array"]
 
 evaluate_app = typer.Typer(
@@ -90,7 +92,7 @@ def _report(
         for k, r in results.items()
     }
     if track:
-        from unmask.stages import git_commit
+        from unmask.runtime import git_commit
         from unmask.tracking import Tracker
 
         tr = Tracker()
@@ -104,12 +106,6 @@ def _report(
                 tr.log_metrics(metrics, step=0)
             out["mlflow_run_id"] = tr.run_id  # type: ignore[assignment]
     typer.echo(json.dumps(out, indent=2, default=str))
-
-
-def _user_errors():
-    from unmask.stages import user_errors
-
-    return user_errors()
 
 
 @evaluate_app.callback()
@@ -128,10 +124,10 @@ def stage(
     if ctx.invoked_subcommand is not None:
         return
     from unmask.config import load_params
-    from unmask.stages import guarded_run
+    from unmask.stages import run
 
-    with _user_errors():
-        out = guarded_run("evaluate", load_params(params, set_ or []))
+    with user_errors():
+        out = run("evaluate", load_params(params, set_ or []))
     typer.echo(json.dumps(out, indent=2))
 
 
@@ -148,7 +144,7 @@ def _fidelity(
 ) -> None:
     from unmask.metrics import compute_fidelity
 
-    with _user_errors():
+    with user_errors():
         res = compute_fidelity(
             load_array(samples),
             _reference(reference) if reference else None,
@@ -223,7 +219,7 @@ def fvd(
     ``fid_per_frame`` under its own name."""
     from unmask.metrics import compute_fvd, per_frame_fid
 
-    with _user_errors():
+    with user_errors():
         v, ref = load_array(videos), _reference(reference)
         res = {
             "fvd": compute_fvd(
@@ -255,7 +251,7 @@ def miou(
 
     from unmask.metrics import MeanIoU
 
-    with _user_errors():
+    with user_errors():
         p, t = load_array(pred), load_array(target)
         if p.shape != t.shape:
             raise ValueError(f"pred {pred} has shape {p.shape}, target {target} has {t.shape}")
@@ -283,7 +279,7 @@ def ppl(
     from unmask.config import load_params
     from unmask.data.shards import TokenShards
     from unmask.metrics import MetricResult
-    from unmask.stages import PATHS, load_tokenizer
+    from unmask.stages.common import PATHS, load_tokenizer
     from unmask.stages.evaluate import nelbo_bits
     from unmask.training import load_checkpoint
 
@@ -291,7 +287,7 @@ def ppl(
         *([f"evaluate.n_sequences={n_sequences}"] if n_sequences else []),
         *([f"evaluate.num_samples={mc_samples}"] if mc_samples else []),
     ]
-    with _user_errors():
+    with user_errors():
         p = load_params(params, over)
         ev, tok = p.evaluate, load_tokenizer(p)
         held = TokenShards(PATHS.tokens / ev.split, tokenizer_hash=tok.hash)
@@ -334,7 +330,7 @@ def clip(
     open_clip checkpoint."""
     from unmask.metrics import compute_clip_score
 
-    with _user_errors():
+    with user_errors():
         imgs = load_array(images)
         texts = [line for line in Path(captions).read_text().splitlines() if line.strip()]
         if len(texts) != len(imgs):

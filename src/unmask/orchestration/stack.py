@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from unmask.errors import UserError
 from unmask.orchestration import procs
 from unmask.orchestration.env import HOST, free_port, service_env
 from unmask.tracking import announce_server, withdraw_server
@@ -69,7 +70,7 @@ STACK_ID = "UNMASK_STACK_ID"
 SERVICES = ("prefect", "mlflow", "worker")
 
 
-class StackError(RuntimeError):
+class StackError(UserError, RuntimeError):
     """The stack could not be started (the message names the service and its log)."""
 
 

@@ -105,13 +105,13 @@ def clone_project(dest: str | Path, *, repo: str | Path | None = None,
 
 def make_project(root: str | Path, *, overrides: Mapping[str, Any] | None = None,
                  settings: Mapping[str, Any] | None = None,
-                 stages: Sequence[str] = ("prepare", "tokenizer", "tokenize", "train"),
+                 stages: Sequence[str] = ("prepare", "train-tokenizer", "tokenize", "train"),
                  repo: str | Path | None = None) -> Path:
     """The repo's ``params.yaml``, ``dvc.yaml`` and ``flows/ablations.yaml`` copied to ``root``
     and :func:`shrink` -ed, then ``stages`` run in-process in ``root`` (drop ``train`` for a
     project without a checkpoint). Returns ``root``."""
     from unmask.config import load_params
-    from unmask.stages import run_stage
+    from unmask.stages import run as run_stage
 
     root, repo = Path(root).resolve(), Path(repo) if repo else _repo()
     for f in ("params.yaml", "dvc.yaml", "flows/ablations.yaml"):

@@ -90,7 +90,7 @@ def _run_metadata() -> dict[str, str]:
 
     import torch
 
-    from unmask.stages import git_commit
+    from unmask.runtime import git_commit
 
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
               else f"cpu ({platform.processor() or platform.machine()})")

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    from unmask.stages import user_errors
+    from unmask.errors import user_errors
 
     with user_errors():
         if len(set(args.seeds)) != len(args.seeds) or len(set(args.ells)) != len(args.ells):

@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> Any:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    from unmask.stages import user_errors
+    from unmask.errors import user_errors
 
     with user_errors():
         # One intra-op thread unless $UNMASK_THREADS says otherwise: a fixed count gives the

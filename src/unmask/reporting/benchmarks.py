@@ -69,7 +69,7 @@ def log_benchmarks(uri: str, summary: Sequence[Sequence[str]],
     """
     import tempfile
 
-    from unmask.stages import git_commit
+    from unmask.runtime import git_commit
     from unmask.tracking import Tracker
 
     device = machine.get("gpu") or f"cpu ({machine.get('cpu', '?')}, {machine.get('cores')} cores)"

@@ -1,178 +1,171 @@
-"""The default pipeline's stages (see ``dvc.yaml``): thin scripts over the library.
+"""Pipeline stages: one way to define, register and run a stage, for every pipeline.
 
-    prepare → tokenizer → tokenize → train → sample → evaluate → report
+A stage is a function over one typed params object, registered once with :func:`stage`::
 
-(``tokenizer`` trains the VQ-VAE when ``tokenizer.kind: vq``.) Every stage that needs the
-image tokenizer gets it from :func:`load_tokenizer`.
+    @stage("prime.train", params=PrimeParams)
+    def train(p: PrimeParams, ell: int) -> dict: ...
 
-Each stage is ``python -m unmask.stages.<name> [--params params.yaml] [--set key=value ...]``
-(or ``unmask stage <name>``); it reads the typed params and writes only below its own output
-paths, which are the ``outs`` of the stage in ``dvc.yaml``. The paths are fixed here, relative to
-the working directory (the repo root under ``dvc repro``).
+and every ``dvc.yaml`` — the root one and each ``pipelines/<exp>/dvc.yaml`` — runs stages the
+same way::
+
+    python -m unmask.stages prime.train --ell 2 [--params params.yaml] [--set key=value ...]
+
+Names: the default pipeline's stages are bare (``prepare``, ``train``, …); each paper family's
+carry its prefix (``experiment.``, ``prime.``, ``emigm.``, ``joint.``, ``video.``).
+:data:`FAMILIES` routes a name to the one module that registers it, so running a stage imports
+only that module's closure — which is also what ``unmask dvc deps`` declares as its code deps.
+Keyword parameters of the function after the params object become options (``ell: int`` →
+``--ell 2``); one without a default is required.
+
+The runner (:func:`run`) is the same for all: ``$UNMASK_THREADS`` torch threads (default 1,
+:mod:`unmask.runtime`); params read, overridden and validated by
+:func:`unmask.config.load_params` with the stage's schema; a configured MLflow server must
+answer before any work; the stage runs under :func:`unmask.stages.guard.stage_guard`
+(interrupted upstream stages are errors, an interrupted run never passes for complete); a user
+error (:mod:`unmask.errors`) is one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import subprocess
+import inspect
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from unmask.config import ConfigError, Params, TrackingConfig, load_params
+from pydantic import BaseModel
 
-__all__ = [
-    "STAGES",
-    "PATHS",
-    "USER_ERRORS",
-    "run_stage",
-    "load_tokenizer",
-    "main",
-    "guarded_run",
-    "user_errors",
-    "make_tracker",
-    "git_commit",
-]
+from unmask.errors import ConfigError, user_errors
 
-STAGES = ("prepare", "tokenizer", "tokenize", "train", "sample", "evaluate", "report")
+__all__ = ["Stage", "stage", "REGISTRY", "FAMILIES", "DEFAULT", "module_of", "resolve", "run",
+           "main"]
 
+# the default pipeline (root dvc.yaml), in DAG order
+DEFAULT = ("prepare", "train-tokenizer", "tokenize", "train", "sample", "evaluate", "report")
 
-class _Paths:
-    """Where each stage writes (relative to the working directory)."""
-
-    prepared = Path("data/prepared")  # {train,val,test}.npz, manifest.json
-    tokens = Path("data/tokens")  # {train,val,test}/ token shards
-    tokenizer_metrics = Path("metrics/tokenizer.json")  # PSNR, codebook usage (held out)
-    tokenizer_history = Path("metrics/tokenizer_history.csv")  # VQ-VAE training curve
-    run_dir = Path("runs/train")  # resumable training checkpoints (not a DVC out)
-    models = Path("models")  # model.pt (final checkpoint), train.json
-    samples = Path("samples")  # samples.npz, grid.png, chain.png, info.json
-    metrics = Path("metrics")  # metrics.json, train_history.csv
-    reports = Path("reports")  # index.html, metrics.csv
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.models / "model.pt"
+# prefix → module that registers the family's stages; a bare name lives in unmask.stages.<name>
+FAMILIES: dict[str, str] = {
+    "experiment": "unmask.stages.experiment",
+    "prime": "unmask.prime.stages",
+    "emigm": "unmask.emigm.stages",
+    "joint": "unmask.joint.stages",
+    "video": "unmask.video.stages",
+}
 
 
-PATHS = _Paths()
+@dataclass(frozen=True)
+class Stage:
+    """A registered stage: ``fn(params, **options)`` over one ``schema`` params object."""
+
+    name: str
+    fn: Callable[..., Any]
+    schema: type[BaseModel]
+    options: dict[str, tuple[type, Any]] = field(default_factory=dict)  # name → (type, default)
+    doc: str = ""
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from unmask.data.fashion_mnist import IdxError
-    from unmask.data.shards import ShardError
-    from unmask.tracking import TrackingUnavailableError
-    from unmask.training import CorruptCheckpointError, NonFiniteLossError
-
-    return (
-        ConfigError,
-        FileNotFoundError,
-        ShardError,
-        IdxError,
-        CorruptCheckpointError,
-        ValueError,
-        TrackingUnavailableError,
-        NonFiniteLossError,
-    )
+REGISTRY: dict[str, Stage] = {}
+_REQUIRED = inspect.Parameter.empty
 
 
-USER_ERRORS = _user_errors()
+def stage(
+    name: str, *, params: type[BaseModel]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as stage ``name`` reading ``params``; its keyword parameters after the
+    first become command-line options (their annotation is the type, their default the
+    default). Registering a name twice is an error: one stage, one definition."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in REGISTRY and REGISTRY[name].fn is not fn:
+            raise RuntimeError(f"stage {name!r} registered twice ({REGISTRY[name].fn} and {fn})")
+        hints = get_type_hints(fn)
+        opts = {
+            p.name: (hints.get(p.name, str), p.default)
+            for p in list(inspect.signature(fn).parameters.values())[1:]
+        }
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
+        REGISTRY[name] = Stage(name, fn, params, opts, doc)
+        return fn
+
+    return deco
 
 
-def load_tokenizer(params: Params) -> Any:
-    """The pipeline's image tokenizer: the per-pixel quantiser (``tokenizer.kind: pixel``) or
-    the VQ-VAE trained by the ``tokenizer`` stage, loaded from ``tokenizer.path`` and checked
-    against the ``tokenizer.vq`` section (``kind: vq``). The one place every stage (tokenize,
-    train, sample, evaluate, report) gets it from, so samples and held-out data are decoded
-    through the same tokenizer; its ``hash`` is checked against the token shards' manifests."""
-    return params.tokenizer.build()
+def module_of(name: str) -> str:
+    """The module that registers stage ``name`` (no import: used by ``unmask dvc deps``)."""
+    prefix, dot, _ = name.partition(".")
+    if dot:
+        if prefix not in FAMILIES:
+            raise ConfigError(f"stage {name!r}: unknown family {prefix!r}; "
+                              f"valid: {', '.join(FAMILIES)}")
+        return FAMILIES[prefix]
+    return f"unmask.stages.{name.replace('-', '_')}"
 
 
-def make_tracker(cfg: TrackingConfig) -> Any:
-    """An MLflow :class:`~unmask.tracking.Tracker` (``$MLFLOW_TRACKING_URI`` or the local sqlite
-    store under ``cfg.root``), or a :class:`~unmask.tracking.NullTracker` when disabled."""
-    from unmask.tracking import NullTracker, Tracker
-
-    return Tracker(root=cfg.root) if cfg.enabled else NullTracker()
-
-
-def git_commit() -> str:
-    """The working tree's commit (``+dirty`` when it has uncommitted changes), or 'unknown'."""
+def resolve(name: str) -> Stage:
+    """Import the module of ``name`` and return its registered :class:`Stage`."""
+    module = module_of(name)
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def run_stage(name: str, params: Params) -> Any:
-    """Run stage ``name`` with already-loaded params."""
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
-    module = importlib.import_module(f"unmask.stages.{name}")
-    return module.run(params)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a user error (bad params, missing file or checkpoint, invalid value) into one line
-    on stderr and exit status 2, without a traceback. ``UNMASK_DEBUG=1`` re-raises instead."""
-    try:
-        yield
-    except USER_ERRORS as e:
-        if os.environ.get("UNMASK_DEBUG"):
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise ConfigError(f"unknown stage {name!r} (no module {module})") from None
+    if name not in REGISTRY:
+        here = sorted(s for s in REGISTRY if module_of(s) == module)
+        raise ConfigError(f"unknown stage {name!r}; {module} has: {', '.join(here) or 'none'}")
+    return REGISTRY[name]
 
 
-def main(
-    name: str, argv: Sequence[str] | None = None, run: Callable[[Params], Any] | None = None
-) -> None:
-    """Command-line entry of a stage module: ``--params`` and ``--set key=value`` overrides."""
-    parser = argparse.ArgumentParser(prog=f"python -m unmask.stages.{name}")
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a param, e.g. --set train.steps=100 (repeatable)",
-    )
-    args = parser.parse_args(argv)
-    with user_errors():
-        from unmask.runtime import configure_threads
+def run(name: str, params: BaseModel, **options: Any) -> Any:
+    """Run stage ``name`` as its command line does, with already-loaded ``params``: a configured
+    MLflow server must answer first, then the stage runs under its guard."""
+    from unmask.stages.guard import stage_guard  # reads dvc.yaml: only when a stage runs
+    from unmask.tracking import make_tracker  # mlflow is slow to import
 
-        configure_threads()  # $UNMASK_THREADS or 1: never the machine's load
-        params = load_params(args.params, args.overrides)
-        guarded_run(name, params, run)
-
-
-def guarded_run(name: str, params: Params, run: Callable[[Params], Any] | None = None) -> Any:
-    """Run a stage as its command line does: a configured MLflow server must answer first
-    (one clear error otherwise), and the stage runs under
-    :func:`~unmask.orchestration.stage_guard.stage_guard` (an interrupted upstream stage is an
-    error; an interrupted run of this one never passes for complete)."""
-    from unmask.orchestration.stage_guard import stage_guard
-
+    st = resolve(name)
     tracking = getattr(params, "tracking", None)
-    if tracking is not None and tracking.enabled:
+    if tracking is not None and getattr(tracking, "enabled", False):
         make_tracker(tracking).check()
     with stage_guard(name):
-        return run(params) if run is not None else run_stage(name, params)
+        return st.fn(params, **options)
+
+
+def _parser(st: Stage) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=f"python -m unmask.stages {st.name}", description=st.doc)
+    ap.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a param, e.g. --set train.steps=100 (repeatable)")
+    for opt, (tp, default) in st.options.items():
+        kind = tp if tp in (int, float, str) else str
+        if default is _REQUIRED:
+            ap.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=kind, required=True)
+        else:
+            ap.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=kind, default=default)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """``python -m unmask.stages NAME [--params FILE] [--set KEY=VALUE ...] [--OPTION V ...]``;
+    ``--list`` prints every registered stage."""
+    from unmask.config import load_params
+    from unmask.runtime import configure_threads
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        for module in [*map(module_of, DEFAULT), *FAMILIES.values()]:
+            importlib.import_module(module)
+        width = max(len(n) for n in REGISTRY)
+        print("usage: python -m unmask.stages NAME [--params FILE] [--set KEY=VALUE ...]\n")
+        for n, st in sorted(REGISTRY.items()):
+            opts = " ".join(f"--{o.replace('_', '-')}" for o in st.options)
+            print(f"  {n:<{width}}  {opts + ' ' if opts else ''}{st.doc}")
+        return None
+    with user_errors():
+        st = resolve(argv[0])
+        args = _parser(st).parse_args(argv[1:])
+        configure_threads()  # $UNMASK_THREADS or 1: never the machine's load
+        params = load_params(Path(args.params), args.overrides, schema=st.schema)
+        return run(st.name, params, **{o: getattr(args, o) for o in st.options})

@@ -48,9 +48,11 @@ from unmask.config import Params
 from unmask.data.shards import TokenShards
 from unmask.likelihood import nelbo
 from unmask.models import ConditionedDenoiser
-from unmask.runtime import read_timings
-from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
+from unmask.runtime import git_commit, read_timings
+from unmask.stages import stage
+from unmask.stages.common import PATHS, load_tokenizer
 from unmask.stages.sample import sampling_schedule
+from unmask.tracking import make_tracker
 from unmask.training import load_checkpoint
 
 
@@ -148,6 +150,7 @@ def fid_scores(
     )
 
 
+@stage("evaluate", params=Params)
 def run(params: Params) -> dict[str, Any]:
     ev = params.evaluate
     tok = load_tokenizer(params)
@@ -217,6 +220,3 @@ def run(params: Params) -> dict[str, Any]:
     )
     return metrics
 
-
-if __name__ == "__main__":
-    main("evaluate", run=run)

@@ -15,7 +15,8 @@ import numpy as np
 from unmask.config import Params
 from unmask.data import fashion_mnist
 from unmask.data.shards import atomic_dir, file_sha256
-from unmask.stages import PATHS, main
+from unmask.stages import stage
+from unmask.stages.common import PATHS
 
 
 def subsets(params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -33,6 +34,7 @@ def subsets(params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (x[np.sort(i)], y[np.sort(i)].astype(np.int64)) for k, (x, y, i) in pick.items()}
 
 
+@stage("prepare", params=Params)
 def run(params: Params) -> dict:
     d = params.data
     manifest: dict = {
@@ -57,6 +59,3 @@ def run(params: Params) -> dict:
     print(f"prepare: {sizes} → {PATHS.prepared}")
     return manifest
 
-
-if __name__ == "__main__":
-    main("prepare", run=run)

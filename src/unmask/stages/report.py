@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from unmask.config import Params
-from unmask.stages import PATHS, main
+from unmask.stages import stage
+from unmask.stages.common import PATHS
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -36,7 +37,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dict[str, Path]]:
     """(metrics.json, notes, figures) of this pipeline's outputs."""
-    from unmask.stages import load_tokenizer
+    from unmask.stages.common import load_tokenizer
 
     metrics = json.loads((PATHS.metrics / "metrics.json").read_text())
     info = json.loads((PATHS.samples / "info.json").read_text())
@@ -67,6 +68,7 @@ def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dic
     return metrics, notes, figures
 
 
+@stage("report", params=Params)
 def run(params: Params) -> Path:
     from unmask.reporting import build_report
 
@@ -101,6 +103,3 @@ def run(params: Params) -> Path:
     print(f"report: {path}")
     return path
 
-
-if __name__ == "__main__":
-    main("report", run=run)

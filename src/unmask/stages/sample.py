@@ -24,9 +24,11 @@ from unmask import schedules
 from unmask.config import Params
 from unmask.models import ConditionedDenoiser
 from unmask.report import chain_strip, image_grid, save_png
-from unmask.runtime import write_timings
+from unmask.runtime import git_commit, write_timings
 from unmask.sampling import sample_with_info
-from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
+from unmask.stages import stage
+from unmask.stages.common import PATHS, load_tokenizer
+from unmask.tracking import make_tracker
 from unmask.training import load_checkpoint
 
 GRID_COLUMNS = 12
@@ -127,6 +129,7 @@ def generate(
     return info
 
 
+@stage("sample", params=Params)
 def run(params: Params) -> dict[str, Any]:
     names = params.data.class_names
     tracker = make_tracker(params.tracking)
@@ -148,6 +151,3 @@ def run(params: Params) -> dict[str, Any]:
     )
     return info
 
-
-if __name__ == "__main__":
-    main("sample", run=run)

@@ -19,11 +19,13 @@ from tqdm.auto import tqdm
 
 from unmask.config import Params
 from unmask.data.shards import ShardWriter
-from unmask.stages import PATHS, load_tokenizer, main
+from unmask.stages import stage
+from unmask.stages.common import PATHS, load_tokenizer
 
 CHUNK = 4096
 
 
+@stage("tokenize", params=Params)
 def run(params: Params) -> dict:
     tok = load_tokenizer(params)
     prepared = json.loads((PATHS.prepared / "manifest.json").read_text())
@@ -57,6 +59,3 @@ def run(params: Params) -> dict:
     print(f"tokenize: {tok.identity} → {PATHS.tokens} ({', '.join(out)})")
     return out
 
-
-if __name__ == "__main__":
-    main("tokenize", run=run)

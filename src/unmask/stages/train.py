@@ -32,12 +32,15 @@ from unmask.data.shards import TokenShards
 from unmask.models import Transformer
 from unmask.runtime import (
     code_fingerprint,
+    git_commit,
     prepare_run_dir,
     run_key_parts,
     seed_everything,
     write_timings,
 )
-from unmask.stages import PATHS, git_commit, load_tokenizer, main, make_tracker
+from unmask.stages import stage
+from unmask.stages.common import PATHS, load_tokenizer
+from unmask.tracking import make_tracker
 from unmask.training import train
 
 
@@ -80,6 +83,7 @@ def run_key(params: Params, shards: TokenShards) -> dict[str, str]:
     )
 
 
+@stage("train", params=Params)
 def run(params: Params) -> dict:
     tok = load_tokenizer(params)
     shards = TokenShards(PATHS.tokens / "train", tokenizer_hash=tok.hash)
@@ -133,6 +137,3 @@ def run(params: Params) -> dict:
     )
     return summary
 
-
-if __name__ == "__main__":
-    main("train", run=run)

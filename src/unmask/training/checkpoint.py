@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
+from unmask.errors import UserError
 from unmask.models import ModelConfig, Transformer
 
 __all__ = [
@@ -54,7 +55,7 @@ _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 FORMAT = "unmask-ckpt-v1"
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(UserError, RuntimeError):
     """A checkpoint failed its checksum or could not be read."""
 
 

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from unmask import schedules
+from unmask.errors import UserError
 from unmask.losses import loss_weight, masked_cross_entropy
 from unmask.training.checkpoint import (
     check_model_config,
@@ -70,7 +71,7 @@ _RESUME_SAFE = {"steps", "log_every", "ckpt_every", "keep_last", "num_workers", 
 _LOSS_EMA_BETA = 0.95
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss (or gradient norm) became NaN / inf.
 
     Attributes:

@@ -1,4 +1,4 @@
-"""Stage ``tokenizer``: train the image tokenizer and measure it on held-out images.
+"""Stage ``train-tokenizer``: train the image tokenizer and measure it on held-out images.
 
 ``tokenizer.kind: vq`` trains the small VQ-VAE (:func:`unmask.tokenizers.vq.train_vq`) on the
 first ``tokenizer.vq.n_train`` images of ``data/prepared/train.npz`` and saves it to
@@ -14,7 +14,7 @@ Either way it writes ``metrics/tokenizer.json`` (a DVC metric), measured on the 
   used) and ``codebook_usage``: the fraction of the V ids used at least once;
 
 and, for the VQ-VAE, its training curve to ``metrics/tokenizer_history.csv`` (a DVC plot).
-Wall time goes to ``runs/timings/tokenizer.json`` (no DVC output): the VQ-VAE is a pure
+Wall time goes to ``runs/timings/train-tokenizer.json`` (no DVC output): the VQ-VAE is a pure
 function of ``tokenizer.vq.seed``, the data and the code, and its outputs say nothing else.
 """
 
@@ -30,7 +30,8 @@ import torch
 
 from unmask.config import Params
 from unmask.runtime import seed_everything, write_timings
-from unmask.stages import PATHS, main
+from unmask.stages import stage
+from unmask.stages.common import PATHS
 from unmask.tokenizers.vq import VQConfig, VQTokenizer, codebook_stats, psnr, train_vq
 
 PIXEL_FORMAT = "unmask.pixel/1"
@@ -56,6 +57,7 @@ def reconstruction_metrics(tok, images: np.ndarray) -> dict[str, float]:
     }
 
 
+@stage("train-tokenizer", params=Params)
 def run(params: Params) -> dict:
     tc = params.tokenizer
     with np.load(PATHS.prepared / "train.npz") as z:
@@ -89,7 +91,7 @@ def run(params: Params) -> dict:
     PATHS.tokenizer_metrics.parent.mkdir(parents=True, exist_ok=True)
     PATHS.tokenizer_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     # wall clock stays out of the DVC-tracked metrics file (a rerun must write the same bytes)
-    write_timings("runs/timings/tokenizer.json", {"train_seconds": round(seconds, 1)})
+    write_timings("runs/timings/train-tokenizer.json", {"train_seconds": round(seconds, 1)})
     with open(PATHS.tokenizer_history, "w", newline="") as f:
         fields = ["step", "recon_mse", "commit", "psnr", "perplexity", "usage", "restarts"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -102,6 +104,3 @@ def run(params: Params) -> dict:
     )
     return metrics
 
-
-if __name__ == "__main__":
-    main("tokenizer", run=run)

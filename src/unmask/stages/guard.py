@@ -2,7 +2,7 @@
 
 A DVC stage killed mid-way (SIGKILL, OOM, a lost node) may leave some of its outputs written
 and others stale. ``dvc repro`` reruns it (``dvc.lock`` was not updated), but a stage run by
-hand (``python -m unmask.stages.<name>``, ``unmask stage <name>``) or a reader of the files
+hand (``python -m unmask.stages <name>``, ``unmask stage <name>``) or a reader of the files
 could take them for a finished result. :func:`stage_guard` closes that gap, with the stage's
 ``outs`` / ``metrics`` / ``plots`` and ``deps`` read from the ``dvc.yaml`` of the working
 directory:
@@ -67,12 +67,16 @@ def _paths(entries: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _find(stages: dict[str, dict[str, Any]], name: str) -> str | None:
+    """The dvc.yaml stage that runs stage ``name``: the one so named, else the one stage whose
+    ``cmd`` is ``python -m unmask.stages <name> …`` (several, e.g. one per option: none)."""
     if name in stages:
         return name
+    hits = []
     for key, st in stages.items():
-        if f"unmask.stages.{name}" in str(st.get("cmd", "")):
-            return key
-    return None
+        words = str(st.get("cmd", "")).split()
+        if any(a == "unmask.stages" and b == name for a, b in zip(words, words[1:], strict=False)):
+            hits.append(key)
+    return hits[0] if len(hits) == 1 else None
 
 
 def stage_outputs(name: str, root: str | Path = ".") -> list[tuple[Path, bool]]:
