@@ -3,7 +3,7 @@
 * every stage run twice from scratch — with the global RNGs left in different states before
   each run, as two processes would — writes byte-identical DVC outputs (tokenizer, token
   shards, checkpoint, train summary and curve, samples) and the same metrics;
-* ``python -m unmask.stages.train`` SIGKILLed after its first checkpoint and rerun ends with the
+* ``python -m unmask.stages train`` SIGKILLed after its first checkpoint and rerun ends with the
   bytes of an uninterrupted run;
 * a behaviour-changing edit of the code (a copy of the package with a different lr schedule)
   makes the stage start fresh, with a message, and train a different model; rerunning the same
@@ -133,7 +133,7 @@ def _stage_env(src: Path = REPO / "src") -> dict[str, str]:
 
 def _train_cmd(extra: list[str]) -> list[str]:
     sets = [a for kv in [*TINY, *extra] for a in ("--set", kv)]
-    return [sys.executable, "-m", "unmask.stages.train", "--params", str(REPO / "params.yaml"),
+    return [sys.executable, "-m", "unmask.stages", "train", "--params", str(REPO / "params.yaml"),
             *sets]
 
 

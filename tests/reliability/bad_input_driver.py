@@ -114,7 +114,9 @@ CASES = {
 
 
 if __name__ == "__main__":
-    from unmask.stages import main
+    from unmask import stages
+    from unmask.config import Params
 
     case, work, *rest = sys.argv[1:]
-    main(case, rest, run=lambda params: CASES[case](Path(work)))
+    stages.stage(case, params=Params)(lambda params: CASES[case](Path(work)))
+    stages.main([case, *rest])

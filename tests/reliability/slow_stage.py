@@ -2,7 +2,8 @@
 
     python slow_stage.py NAME [--params FILE] [--set ...]
 
-Runs through :func:`unmask.stages.main` (so under the stage guard) in the working directory:
+Runs as stage NAME through :func:`unmask.stages.main` (so under the stage guard) in the
+working directory:
 writes ``samples/samples.npz`` (half of it), prints ``WROTE`` and sleeps.
 """
 
@@ -22,6 +23,11 @@ def _run(params) -> None:
 
 
 if __name__ == "__main__":
-    from unmask.stages import main
+    import importlib
 
-    main(sys.argv[1], sys.argv[2:], run=_run)
+    from unmask import stages
+    from unmask.config import Params
+
+    importlib.import_module(stages.module_of(sys.argv[1]))  # then replace the real stage
+    stages.REGISTRY[sys.argv[1]] = stages.Stage(sys.argv[1], _run, Params)
+    stages.main(sys.argv[1:])

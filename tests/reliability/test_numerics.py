@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unmask.errors import user_errors
 from unmask.models import ModelConfig, Transformer
-from unmask.stages import user_errors
 from unmask.training import NonFiniteLossError, TrainConfig, read_checkpoint, train
 from unmask.training.loop import BatchOrder
 

@@ -1,5 +1,5 @@
 """An interrupted DVC stage leaves nothing a later stage could take for complete: the stage
-guard (:mod:`unmask.orchestration.stage_guard`) deletes a stage's old outputs before it runs
+guard (:mod:`unmask.stages.guard`) deletes a stage's old outputs before it runs
 and marks it running; a later stage whose inputs come from an interrupted (or failed) one
 refuses to start, naming it."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from reliability_helpers import PYTHON, REPO, assert_user_error, run_cli, subprocess_env
 
-from unmask.orchestration.stage_guard import (
+from unmask.stages.guard import (
     IncompleteStageError,
     stage_guard,
     stage_outputs,
@@ -91,7 +91,7 @@ def test_failed_stage_blocks_readers_and_unrelated_stages_run(project, monkeypat
 def test_outputs_come_from_dvc_yaml_and_persist_is_kept(tmp_path, monkeypatch):
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n"
-        "  a:\n    cmd: python -m unmask.stages.a\n    outs:\n      - out/a.bin\n"
+        "  a:\n    cmd: python -m unmask.stages a\n    outs:\n      - out/a.bin\n"
         "      - keep.db:\n          persist: true\n"
         "    metrics:\n      - m.json:\n          cache: false\n"
         "  b:\n    cmd: x\n    deps:\n      - out\n"

@@ -13,7 +13,8 @@ import torch
 from unmask.config import load_params
 from unmask.data import fashion_mnist
 from unmask.data.shards import TokenShards
-from unmask.stages import load_tokenizer, prepare, tokenize, tokenizer
+from unmask.stages import prepare, tokenize, train_tokenizer
+from unmask.stages.common import load_tokenizer
 
 pytestmark = pytest.mark.skipif(
     not fashion_mnist.DEFAULT_ROOT.is_dir(), reason="apt-get install dataset-fashion-mnist"
@@ -41,7 +42,7 @@ def test_tokenizer_and_tokenize_stages(kind, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = load_params(repo / "params.yaml", [*SMALL, f"tokenizer.kind={kind}", "tokenizer.flip=true"])
     prepare.run(p)
-    m = tokenizer.run(p)
+    m = train_tokenizer.run(p)
     assert (tmp_path / "models/tokenizer.pt").is_file()
     saved = json.loads((tmp_path / "metrics/tokenizer.json").read_text())
     assert saved["kind"] == kind and saved["n_heldout"] == 32 and saved == json.loads(json.dumps(m))

@@ -137,7 +137,7 @@ def test_pipeline_loads_the_trained_tokenizer_from_params(tmp_path: Path) -> Non
     """unmask.stages.load_tokenizer: pixel from params; VQ from the trained file, checked
     against the params' architecture; a missing file names the stage to run."""
     from unmask.config import ConfigError, load_params
-    from unmask.stages import load_tokenizer
+    from unmask.stages.common import load_tokenizer
     from unmask.tokenizers import PixelTokenizer
 
     f = tmp_path / "params.yaml"

@@ -105,7 +105,9 @@ def module_of(name: str) -> str:
 
 
 def resolve(name: str) -> Stage:
-    """Import the module of ``name`` and return its registered :class:`Stage`."""
+    """The registered :class:`Stage` ``name``, importing its module first if needed."""
+    if name in REGISTRY:
+        return REGISTRY[name]
     module = module_of(name)
     try:
         importlib.import_module(module)
