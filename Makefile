@@ -5,7 +5,7 @@ export MLFLOW_DISABLE_TELEMETRY=true
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export RAY_USAGE_STATS_ENABLED=0
 export HF_HUB_OFFLINE=1
-# dvc.yaml stages call `python -m unmask.stages.<name>`: that must be the venv's python.
+# dvc.yaml stages call `python -m unmask.stages <name>`: that must be the venv's python.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export PYTEST_ARGS ?=
 
