@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from unmask.models import ModelConfig
-from unmask.reporting import build_report
 from unmask.reporting.benchmarks import log_benchmarks
+from unmask.reporting.build import build_report
 from unmask.training.flops import PEAK_FLOPS, training_flops_per_token
 
 

@@ -17,6 +17,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unmask.reporting import build_report
+    from unmask.reporting.build import build_report
 
     return build_report(store, tmp_path_factory.mktemp("report"))

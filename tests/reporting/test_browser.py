@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unmask.reporting import ABLATION_IDS, browser
+from unmask.reporting import browser
+from unmask.reporting.ablations import ABLATION_IDS
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ scaling tables; without one the section says how to make one."""
 
 import re
 
-from unmask.reporting import build_report
 from unmask.reporting.benchmarks import log_benchmarks
+from unmask.reporting.build import build_report
 
 MACHINE = {"cpu": "Test CPU", "cores": 2, "load_avg_1m": 0.4871, "torch": "2.x", "python": "3.11",
            "gpu": None, "date_utc": "2026-11-23 12:00"}

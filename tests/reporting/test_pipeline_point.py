@@ -60,7 +60,7 @@ def _arr(v: Any) -> list[Any]:
 
 
 def _build(uri: str, out: Path) -> str:
-    from unmask.reporting import build_report
+    from unmask.reporting.build import build_report
 
     return build_report(uri, out).read_text()
 
@@ -100,8 +100,8 @@ def test_a_pipeline_run_on_other_counts_is_marked_not_comparable(tmp_path: Path)
 
 
 def test_pipeline_point_prefers_the_run_on_the_trials_reference(tmp_path: Path) -> None:
-    from unmask.reporting import load_runs
     from unmask.reporting.ablations import ABLATIONS, ablation_table, pipeline_point
+    from unmask.reporting.runs import load_runs
 
     uri = _store(tmp_path)
     tr = Tracker(uri)  # a newer evaluate run of another pipeline, on another reference
@@ -141,8 +141,8 @@ def test_demo_report_marks_the_pipeline_on_the_nfe_plot(report: Path) -> None:
 
 
 def test_training_axis_point_trained_for_other_steps_is_not_comparable(tmp_path: Path) -> None:
-    from unmask.reporting import load_runs
     from unmask.reporting.ablations import ABLATIONS, ablation_table, pipeline_point
+    from unmask.reporting.runs import load_runs
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tr = Tracker(uri)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unmask.reporting import ABLATION_IDS, build_report, load_runs
-from unmask.reporting.ablations import ABLATIONS, ablation_table
+from unmask.reporting.ablations import ABLATION_IDS, ABLATIONS, ablation_table
+from unmask.reporting.build import build_report
 from unmask.reporting.demo import (
     CFG,
     EXPECTED_VERDICTS,
@@ -24,7 +24,7 @@ from unmask.reporting.demo import (
     TEMPERATURE,
 )
 from unmask.reporting.demo import populate as _populate
-from unmask.reporting.runs import infer_ablation
+from unmask.reporting.runs import infer_ablation, load_runs
 
 
 @pytest.fixture(scope="module")

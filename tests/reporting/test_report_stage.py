@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from unmask.config import load_params
-from unmask.reporting import ABLATION_IDS
+from unmask.reporting.ablations import ABLATION_IDS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -423,7 +423,8 @@ def stage_evaluate(params: EMIGMParams) -> None:
     """Sample every enabled branch, FID against the reference, s/image → MLflow, JSON, sample
     grids and an HTML report."""
     from unmask.metrics import as_mlflow_metrics, compute_fidelity
-    from unmask.report import image_grid, save_png, write_report
+    from unmask.report import write_report
+    from unmask.reporting.images import image_grid, save_png
 
     n, classes = params.evaluate.n_fid, params.data.num_classes
     ref, key, ref_note = _reference(params)

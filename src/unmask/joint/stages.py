@@ -218,7 +218,7 @@ def _sample_batches(model: Transformer, layout: JointLayout, task: str, n: int, 
 def run_evaluate(p: JointParams) -> dict[str, Any]:
     from unmask.metrics import as_mlflow_metrics
     from unmask.metrics.segmentation import MeanIoU
-    from unmask.report import image_grid, save_png
+    from unmask.reporting.images import image_grid, save_png
 
     model, meta, tok, train_info = common.load_trained()
     layout = _layout(meta)

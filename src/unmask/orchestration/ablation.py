@@ -43,7 +43,7 @@ def refresh_report(tracking_uri: str, out_dir: Path) -> Path | None:
     """Rebuild the MLflow report (``unmask.reporting.build_report``) over every run of the store
     into ``out_dir/index.html`` after a sweep, so its runs appear next to the earlier ones. A
     report failure is a warning: the sweep's runs and CSV are already safe in MLflow."""
-    from unmask.reporting import build_report
+    from unmask.reporting.build import build_report
 
     try:
         return build_report(tracking_uri, out_dir, title="unmask — ablations")

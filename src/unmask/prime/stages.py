@@ -161,7 +161,7 @@ def _decode_text(tokens: torch.Tensor, meta: dict) -> list[str]:
 
 
 def _save_images(tokens: torch.Tensor, meta: dict, path: Path) -> None:
-    from unmask.report import image_grid, save_png
+    from unmask.reporting.images import image_grid, save_png
     from unmask.tokenizers.pixel import PixelTokenizer
 
     data = meta["data"]

@@ -449,7 +449,7 @@ def sample_run(
     import numpy as np
     import torch
 
-    from unmask.report import image_grid, save_png
+    from unmask.reporting.images import image_grid, save_png
     from unmask.tokenizers.text import TextConditionedTransformer
     from unmask.training import load_checkpoint
 
@@ -526,7 +526,7 @@ def sample_text_run(
     import torch
 
     from unmask.data.shards import TokenShards
-    from unmask.report import image_grid, save_png
+    from unmask.reporting.images import image_grid, save_png
     from unmask.tokenizers.text import build_text_encoder
 
     s, h, t, out = p.sample, p.heldout, p.text, Path(p.out)

@@ -70,7 +70,7 @@ def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dic
 
 @stage("report", params=Params)
 def run(params: Params) -> Path:
-    from unmask.reporting import build_report
+    from unmask.reporting.build import build_report
 
     needed = [
         PATHS.metrics / "metrics.json",

@@ -23,7 +23,7 @@ import torch
 from unmask import schedules
 from unmask.config import Params
 from unmask.models import ConditionedDenoiser
-from unmask.report import chain_strip, image_grid, save_png
+from unmask.reporting.images import chain_strip, image_grid, save_png
 from unmask.runtime import git_commit, write_timings
 from unmask.sampling import sample_with_info
 from unmask.stages import stage
