@@ -22,14 +22,13 @@ a folder dep would hash ``__pycache__``, so sources are listed file by file.
 
 from __future__ import annotations
 
-import ast
 import functools
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,9 @@ from typing import Annotated
 
 import typer
 import yaml
+
+from unmask.runtime import closure_files, module_name
+from unmask.stages import module_of
 
 PACKAGE = "unmask"
 #: The repository root (this file is ``<root>/src/unmask/dvcdeps.py``).
@@ -126,8 +128,6 @@ def entry_modules(stage: Stage) -> list[str]:
     or the ``unmask`` CLI."""
     m = _ENTRY.search(stage.cmd)
     if m and m.group(1) == _RUNNER and m.group(2):
-        from unmask.stages import module_of  # the stage name → module routing table
-
         return [f"{_RUNNER}.__main__", module_of(m.group(2))]
     if m:
         return [m.group(1)]
@@ -170,96 +170,19 @@ def imported_files(module: str, root: Path = ROOT) -> set[Path]:
     return {f for f in files if f.is_relative_to(src)}
 
 
-def _module_file(name: str, src: Path) -> Path | None:
-    """``unmask.a.b`` → ``src/a/b.py`` or ``src/a/b/__init__.py`` (None if neither exists)."""
-    parts = name.split(".")
-    if parts[0] != PACKAGE:
-        return None
-    base = src.joinpath(*parts[1:])
-    for cand in (base.with_suffix(".py") if len(parts) > 1 else None, base / "__init__.py"):
-        if cand is not None and cand.is_file():
-            return cand
-    return None
-
-
-def _module_name(path: Path, src: Path) -> str:
-    rel = path.relative_to(src).with_suffix("")
-    parts = [PACKAGE, *rel.parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def _imported_names(path: Path, src: Path) -> Iterator[str]:
-    """Absolute module names an ``import`` in ``path`` may load (``from a import b`` yields
-    ``a`` and ``a.b``, as ``b`` may be a submodule); ``importlib.import_module("unmask....")``
-    calls with a literal name too."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = _module_name(path, src)
-    if path.name != "__init__.py":
-        package = package.rpartition(".")[0]
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            stack.extend(node.orelse)  # annotations only: not run
-            continue
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            yield mod
-            yield from (f"{mod}.{a.name}" for a in node.names if a.name != "*")
-        elif (isinstance(node, ast.Call) and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-              and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"):
-            yield node.args[0].value
-        stack.extend(ast.iter_child_nodes(node))
-
-
 def static_closure(files: Iterable[Path], root: Path = ROOT) -> set[Path]:
-    """``files`` plus every ``unmask`` module reachable through their imports (any scope),
-    with the ``__init__.py`` of each package on the way."""
+    """``files`` plus every ``unmask`` module reachable through their imports (any scope), with
+    the ``__init__.py`` of each package on the way, and the package data beside them — the one
+    walker :func:`unmask.runtime.closure_files` that the run-key code fingerprint also hashes."""
     src = _src_dir(root)
-    seen: set[Path] = set()
-    todo = list(files)
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        for name in _imported_names(f, src):
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-                mf = _module_file(".".join(parts[:i]), src)
-                if mf is not None and mf not in seen:
-                    todo.append(mf)
-    return seen
-
-
-def _data_files(modules: set[Path]) -> set[Path]:
-    """Non-Python files beside the closure's modules (package data they may read)."""
-    out = set()
-    for d in {m.parent for m in modules}:
-        out |= {p for p in d.iterdir() if p.is_file() and p.suffix not in _SKIP_SUFFIXES
-                and p.suffix != ".py"}
-    return out
+    return set(closure_files([module_name(f, src) for f in files], src))
 
 
 @functools.cache
 def closure(module: str, root: Path = ROOT) -> frozenset[Path]:
     """All ``src/unmask`` files that running ``module`` may execute or read (see module doc);
     cached per process (an import in a fresh interpreter takes seconds)."""
-    modules = static_closure(imported_files(module, root), root)
-    return frozenset(modules | _data_files(modules))
+    return frozenset(static_closure(imported_files(module, root), root))
 
 
 def _resolve(dep: str, stage: Stage) -> Path | None:

@@ -8,10 +8,11 @@ other code. Bottom-level on purpose: it imports nothing from :mod:`unmask` at mo
 * Threads: ``$UNMASK_THREADS`` (a positive integer) sets torch's intra-op threads; unset means
   :data:`DEFAULT_THREADS` = 1 — never the machine's load or core count, so the same command gives
   the same floating-point reduction order (and bits) on any machine of the same type.
-* Code fingerprint: sha256 over the source of the modules a stage can execute — the static
-  import closure (top-level *and* function-level imports) of its entry modules inside the
-  ``unmask`` package — plus the torch version. It depends only on files, not on what the current
-  process happened to import, so an in-process rerun and a CLI rerun agree.
+* Code fingerprint: sha256 over the files a stage can execute or read — the static import
+  closure (:func:`module_closure`: module- and function-level imports, ``import_module``
+  literals) of its entry modules plus package data beside them, the same walker ``unmask dvc
+  deps`` declares DVC deps from — plus the torch version. It depends only on files, not on what
+  the current process happened to import, so an in-process rerun and a CLI rerun agree.
 * Run key: a resumable run directory holds ``run_key`` (JSON: one hash per part — params, data,
   code); a directory whose parts differ is wiped with a one-line message naming what changed.
 """
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,13 @@ __all__ = [
     "threads",
     "configure_threads",
     "seed_everything",
+    "ImportRef",
+    "module_file",
+    "module_name",
+    "import_refs",
+    "loaded_modules",
     "module_closure",
+    "closure_files",
     "code_fingerprint",
     "run_key_parts",
     "prepare_run_dir",
@@ -86,60 +94,127 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _module_file(name: str) -> Path | None:
-    """Source file of module ``name`` of this package (no import), or None."""
-    if name != _PKG and not name.startswith(_PKG + "."):
+@dataclass(frozen=True)
+class ImportRef:
+    """One import in a module's source, found without importing it.
+
+    ``module`` is absolute (``import a.b`` → ``a.b``; ``from a import b`` → ``a``, relative
+    imports resolved); ``names`` are the names a ``from`` import takes (each may be a submodule);
+    ``scope`` is ``"module"`` (runs on import, class bodies included), ``"function"`` (runs when
+    the function is called) or ``"dynamic"`` (``importlib.import_module("literal")``).
+    ``if TYPE_CHECKING:`` blocks are skipped: they never run."""
+
+    module: str
+    names: tuple[str, ...]
+    scope: str
+    line: int
+    end_line: int
+
+
+def module_file(name: str, src: Path | None = None) -> Path | None:
+    """Source file of module ``name`` of the package under ``src`` (default: this one), or
+    None. No import."""
+    src = _ROOT if src is None else src
+    parts = name.split(".")
+    if parts[0] != _PKG:
         return None
-    parts = name.split(".")[1:]
-    base = _ROOT.joinpath(*parts) if parts else _ROOT
-    for cand in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
+    base = src.joinpath(*parts[1:])
+    for cand in (base.with_suffix(".py") if len(parts) > 1 else None, base / "__init__.py"):
         if cand is not None and cand.is_file():
             return cand
     return None
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """Every ``unmask`` module ``path`` may import (anywhere in the file, resolved like
-    Python does: ``from a import b`` counts ``a`` and, if it is a module, ``a.b``)."""
-    is_pkg = path.name == "__init__.py"
-    package = name if is_pkg else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+def module_name(path: Path, src: Path | None = None) -> str:
+    """``src/a/b.py`` → ``unmask.a.b``; ``src/a/__init__.py`` → ``unmask.a``."""
+    rel = Path(path).relative_to(_ROOT if src is None else src).with_suffix("")
+    parts = [_PKG, *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def import_refs(path: Path, src: Path | None = None) -> list[ImportRef]:
+    """Every import in the source file ``path`` of the package under ``src``, in file order."""
+    path = Path(path)
+    package = module_name(path, src)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    out: list[ImportRef] = []
+
+    def visit(node: ast.AST, scope: str) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:  # the if-body is for annotations only: never run
+                visit(child, scope)
+            return
+        span = (getattr(node, "lineno", 0), getattr(node, "end_lineno", 0) or 0)
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
+            out.extend(ImportRef(a.name, (), scope, *span) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
             if node.level:
                 up = package.split(".")
-                up = up[: len(up) - (node.level - 1)]
-                mod = ".".join(up + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            found.add(mod)
-            found.update(f"{mod}.{a.name}" for a in node.names)
+                mod = ".".join(up[: len(up) - node.level + 1] + ([mod] if mod else []))
+            names = tuple(a.name for a in node.names if a.name != "*")
+            out.append(ImportRef(mod, names, scope, *span))
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"):
+            out.append(ImportRef(node.args[0].value, (), "dynamic", *span))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            scope = "function"
+        for child in ast.iter_child_nodes(node):
+            visit(child, scope)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), "module")
+    return sorted(out, key=lambda r: (r.line, r.module))
+
+
+def loaded_modules(ref: ImportRef, src: Path | None = None) -> set[str]:
+    """The ``unmask`` modules that executing ``ref`` may run: the named module, each package
+    above it (importing ``a.b.c`` runs ``a`` and ``a.b`` first) and each ``from`` name that is
+    a submodule."""
+    named = [ref.module, *(f"{ref.module}.{n}" for n in ref.names)]
     out: set[str] = set()
-    for mod in found:
-        # importing a.b.c runs a/__init__, a/b/__init__ too
+    for mod in named:
         bits = mod.split(".")
         out.update(".".join(bits[: i + 1]) for i in range(len(bits)))
-    return {m for m in out if _module_file(m) is not None}
+    return {m for m in out if module_file(m, src) is not None}
 
 
-def module_closure(entries: Iterable[str]) -> list[str]:
-    """Sorted names of the ``unmask`` modules reachable from ``entries`` by imports."""
+def module_closure(entries: Iterable[str], src: Path | None = None) -> list[str]:
+    """Sorted names of the ``unmask`` modules reachable from ``entries`` by imports of any scope
+    (module, function, ``importlib.import_module`` literals; not ``TYPE_CHECKING`` blocks)."""
     seen: set[str] = set()
-    todo = [e for e in entries]
+    todo = list(entries)
     for e in todo:
-        if _module_file(e) is None:
+        if module_file(e, src) is None:
             raise ValueError(f"code fingerprint: {e!r} is not a module of the {_PKG} package")
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        path = _module_file(name)
+        path = module_file(name, src)
         assert path is not None
-        todo.extend(_imports(name, path) - seen)
+        for ref in import_refs(path, src):
+            todo.extend(loaded_modules(ref, src) - seen)
     return sorted(seen)
+
+
+def closure_files(entries: Iterable[str], src: Path | None = None) -> list[Path]:
+    """The files of :func:`module_closure` plus the non-Python files beside them (package data
+    such as ``reporting/references.yaml`` that the code may read): what a stage runs or reads,
+    and what ``unmask dvc deps`` declares."""
+    modules = [module_file(m, src) for m in module_closure(entries, src)]
+    files = {m for m in modules if m is not None}
+    for d in {m.parent for m in files}:
+        files |= {p for p in d.iterdir()
+                  if p.is_file() and p.suffix not in (".py", ".pyc", ".pyo")}
+    return sorted(files)
 
 
 @lru_cache(maxsize=64)
@@ -147,10 +222,8 @@ def _fingerprint(entries: tuple[str, ...], stamp: tuple[tuple[str, float, int], 
     import torch
 
     h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
-    for name in module_closure(entries):
-        path = _module_file(name)
-        assert path is not None
-        h.update(f"{name}\n".encode())
+    for path in closure_files(entries, _ROOT):
+        h.update(f"{path.relative_to(_ROOT).as_posix()}\n".encode())
         h.update(path.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
@@ -162,7 +235,7 @@ def code_fingerprint(*entries: str) -> str:
     file modification times, so an edit between two calls is seen."""
     if not entries:
         raise ValueError("code_fingerprint needs at least one entry module")
-    files = sorted(_ROOT.rglob("*.py"))
+    files = sorted(f for f in _ROOT.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
     stamp = tuple((str(f), f.stat().st_mtime, f.stat().st_size) for f in files)
     return _fingerprint(tuple(sorted(entries)), stamp)
 

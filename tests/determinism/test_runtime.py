@@ -74,17 +74,31 @@ def test_fingerprint_sees_edits_to_the_code_a_stage_runs(package_copy):
     model.write_text(model.read_text() + "\nSCALE = 2.0\n")
     changed = runtime.code_fingerprint(entry)
     assert changed != base
-    # an independent computation: sha256 over the torch version and the closure's sources
+    # package data beside a module of the closure is part of it (the report stage reads
+    # reporting/references.yaml); data beside modules the stage never runs is not
+    (package_copy / "models" / "table.yaml").write_text("a: 1\n")
+    with_data = runtime.code_fingerprint(entry)
+    assert with_data != changed
+    (package_copy / "reporting" / "table.yaml").write_text("a: 1\n")
+    assert runtime.code_fingerprint(entry) == with_data
+    # an independent computation: sha256 over the torch version and the closure's files
+    # (module sources by name, plus every non-Python file in their folders)
     import hashlib
 
-    h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
+    paths = set()
     for name in runtime.module_closure([entry]):
         parts = name.split(".")[1:]
         path = package_copy.joinpath(*parts).with_suffix(".py") if parts else None
         if path is None or not path.is_file():
             path = package_copy.joinpath(*parts) / "__init__.py"
-        h.update(f"{name}\n".encode() + path.read_bytes() + b"\0")
-    assert changed == h.hexdigest()
+        paths.add(path)
+        paths |= {q for q in path.parent.iterdir() if q.is_file() and q.suffix != ".py"
+                  and q.suffix != ".pyc"}
+    h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
+    for path in sorted(paths):
+        h.update(f"{path.relative_to(package_copy).as_posix()}\n".encode() + path.read_bytes()
+                 + b"\0")
+    assert with_data == h.hexdigest()
 
 
 def test_run_dir_is_kept_for_the_same_run_and_wiped_for_another(tmp_path, capsys):

@@ -1,0 +1,281 @@
+"""Layers without cycles (issue 19 item 3), read from the sources with ``ast`` — nothing is
+imported, so a cycle that Python happens to tolerate (or a lazy import that dodges one) is still
+found.
+
+* The graph: an edge ``a → b`` for each *module-level* import in ``a`` of the ``unmask`` module
+  ``b`` (relative imports resolved; ``from pkg import name`` counts as ``pkg.name`` when that is
+  a submodule, else as ``pkg``; ``if TYPE_CHECKING:`` blocks skipped). Importing ``a.b.c`` also
+  runs ``a/__init__`` and ``a/b/__init__``, but that is not an edge: a package's ``__init__``
+  importing its own submodules is normal, and a submodule depends on its package's ``__init__``
+  only if it imports the package by name.
+* Layers: the bottom modules import no ``unmask`` module at all; only orchestration, the CLI and
+  stage modules import :mod:`unmask.orchestration` or :mod:`unmask.stages` (orchestration may
+  use stages, never the reverse).
+* Function-level imports of ``unmask`` modules exist only with a ``# why`` comment on the line.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from unmask.runtime import ImportRef, import_refs, module_file, module_name
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "unmask"
+
+#: import nothing from unmask (any scope)
+BOTTOM = ("unmask.errors", "unmask.runtime", "unmask.dicts", "unmask.paths", "unmask.schedules")
+#: the command line: ``unmask`` (typer app) and its ``unmask dvc`` sub-command, which maps a
+#: stage name to the module that registers it
+CLI = ("unmask.cli", "unmask.dvcdeps")
+
+
+def _modules(src: Path) -> dict[str, Path]:
+    return {module_name(p, src): p for p in sorted(src.rglob("*.py"))
+            if "__pycache__" not in p.parts}
+
+
+def _targets(ref: ImportRef, src: Path) -> set[str]:
+    """The ``unmask`` modules ``ref`` names (not the packages above them)."""
+    if ref.names:
+        subs = {f"{ref.module}.{n}" for n in ref.names}
+        found = {m for m in subs if module_file(m, src) is not None}
+        if len(found) < len(subs) and module_file(ref.module, src) is not None:
+            found.add(ref.module)  # some names are attributes of the package itself
+        return found
+    return {ref.module} if module_file(ref.module, src) is not None else set()
+
+
+def import_graph(src: Path, scopes: tuple[str, ...] = ("module",)) -> dict[str, set[str]]:
+    """``{module: modules it imports}`` over the package under ``src``, for imports in
+    ``scopes``."""
+    graph: dict[str, set[str]] = {}
+    for name, path in _modules(src).items():
+        graph[name] = set()
+        for ref in import_refs(path, src):
+            if ref.scope in scopes:
+                graph[name] |= _targets(ref, src) - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return sorted(out)
+
+
+def _cycle_path(graph: dict[str, set[str]], comp: list[str]) -> str:
+    """One cycle through ``comp[0]`` inside the component, as ``a → b → a`` (breadth-first)."""
+    start, members = comp[0], set(comp)
+    prev: dict[str, str] = {}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(graph[v] & members):
+            if w == start:
+                path = [v]
+                while path[-1] != start:
+                    path.append(prev[path[-1]])
+                return " → ".join([*reversed(path), start])
+            if w not in prev:
+                prev[w] = v
+                queue.append(w)
+    return " ↔ ".join(comp)
+
+
+def cycle_report(src: Path) -> list[str]:
+    graph = import_graph(src)
+    return [_cycle_path(graph, comp) for comp in cycles(graph)]
+
+
+def _is_stage_module(name: str) -> bool:
+    return name == "unmask.stages" or name.startswith("unmask.stages.") or \
+        name.endswith(".stages")
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def layer_violations(src: Path) -> list[str]:
+    """Imports (any scope) that break the layer order, one line each."""
+    graph = import_graph(src, ("module", "function", "dynamic"))
+    bad = []
+    for a, targets in sorted(graph.items()):
+        for b in sorted(targets):
+            if a in BOTTOM and not _within(b, a):
+                bad.append(f"{a} is a bottom module but imports {b}")
+            if _within(b, "unmask.orchestration") and not (
+                    _within(a, "unmask.orchestration") or a in CLI or _is_stage_module(a)):
+                bad.append(f"{a} imports {b}: only orchestration, cli and stages may")
+            if _within(b, "unmask.stages") and not (
+                    _within(a, "unmask.orchestration") or a in CLI or _is_stage_module(a)):
+                bad.append(f"{a} imports {b}: only stage modules, orchestration and cli may")
+    return bad
+
+
+def _comment_lines(text: str) -> set[int]:
+    return {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+            if tok.type == tokenize.COMMENT}
+
+
+def unexplained_lazy_imports(src: Path) -> list[str]:
+    """Function-level imports of ``unmask`` modules without a comment on their lines."""
+    out = []
+    for path in _modules(src).values():
+        comments = _comment_lines(path.read_text(encoding="utf-8"))
+        for ref in import_refs(path, src):
+            if ref.scope != "function" or not _targets(ref, src):
+                continue
+            if not comments & set(range(ref.line, ref.end_line + 1)):
+                rel = path.relative_to(src.parent)
+                out.append(f"{rel}:{ref.line}: from {ref.module} import "
+                           f"{', '.join(ref.names) or '…'}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the real package
+
+
+def test_no_import_cycles_in_unmask():
+    found = cycle_report(SRC)
+    assert not found, "import cycles:\n" + "\n".join(found)
+
+
+def test_layer_order():
+    bad = layer_violations(SRC)
+    assert not bad, "\n".join(bad)
+
+
+def test_function_level_unmask_imports_say_why():
+    lazy = unexplained_lazy_imports(SRC)
+    assert not lazy, (f"{len(lazy)} function-level imports of unmask modules without a "
+                      "'# why' comment (move them to the top of the module):\n" + "\n".join(lazy))
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks themselves, on small planted packages
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    src = root / "unmask"
+    for rel, text in {"__init__.py": "", **files}.items():
+        p = src / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text))
+    return src
+
+
+def test_a_planted_cycle_is_found_and_named(tmp_path):
+    src = _package(tmp_path, {
+        "orchestration/__init__.py": "from .ddp import run\n",  # a package importing its own
+        "orchestration/ddp.py": "from unmask.orchestration.env import setup\n",
+        "orchestration/env.py": "from . import trials\n",  # `from pkg import submodule`
+        "orchestration/trials.py": "from .ddp import run\n",
+        "leaf.py": "import unmask.orchestration.env\n",
+    })
+    assert cycles(import_graph(src)) == [[
+        "unmask.orchestration.ddp", "unmask.orchestration.env", "unmask.orchestration.trials"]]
+    assert cycle_report(src) == ["unmask.orchestration.ddp → unmask.orchestration.env → "
+                                 "unmask.orchestration.trials → unmask.orchestration.ddp"]
+    with pytest.raises(AssertionError, match="ddp → unmask.orchestration.env"):
+        found = cycle_report(src)
+        assert not found, "import cycles:\n" + "\n".join(found)
+
+
+def test_what_is_not_a_cycle(tmp_path):
+    src = _package(tmp_path, {
+        # a package __init__ re-exporting its submodules, which import siblings
+        "training/__init__.py": "from .loop import train\nfrom .config import TrainConfig\n",
+        "training/loop.py": "from unmask.training.config import TrainConfig\n",
+        "training/config.py": "from typing import TYPE_CHECKING\n"
+                              "if TYPE_CHECKING:\n    from unmask.training.loop import train\n",
+        # a cycle broken by a function-level import is not a module-level edge
+        "a.py": "import unmask.b\n",
+        "b.py": "def f():\n    import unmask.a  # why: planted\n",
+    })
+    assert cycles(import_graph(src)) == []
+    # the same package where the submodule imports its package by name: a real cycle
+    (src / "training" / "config.py").write_text("from unmask.training import helper\n")
+    (src / "training" / "loop.py").write_text("from unmask.training import TrainConfig\n")
+    (src / "training" / "helper.py").write_text("")
+    assert cycles(import_graph(src)) == [["unmask.training", "unmask.training.loop"]]
+    # function scope closes the a ↔ b cycle only when function imports count
+    assert cycles(import_graph(src, ("module", "function"))) == [
+        ["unmask.a", "unmask.b"], ["unmask.training", "unmask.training.loop"]]
+
+
+def test_planted_layer_violations_are_named(tmp_path):
+    src = _package(tmp_path, {
+        "errors.py": "def f():\n    from unmask.paths import ROOT  # why: planted\n",
+        "paths.py": "",
+        "metrics/__init__.py": "from unmask.orchestration import sweep\n",
+        "orchestration/__init__.py": "",
+        "orchestration/sweep.py": "from unmask.stages import run\n",
+        "stages/__init__.py": "",
+        "prime/stages.py": "import unmask.stages\n",
+        "tracking.py": "import importlib\nimportlib.import_module('unmask.stages')\n",
+        "cli.py": "from unmask.orchestration import sweep\n",
+    })
+    assert layer_violations(src) == [
+        "unmask.errors is a bottom module but imports unmask.paths",
+        "unmask.metrics imports unmask.orchestration.sweep: only orchestration, cli and "
+        "stages may",
+        "unmask.tracking imports unmask.stages: only stage modules, orchestration and cli may",
+    ]
+
+
+def test_planted_lazy_imports_need_a_comment(tmp_path):
+    src = _package(tmp_path, {
+        "models.py": "",
+        "a.py": """
+            import unmask.models
+            def f():
+                import json
+                from unmask import models
+                from unmask.models import (  # only when called: heavy
+                    x,
+                )
+                from unmask.models import (
+                    y,
+                )
+            """,
+    })
+    assert unexplained_lazy_imports(src) == [
+        "unmask/a.py:5: from unmask import models",
+        "unmask/a.py:9: from unmask.models import y",
+    ]
