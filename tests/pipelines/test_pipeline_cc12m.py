@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
+from unmask.config import load_params
 from unmask.data.fixtures import run_dvc, write_cc12m
 from unmask.data.shards import TokenShards
-from unmask.stages.experiment import load_experiment_params
+from unmask.stages.experiment import ExperimentParams
 from unmask.tokenizers.text import HashedBagOfWords
 
 pytest.importorskip("diffusers")
@@ -24,7 +25,7 @@ EXP = "cc12m"
 
 
 def test_real_params():
-    p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
+    p = load_params(REPO / "pipelines" / EXP / "params.yaml", schema=ExperimentParams)
     assert p.data.dataset == "cc12m" and p.data.root == "/data/cc12m" and p.text is not None
     assert p.heldout.root not in (None, p.data.root)  # held-out shards kept apart
     assert p.evaluate.fid and p.evaluate.clip_path is None and p.sample.cfg_scale > 0

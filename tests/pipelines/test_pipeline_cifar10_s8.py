@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from unmask.config import load_params
 from unmask.data.cifar10 import CIFAR10
 from unmask.data.fixtures import run_dvc, scratch_pipeline, write_cifar10
 from unmask.data.shards import TokenShards
-from unmask.stages.experiment import load_experiment_params
+from unmask.stages.experiment import ExperimentParams
 from unmask.tokenizers import PixelTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ EXP = "cifar10-s8"
 
 
 def test_real_params_and_dag():
-    p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
+    p = load_params(REPO / "pipelines" / EXP / "params.yaml", schema=ExperimentParams)
     assert p.data.root == "/data/cifar10" and len(p.schedules) >= 4
     assert {"linear", "cosine"} <= set(p.schedules)
     dag = run_dvc(["dag", "--mermaid", "train@cosine"], REPO / "pipelines" / EXP).stdout

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
+from unmask.config import load_params
 from unmask.data.fixtures import run_dvc, write_coco
 from unmask.data.shards import TokenShards
-from unmask.stages.experiment import load_experiment_params
+from unmask.stages.experiment import ExperimentParams
 from unmask.tokenizers.text import HashedBagOfWords
 
 pytest.importorskip("diffusers")
@@ -24,7 +25,7 @@ EXP = "coco"
 
 
 def test_real_params():
-    p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
+    p = load_params(REPO / "pipelines" / EXP / "params.yaml", schema=ExperimentParams)
     assert p.data.dataset == "coco" and p.data.root == "/data/coco"
     assert p.tokenizer.kind == "sd_vq" and p.text is not None and p.text.encoder == "clip"
     assert p.heldout.root == "/data/coco" and p.heldout.split == "val"

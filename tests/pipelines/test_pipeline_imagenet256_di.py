@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from unmask.config import load_params
 from unmask.data.fixtures import WNIDS, run_dvc, write_imagenet
 from unmask.data.shards import TokenShards
 from unmask.data.transforms import center_crop_arr
 from unmask.models import Transformer
-from unmask.stages.experiment import load_experiment_params
+from unmask.stages.experiment import ExperimentParams
 
 pytest.importorskip("diffusers")
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ EXP = "imagenet256-di"
 
 
 def test_real_params_are_di_546m_on_sd_vq_f8_tokens():
-    p = load_experiment_params(REPO / "pipelines" / EXP / "params.yaml")
+    p = load_params(REPO / "pipelines" / EXP / "params.yaml", schema=ExperimentParams)
     assert p.data.root == "/data/imagenet" and p.tokenizer.kind == "sd_vq" and p.tokenizer.flip
     assert p.train.schedule == "linear" and p.model["cond_dropout"] > 0  # CFG training
     grid = (p.data.image_size // 8,) * 2  # SD-VQ-F8
