@@ -1,24 +1,37 @@
-"""``build_report``: MLflow runs → one self-contained HTML page + its tables as CSV.
+"""The one report writer: MLflow runs → one self-contained HTML page + its tables as CSV.
 
-Output folder layout::
+Two entry points, one code path (:func:`_write`):
+
+* :func:`build_report` — the whole store (or some experiments): the root pipeline's ``report``
+  stage (``python -m unmask.stages report``), ``unmask report`` and the sweeps. Writes::
 
     index.html          the page (plotly.js inlined, images as data: URIs, no network)
     fidelity.csv        the papers' claims, their numbers, ours and the verdict
     ablations.csv       every ablation's tidy table (ablation, x, group, metric, value, ...)
-    runs.csv            run metadata (experiment, ablation, status, commit, device, dataset)
+    runs.csv            run metadata (experiment, ablation, status, start, commit, device, ...)
     summary.json        flat numbers for ``dvc metrics`` (best value per ablation, verdicts)
     tables/<id>.csv     one ablation's table
 
-Sections: the fidelity table; one per ablation of :data:`~unmask.reporting.ablations.ABLATIONS`
-(a plot with each point's error bar and the pipeline's own evaluate run marked on it, its table,
-the points' sample grids and unmasking-chain strips) — an ablation without runs is one "no runs"
-line; other tagged ablations as tables; the latest run of each pipeline
-stage with its metrics; the newest benchmark run (:mod:`unmask.reporting.benchmarks`); run
-metadata.
+  Sections: the fidelity table; one per ablation of :data:`~unmask.reporting.ablations.ABLATIONS`
+  (a plot with each point's error bar and the pipeline's own evaluate run marked on it, its
+  table, the points' sample grids and chains) — an ablation without runs is one "no runs" line;
+  other tagged ablations as tables; the latest run of each pipeline stage with its metrics; the
+  newest benchmark run (:mod:`unmask.reporting.benchmarks`); run metadata.
+
+* :func:`write_pipeline_report` — one ``pipelines/<exp>/`` pipeline's page from the runs of its
+  MLflow experiment (``index.html`` + ``metrics.csv``). Sections adapt to the runs: every stage
+  run with its metrics, unavailable-metric reasons, verdict and sample images/texts from its
+  artifacts; header tags (``unmask.task`` joint_seg / video, ``unmask.paper``); ablation plots and
+  claims only for ablations that have runs (MDM-Prime's ℓ runs → the ℓ plot). With tracking
+  disabled the page says so and shows no numbers.
+
+The page holds no build time and no wall-clock metric; runs are ordered by start time, then
+id: the same runs give the same bytes.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -28,257 +41,25 @@ from typing import Any
 
 import pandas as pd
 
-from unmask.reporting.ablations import (
-    ABLATION_IDS,
-    ABLATIONS,
-    ESTIMATOR_NOTES,
-    AblationSpec,
-    PipelinePoint,
-    ablation_table,
-    metric_label,
-    pipeline_point,
-)
+from unmask.reporting.ablations import ABLATIONS, ablation_table, pipeline_point
 from unmask.reporting.benchmarks import performance_section
 from unmask.reporting.claims import fidelity_table
-from unmask.reporting.figures import ablation_figure, figure_div, plot_id, png_data_uri
+from unmask.reporting.figures import png_data_uri
 from unmask.reporting.page import esc, frame_table, kv_table, link, page
-from unmask.reporting.runs import download_artifact, load_runs, param, tag
+from unmask.reporting.runs import load_runs, tag
+from unmask.reporting.sections import (
+    MAX_IMAGES,
+    ablation_section,
+    latest_per_name,
+    metadata,
+    other_ablations,
+    params_section,
+    runs_section,
+)
 
-__all__ = ["build_report", "MAX_IMAGES"]
+__all__ = ["build_report", "write_pipeline_report", "MAX_IMAGES"]
 
-#: sample grids / chain strips shown per ablation (one per point, newest runs).
-MAX_IMAGES = 8
-_GRID = ("samples/grid.png", "grid.png")
-_CHAIN = ("samples/chain.png", "chain.png")
-_META_COLS = [
-    "run_id",
-    "experiment",
-    "run_name",
-    "ablation",
-    "stage",
-    "status",
-    "start",
-    "git_commit",
-    "device",
-    "dataset",
-    "dataset_manifest",
-]
-
-
-def _images(uri: str | None, table: pd.DataFrame, tmp: Path) -> str:
-    if uri is None or table.empty:
-        return ""
-    figs = []
-    for row in table.head(MAX_IMAGES).itertuples(index=False):
-        label = f"{row.group + ' · ' if row.group else ''}x = {row.x}: {row.metric} {row.value:.4g}"
-        for kind, cands in (("samples", _GRID), ("unmasking chain", _CHAIN)):
-            p = download_artifact(uri, row.run_id.split(",")[0], cands, tmp)
-            if p is not None:
-                figs.append(
-                    f'<figure><img src="{png_data_uri(p)}" alt="{esc(kind)}">'
-                    f"<figcaption>{esc(label)} — {esc(kind)}</figcaption></figure>"
-                )
-    if not figs:
-        return ""
-    return (
-        "<details open><summary>sample grids and unmasking chains of the points</summary>"
-        + "".join(figs)
-        + "</details>"
-    )
-
-
-def _metadata(runs: pd.DataFrame) -> pd.DataFrame:
-    if runs.empty:
-        return pd.DataFrame(columns=_META_COLS)
-    manifest = tag(runs, "unmask.dataset_manifest")
-    manifest = manifest.where(manifest.notna(), param(runs, "fid.reference"))
-    device = tag(runs, "unmask.device")
-    device = device.where(device.notna(), param(runs, "device"))
-    start = (
-        pd.to_datetime(runs["start_time"], utc=True).dt.strftime("%Y-%m-%d %H:%M")
-        if "start_time" in runs
-        else ""
-    )
-    return pd.DataFrame(
-        {
-            "run_id": runs["run_id"],
-            "experiment": runs["experiment"],
-            "run_name": tag(runs, "mlflow.runName"),
-            "ablation": runs["ablation"],
-            "stage": tag(runs, "stage").where(
-                tag(runs, "stage").notna(), tag(runs, "unmask.stage")
-            ),
-            "status": runs["status"],
-            "start": start,
-            "git_commit": tag(runs, "git_commit").where(
-                tag(runs, "git_commit").notna(), tag(runs, "mlflow.source.git.commit")
-            ),
-            "device": device,
-            "dataset": param(runs, "data.dataset"),
-            "dataset_manifest": manifest,
-        }
-    )[_META_COLS]
-
-
-def _params_section(runs: pd.DataFrame) -> str:
-    """The params of the newest run of each experiment (collapsed)."""
-    if runs.empty:
-        return ""
-    parts = []
-    for exp, g in runs.sort_values("start_time").groupby("experiment"):
-        r = g.iloc[-1]
-        p = {
-            k[len("params.") :]: v for k, v in r.items() if k.startswith("params.") and pd.notna(v)
-        }
-        if p:
-            parts.append(
-                f"<details><summary>{esc(exp)}: params of run {esc(r['run_id'][:12])}"
-                f"</summary><pre>{esc(json.dumps(dict(sorted(p.items())), indent=1))}"
-                "</pre></details>"
-            )
-    return "".join(parts)
-
-
-def _pipeline_section(runs: pd.DataFrame) -> tuple[str, dict[str, float]]:
-    """The latest run of each (experiment, stage) outside the ablations, with its metrics."""
-    if runs.empty:
-        return "", {}
-    stage = tag(runs, "stage")
-    sub = runs[(runs["ablation"] == "") & stage.notna()].copy()
-    if sub.empty:
-        return "", {}
-    sub["_stage"] = tag(sub, "stage")
-    latest = sub.sort_values("start_time").groupby(["experiment", "_stage"]).tail(1)
-    parts, flat = [], {}
-    for row in latest.sort_values(["experiment", "start_time"]).itertuples():
-        r = latest.loc[row.Index]
-        metrics = {
-            k[len("metrics.") :]: v
-            for k, v in r.items()
-            if k.startswith("metrics.") and pd.notna(v)
-        }
-        if not metrics:
-            continue
-        fid_params = {
-            k[len("params.") :]: v
-            for k, v in r.items()
-            if k.startswith("params.fid.") and pd.notna(v)
-        }
-        parts.append(
-            f"<h3>{esc(r['experiment'])} · {esc(r['_stage'])} "
-            f"<span class='meta'>run {esc(r['run_id'][:12])}</span></h3>"
-            + kv_table(dict(sorted(metrics.items())))
-            + (
-                f"<details><summary>FID settings</summary>{kv_table(fid_params)}</details>"
-                if fid_params
-                else ""
-            )
-        )
-        if r["_stage"] == "evaluate":
-            for k, v in metrics.items():
-                flat[f"{r['experiment']}/{k}"] = float(v)
-    if not parts:
-        return "", {}
-    return "<h2 id='pipeline'>Pipeline runs (latest per stage)</h2>" + "".join(parts), flat
-
-
-def _pipeline_note(p: PipelinePoint | None, spec: AblationSpec) -> str:
-    if p is None:
-        return ""
-    err = f" ± {p.stderr:.3g}" if p.stderr == p.stderr else ""
-    where = (f"at {esc(spec.x_label)} = {esc(str(p.x))}" if p.x is not None
-             else f"(its {esc(spec.x_label)} is not logged: dashed line only)")
-    text = (f"Black star / dashed line: the pipeline's own evaluate run "
-            f"<code>{esc(p.run_id[:12])}</code> ({esc(p.experiment)}"
-            f"{', ' + esc(p.group) if p.group else ''}), {esc(p.metric)} {p.value:.4g}{err} "
-            f"{where}.")
-    if not p.comparable:
-        text += f" <b>Not comparable</b>: {esc(p.note)}."
-    return f"<p class='meta pipeline-point'>{text}</p>"
-
-
-def _estimator_note(metrics: list[str]) -> str:
-    notes = [f"<b>{esc(m)}</b>: {esc(ESTIMATOR_NOTES[m])}" for m in metrics if m in ESTIMATOR_NOTES]
-    return f"<p class='meta estimator'>Estimator — {'; '.join(notes)}.</p>" if notes else ""
-
-
-def _ablation_section(
-    spec: AblationSpec, table: pd.DataFrame, uri: str | None, tmp: Path, runs_of: pd.DataFrame,
-    pipeline: PipelinePoint | None = None,
-) -> str:
-    head = f"<h2 id='section-{spec.id}'>{esc(spec.title)}</h2>"
-    if table.empty:
-        return head + f"<p class='no-runs'>no runs (tag <code>unmask.ablation={spec.id}</code>)</p>"
-    metric = str(table["metric"].iloc[0])
-    note = (
-        ""
-        if metric in spec.metrics
-        else (
-            f"<p class='meta'>no run of this ablation logged {esc(spec.metrics[0])}; "
-            f"the plot shows <b>{esc(metric)}</b> (the trials' primary metric) "
-            "under its own name.</p>"
-        )
-    )
-    note += _estimator_note(list(dict.fromkeys(str(m) for m in table["metric"])))
-    if table["stderr"].notna().any():
-        note += ("<p class='meta'>Error bars: each point's standard error (<code>fid_std</code>: "
-                 "delete-half jackknife over its generated samples; else "
-                 "<code>&lt;metric&gt;_stderr</code> or the spread over seeds).</p>")
-    note += _pipeline_note(pipeline, spec)
-    div = figure_div(ablation_figure(spec, table, pipeline), plot_id(spec.id))
-    if len(runs_of) and "tags.unmask.fid_unavailable" in runs_of:
-        why = runs_of["tags.unmask.fid_unavailable"].dropna()
-        if len(why):
-            note += (
-                f"<p class='meta'>FID unavailable in {len(why)} run(s): "
-                f"{esc('; '.join(sorted(set(why))))}</p>"
-            )
-    cols = [
-        "x",
-        "group",
-        "metric",
-        "value",
-        "stderr",
-        *(["y2"] if spec.y2 else []),
-        "n_seeds",
-        "run_id",
-        "experiment",
-    ]
-    return (
-        head
-        + f"<p class='meta'>{esc(spec.description)}</p>"
-        + note
-        + div
-        + f"<details><summary>table ({len(table)} points)</summary>"
-        + frame_table(table.assign(metric=[metric_label(str(m)) for m in table["metric"]]), cols)
-        + "</details>"
-        + _images(uri, table, tmp)
-    )
-
-
-def _other_ablations(runs: pd.DataFrame) -> tuple[str, dict[str, pd.DataFrame]]:
-    """Tagged ablations without a plot spec (sampler, top_p, ...): one table each."""
-    if runs.empty:
-        return "", {}
-    others = sorted(set(runs["ablation"]) - set(ABLATION_IDS) - {""})
-    parts, tables = [], {}
-    for a in others:
-        sub = runs[runs["ablation"] == a]
-        points = tag(sub, "unmask.point").fillna("")
-        t = ablation_table(
-            sub.assign(**{"params.point.__label": points}),
-            AblationSpec(a, a, ("__label",), a, categorical=True),
-        )
-        if t.empty:
-            continue
-        tables[a] = t
-        parts.append(
-            f"<h3 id='section-{esc(a)}'>{esc(a)}</h3>"
-            + frame_table(t, ["x", "metric", "value", "run_id", "experiment"])
-        )
-    if not parts:
-        return "", {}
-    return "<h2>Other ablations</h2>" + "".join(parts), tables
+_HEADER_TAGS = {"unmask.paper": "paper", "unmask.task": "task"}
 
 
 def build_report(
@@ -291,7 +72,7 @@ def build_report(
     notes: Mapping[str, Any] | None = None,
     runs: pd.DataFrame | None = None,
 ) -> Path:
-    """Read the runs from MLflow and write the report to ``out_dir`` (see the module docstring).
+    """Read the runs from MLflow and write the store's report to ``out_dir`` (module docstring).
 
     Args:
         tracking_uri: the MLflow store (``None``: :func:`unmask.tracking.tracking_uri`).
@@ -306,98 +87,195 @@ def build_report(
     Returns:
         The path of ``index.html``.
     """
-    from plotly.offline import get_plotlyjs
+    from unmask.tracking import tracking_uri as default_uri  # mlflow-free, but reads the stack
 
-    from unmask.tracking import tracking_uri as default_uri
-
-    out = Path(out_dir)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
     uri: str | None = None
     if runs is None:
         uri = tracking_uri or default_uri()
         runs = load_runs(uri, experiments)
+    return _write(Path(out_dir), title=title, uri=uri, store=uri or "not used", runs=runs,
+                  figures=figures, notes=notes, experiment=None)
 
-    tables = {spec.id: ablation_table(runs, spec) for spec in ABLATIONS}
-    fidelity = fidelity_table(tables)
-    other_html, other_tables = _other_ablations(runs)
-    all_tables = {**tables, **other_tables}
-    for name, t in all_tables.items():
-        if not t.empty:
-            t.to_csv(out / "tables" / f"{name}.csv", index=False)
-    tidy = pd.concat(
-        [t for t in all_tables.values() if not t.empty]
-        or [pd.DataFrame(columns=next(iter(tables.values())).columns)]
+
+def write_pipeline_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str,
+    tracking: Any,
+    experiment: str,
+    figures: Mapping[str, str | os.PathLike[str]] | None = None,
+    notes: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a pipeline's page: ``out_dir/index.html`` and ``out_dir/metrics.csv`` (experiment,
+    run, stage, metric, value of every metric on the page) from the finished runs of MLflow
+    experiment ``experiment`` (module docstring). Call it after the stage's own run has ended:
+    only FINISHED runs are read.
+
+    Args:
+        title: page title (params ``report.title``).
+        tracking: the params ``tracking`` section (``enabled``, ``root``): the store is
+            ``$MLFLOW_TRACKING_URI`` or the one under ``root`` (:func:`unmask.tracking.
+            tracking_uri`). Disabled: a page that says so, an empty ``metrics.csv``.
+        experiment: the pipeline's MLflow experiment (params ``tracking.experiment``).
+        figures: optional local images (caption → PNG) shown on top.
+        notes: optional key → value rows under the title.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    from unmask.tracking import tracking_uri  # mlflow-free, but reads the stack's server file
+
+    out = Path(out_dir)
+    if not tracking.enabled:
+        return _write(out, title=title, uri=None, store="", runs=None, figures=figures,
+                      notes=notes, experiment=experiment)
+    uri = tracking_uri(tracking.root)
+    # the store as params name it (not an absolute path): two checkouts write the same page
+    store = os.environ.get("MLFLOW_TRACKING_URI") or str(tracking.root)
+    try:
+        runs = load_runs(uri, [experiment])
+    except ValueError:  # no such experiment in the store yet: a page with no runs
+        runs = load_runs(uri, []).iloc[:0]
+    return _write(out, title=title, uri=uri, store=store, runs=latest_per_name(runs),
+                  figures=figures, notes=notes, experiment=experiment)
+
+
+def _figures(figures: Mapping[str, str | os.PathLike[str]] | None) -> str:
+    if not figures:
+        return ""
+    return "<h2 id='samples'>Samples</h2>" + "".join(
+        f'<figure><img src="{png_data_uri(p)}" alt="{esc(c)}"><figcaption>{esc(c)}'
+        "</figcaption></figure>"
+        for c, p in figures.items()
     )
-    tidy.to_csv(out / "ablations.csv", index=False)
-    fidelity.to_csv(out / "fidelity.csv", index=False)
-    meta = _metadata(runs)
-    meta.to_csv(out / "runs.csv", index=False)
 
-    pipeline_html, pipeline_flat = _pipeline_section(runs)
-    summary: dict[str, Any] = dict(pipeline_flat)
-    for name, t in tables.items():
-        if not t.empty:
-            for m, tm in t.groupby("metric"):
-                summary[f"{name}/best_{m}"] = float(tm["value"].min())
-            summary[f"{name}/points"] = len(t)
-    for row in fidelity.itertuples():
-        summary[f"claim/{row.id}"] = row.verdict
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
+def _header(title: str, runs: pd.DataFrame, meta: pd.DataFrame, store: str,
+            experiment: str | None) -> list[str]:
     exps = sorted(set(runs["experiment"].dropna())) if not runs.empty else []
     commits = sorted(set(meta["git_commit"].dropna())) if not meta.empty else []
-    body = [
+    where = (f"experiment <code>{esc(experiment)}</code>" if experiment is not None else
+             f"{len(exps)} experiments ({esc(', '.join(exps)) or 'none'})")
+    kinds = []
+    for key, label in _HEADER_TAGS.items():
+        values = sorted(set(tag(runs, key).dropna())) if not runs.empty else []
+        if values:
+            kinds.append(f"{label} <code>{esc(', '.join(values))}</code>")
+    return [
         f"<h1>{esc(title)}</h1>",
-        f"<p class='meta'>{len(runs)} finished runs in "
-        f"{len(exps)} experiments ({esc(', '.join(exps)) or 'none'}) · store "
-        f"<code>{esc(uri or 'not used')}</code> · commits "
-        f"<code>{esc(', '.join(c[:12] for c in commits) or 'not recorded')}</code></p>",
+        f"<p class='meta'>{len(runs)} finished runs in {where} · store <code>{esc(store)}</code>"
+        f" · commits <code>{esc(', '.join(c[:12] for c in commits) or 'not recorded')}</code>"
+        + "".join(f" · {k}" for k in kinds) + "</p>",
     ]
-    if notes:
-        body.append(kv_table(notes))
-    if figures:
-        body.append(
-            "<h2 id='samples'>Samples</h2>"
-            + "".join(
-                f'<figure><img src="{png_data_uri(p)}" alt="{esc(c)}"><figcaption>{esc(c)}'
-                "</figcaption></figure>"
-                for c, p in figures.items()
-            )
-        )
+
+
+def _fidelity(fidelity: pd.DataFrame) -> str:
     classes = [str(v).replace(" ", "-") for v in fidelity["verdict"]]
-    body.append(
+    return (
         "<h2 id='fidelity'>Fidelity to the papers</h2>"
         "<p class='meta'>Each claim is checked on the runs of its ablation; "
         "“not transcribed”: the paper's numbers are not in references.yaml yet.</p>"
         + frame_table(
             fidelity.assign(
-                source=[
-                    link(s, u)
-                    for s, u in zip(fidelity["source"], fidelity["source_url"], strict=True)
-                ]
+                source=[link(s, u)
+                        for s, u in zip(fidelity["source"], fidelity["source_url"], strict=True)]
             ),
             ["claim", "ablation", "metric", "source", "paper", "ours", "verdict", "note"],
             classes,
         )
     )
+
+
+def _write_tables(out: Path, runs: pd.DataFrame, tables: dict[str, pd.DataFrame],
+                  fidelity: pd.DataFrame, meta: pd.DataFrame, flat: dict[str, float]) -> None:
+    """The store page's CSVs and ``summary.json`` (module docstring)."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for name, t in tables.items():
+        if not t.empty:
+            t.to_csv(out / "tables" / f"{name}.csv", index=False)
+    tidy = pd.concat([t for t in tables.values() if not t.empty]
+                     or [pd.DataFrame(columns=next(iter(tables.values())).columns)])
+    tidy.to_csv(out / "ablations.csv", index=False)
+    fidelity.to_csv(out / "fidelity.csv", index=False)
+    meta.to_csv(out / "runs.csv", index=False)
+    summary: dict[str, Any] = dict(flat)
+    for spec in ABLATIONS:
+        t = tables[spec.id]
+        if not t.empty:
+            for m, tm in t.groupby("metric"):
+                summary[f"{spec.id}/best_{m}"] = float(tm["value"].min())
+            summary[f"{spec.id}/points"] = len(t)
+    for row in fidelity.itertuples():
+        summary[f"claim/{row.id}"] = row.verdict
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def _write(out: Path, *, title: str, uri: str | None, store: str, runs: pd.DataFrame | None,
+           figures: Mapping[str, str | os.PathLike[str]] | None,
+           notes: Mapping[str, Any] | None, experiment: str | None) -> Path:
+    """The page of ``runs`` (None: tracking disabled on a pipeline's page). ``experiment`` set:
+    a pipeline's page (sections only for what its runs hold, ``metrics.csv``); else the store's
+    page (every section, the CSV tables)."""
+    from plotly.offline import get_plotlyjs  # heavy: only when a page is written
+
+    own = experiment is not None
+    out.mkdir(parents=True, exist_ok=True)
+    if runs is None:
+        body = [f"<h1>{esc(title)}</h1>",
+                "<p class='no-runs tracking-disabled'>Tracking is disabled (<code>tracking."
+                "enabled: false</code>): this pipeline logged no MLflow runs, so this page shows "
+                "no metrics. Enable tracking and rerun the pipeline to see them here.</p>"]
+        body += [kv_table(notes) if notes else "", _figures(figures)]
+        _metrics_csv(out, pd.DataFrame(columns=["experiment", "run", "stage", "metric", "value"]))
+        return _page(out, title, body, "")
+    if not runs.empty:  # one order whatever the query returned
+        runs = runs.sort_values([c for c in ("start_time", "run_id") if c in runs],
+                                kind="stable").reset_index(drop=True)
+    tables = {spec.id: ablation_table(runs, spec) for spec in ABLATIONS}
+    fidelity = fidelity_table(tables)
+    other_html, other_tables = other_ablations(runs)
+    meta = metadata(runs)
+    body = _header(title, runs, meta, store, experiment)
+    body += [kv_table(notes) if notes else "", _figures(figures)]
+    present = [s for s in ABLATIONS if not tables[s.id].empty]
+    if own:
+        fidelity = fidelity[fidelity["ablation"].isin([s.id for s in present])]
+    if not (own and fidelity.empty):
+        body.append(_fidelity(fidelity))
     with tempfile.TemporaryDirectory(prefix="unmask-report-") as tmp:
-        for spec in ABLATIONS:
+        runs_html, flat, shown = runs_section(runs, uri=uri, tmp=Path(tmp), own=own)
+        if own:
+            body.append(runs_html)
+        for spec in present if own else ABLATIONS:
             runs_of = runs[runs["ablation"] == spec.id] if not runs.empty else runs
             point = pipeline_point(runs, spec, tables[spec.id])
-            body.append(_ablation_section(spec, tables[spec.id], uri, Path(tmp), runs_of, point))
+            body.append(ablation_section(spec, tables[spec.id], uri, Path(tmp), runs_of, point))
         body.append(other_html)
-        body.append(pipeline_html)
-        body.append(performance_section(uri, runs, Path(tmp)))
+        if not own:
+            body.append(runs_html)
+            body.append(performance_section(uri, runs, Path(tmp)))
     body.append(
         "<h2 id='metadata'>Run metadata</h2>"
-        + (
-            frame_table(meta.assign(run_id=meta["run_id"].str[:12]))
-            if not meta.empty
-            else "<p class='no-runs'>no runs</p>"
-        )
-        + _params_section(runs)
+        + (frame_table(meta.assign(run_id=meta["run_id"].str[:12]).drop(columns="start"))
+           if not meta.empty else "<p class='no-runs'>no runs</p>")
+        + params_section(runs)
     )
-    html = page(title, "\n".join(b for b in body if b), get_plotlyjs())
+    if own:
+        _metrics_csv(out, shown)
+    else:
+        _write_tables(out, runs, {**tables, **other_tables}, fidelity, meta, flat)
+    plots = not own or bool(present)  # plotly.js (~4 MB) only on a page with plots
+    return _page(out, title, body, get_plotlyjs() if plots else "")
+
+
+def _metrics_csv(out: Path, shown: pd.DataFrame) -> None:
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(shown.columns))
+        writer.writerows(shown.itertuples(index=False))
+
+
+def _page(out: Path, title: str, body: list[str], plotly_js: str) -> Path:
     path = out / "index.html"
-    path.write_text(html)
+    path.write_text(page(title, "\n".join(b for b in body if b), plotly_js))
     return path

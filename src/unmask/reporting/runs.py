@@ -42,8 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["ABLATION_TAG", "download_artifact", "load_runs", "infer_ablation", "param", "metric",
-           "tag"]
+__all__ = ["ABLATION_TAG", "download_artifact", "fetch_artifact", "list_artifacts", "load_runs",
+           "infer_ablation", "param", "metric", "tag"]
 
 ABLATION_TAG = "unmask.ablation"
 KIND_TAG = "unmask.kind"
@@ -175,3 +175,34 @@ def download_artifact(uri: str, run_id: str, candidates: Sequence[str],
             out.mkdir(parents=True, exist_ok=True)
             return Path(client.download_artifacts(run_id, path, str(out)))
     return None
+
+
+def list_artifacts(uri: str, run_id: str) -> list[str]:
+    """Every artifact file of the run (paths relative to its artifact root), sorted; empty when
+    the artifact store cannot be read (the report still builds)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    out, todo = [], [None]
+    while todo:
+        folder = todo.pop()
+        try:
+            infos = client.list_artifacts(run_id, folder)
+        except Exception:  # an unreachable artifact store: no images, the report still builds
+            return []
+        for f in infos:
+            (todo if f.is_dir else out).append(f.path)
+    return sorted(out)
+
+
+def fetch_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path | None:
+    """Download the run's artifact ``path`` under ``dst/<run_id>``; None if that fails."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    out = dst / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(MlflowClient(tracking_uri=uri).download_artifacts(run_id, path, str(out)))
+    except Exception:  # a missing or unreadable artifact: shown as absent, never invented
+        return None
