@@ -17,13 +17,24 @@ found.
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import textwrap
 import tokenize
 from pathlib import Path
 
 import pytest
 
-from unmask.runtime import ImportRef, import_refs, module_file, module_name
+from unmask.runtime import (
+    ImportRef,
+    import_refs,
+    lazy_table,
+    module_closure,
+    module_file,
+    module_name,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "unmask"
 
@@ -40,14 +51,21 @@ def _modules(src: Path) -> dict[str, Path]:
 
 
 def _targets(ref: ImportRef, src: Path) -> set[str]:
-    """The ``unmask`` modules ``ref`` names (not the packages above them)."""
-    if ref.names:
-        subs = {f"{ref.module}.{n}" for n in ref.names}
-        found = {m for m in subs if module_file(m, src) is not None}
-        if len(found) < len(subs) and module_file(ref.module, src) is not None:
-            found.add(ref.module)  # some names are attributes of the package itself
-        return found
-    return {ref.module} if module_file(ref.module, src) is not None else set()
+    """The ``unmask`` modules ``ref`` names (not the packages above them); a name a package
+    exports lazily (``_LAZY``, :func:`unmask.runtime.lazy_exports`) counts as its submodule."""
+    init = module_file(ref.module, src)
+    if init is None:
+        return set()
+    if not ref.names:
+        return {ref.module}
+    lazy = lazy_table(init) if init.name == "__init__.py" else {}
+    found = set()
+    for n in ref.names:
+        if module_file(f"{ref.module}.{n}", src) is not None:
+            found.add(f"{ref.module}.{n}")
+        else:  # an attribute of the package itself (and, if lazy, the submodule it loads)
+            found |= {ref.module, *([lazy[n]] if n in lazy else [])}
+    return found
 
 
 def import_graph(src: Path, scopes: tuple[str, ...] = ("module",)) -> dict[str, set[str]]:
@@ -279,3 +297,53 @@ def test_planted_lazy_imports_need_a_comment(tmp_path):
         "unmask/a.py:5: from unmask import models",
         "unmask/a.py:9: from unmask.models import y",
     ]
+
+
+def test_lazy_package_exports_count_as_their_submodules(tmp_path):
+    src = _package(tmp_path, {
+        "training/__init__.py": """
+            from unmask.runtime import lazy_exports
+            from unmask.training.config import TrainConfig
+            _LAZY = {"unmask.training.loop": ("train",)}
+            __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+            """,
+        "training/config.py": "TrainConfig = dict\n",
+        "training/loop.py": "from unmask.training import TrainConfig\ntrain = print\n",
+        "runtime.py": "",
+        "schema.py": "from unmask.training import TrainConfig\n",
+        "stage.py": "from unmask.training import train\n",
+    })
+    assert "unmask.training.loop" not in module_closure(["unmask.schema"], src)
+    assert "unmask.training.loop" in module_closure(["unmask.stage"], src)
+    graph = import_graph(src)
+    assert graph["unmask.stage"] == {"unmask.training", "unmask.training.loop"}
+    assert graph["unmask.training"] == {"unmask.runtime", "unmask.training.config"}
+    assert cycles(graph) == []
+
+
+def test_reading_params_runs_no_model_training_or_sampler_code():
+    """The real packages: ``unmask.config`` (every stage's schema) loads only schema modules,
+    in a fresh interpreter and in the static closure, and the lazy names still resolve."""
+    heavy = ["unmask.training.loop", "unmask.training.checkpoint", "unmask.models.transformer",
+             "unmask.sampling.sampler", "unmask.corruption", "unmask.losses"]
+    code = ("import json, sys, unmask.config\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('unmask'))\n"
+            "from unmask.training import train, EMA\n"
+            "from unmask.models import Transformer\n"
+            "from unmask.sampling import sample, Guidance\n"
+            "import unmask.training.loop, unmask.models.transformer, unmask.sampling.sampler\n"
+            "assert train is unmask.training.loop.train\n"
+            "assert Transformer is unmask.models.transformer.Transformer\n"
+            "assert sample is unmask.sampling.sampler.sample\n"
+            "assert 'train' in dir(unmask.training)\n"
+            "print(json.dumps(loaded))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=SRC.parents[1], env={**os.environ, "PYTHONPATH": str(SRC.parent)})
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.splitlines()[-1])
+    assert "unmask.config" in loaded and not set(heavy) & set(loaded)
+    assert not set(heavy) & set(module_closure(["unmask.config"]))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        import unmask.training
+
+        unmask.training.nope  # noqa: B018

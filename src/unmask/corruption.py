@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from unmask.schedules import Schedule
+from unmask.schedules import DEFAULT_T_MAX, DEFAULT_T_MIN, Schedule
 
 __all__ = [
     "DEFAULT_T_MIN",
@@ -33,8 +33,6 @@ __all__ = [
     "corrupt",
 ]
 
-DEFAULT_T_MIN = 1e-3
-DEFAULT_T_MAX = 1.0 - 1e-3
 Masking = Literal["independent", "maskgit"]
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,8 @@ __all__ = [
     "module_name",
     "import_refs",
     "loaded_modules",
+    "lazy_exports",
+    "lazy_table",
     "module_closure",
     "closure_files",
     "code_fingerprint",
@@ -173,11 +176,53 @@ def import_refs(path: Path, src: Path | None = None) -> list[ImportRef]:
     return sorted(out, key=lambda r: (r.line, r.module))
 
 
+def lazy_exports(package: str, table: Mapping[str, Sequence[str]]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """PEP 562 ``__getattr__`` and ``__dir__`` for a package whose heavy parts load on first
+    use: ``table`` maps a submodule to the names the package re-exports from it. Written in the
+    package ``__init__`` as ``_LAZY = {...}`` (a literal, which :func:`loaded_modules` reads, so
+    ``from pkg import name`` still counts the submodule in import closures and DVC deps)."""
+    where = {name: module for module, names in table.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(where[name]), name)
+        setattr(sys.modules[package], name, value)  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *where})
+
+    return __getattr__, __dir__
+
+
+def lazy_table(init: Path) -> dict[str, str]:
+    """``{name: submodule}`` from a package ``__init__``'s literal ``_LAZY = {module: names}``
+    ({} without one)."""
+    return _lazy_table(init, init.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _lazy_table(path: Path, mtime_ns: int) -> dict[str, str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "_LAZY"):
+            table = ast.literal_eval(node.value)
+            return {name: module for module, names in table.items() for name in names}
+    return {}
+
+
 def loaded_modules(ref: ImportRef, src: Path | None = None) -> set[str]:
     """The ``unmask`` modules that executing ``ref`` may run: the named module, each package
-    above it (importing ``a.b.c`` runs ``a`` and ``a.b`` first) and each ``from`` name that is
-    a submodule."""
+    above it (importing ``a.b.c`` runs ``a`` and ``a.b`` first), each ``from`` name that is a
+    submodule, and the submodule a lazily exported name (:func:`lazy_exports`) loads."""
     named = [ref.module, *(f"{ref.module}.{n}" for n in ref.names)]
+    init = module_file(ref.module, src) if ref.names else None
+    if init is not None and init.name == "__init__.py":
+        lazy = lazy_table(init)
+        named += [lazy[n] for n in ref.names if n in lazy]
     out: set[str] = set()
     for mod in named:
         bits = mod.split(".")

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["Schedule", "get", "NAMES"]
+__all__ = ["Schedule", "get", "NAMES", "DEFAULT_T_MIN", "DEFAULT_T_MAX"]
+
+# the default training time interval [t_min, t_max] (eMIGM's t_min truncation), kept away from
+# the endpoints where κ̇/(1 − κ) diverges; used by unmask.corruption and TrainConfig
+DEFAULT_T_MIN = 1e-3
+DEFAULT_T_MAX = 1.0 - 1e-3
 
 
 @dataclass(frozen=True)

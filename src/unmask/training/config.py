@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from unmask import schedules
-from unmask.corruption import DEFAULT_T_MAX, DEFAULT_T_MIN
+from unmask.schedules import DEFAULT_T_MAX, DEFAULT_T_MIN
 
 __all__ = ["TrainConfig"]
 
