@@ -3,9 +3,9 @@ its stage function, in a scratch folder, tiny overrides), run twice from scratch
 global RNGs in different states before each call, as separate processes would be — writes the
 same model tensors and the same bytes (checkpoints, summaries, samples, metrics).
 
-Families: MDM-Prime (``unmask.prime.stages`` train + evaluate), eMIGM (``train-discrete`` /
-``train-continuous`` stages and the sampler), joint image + mask (``unmask.joint.stages``
-tokenize (VQ-VAE) + train + evaluate) and video (``unmask.video.stages``), and the VQ-VAE
+Families: MDM-Prime (``prime.train`` + ``prime.evaluate``), eMIGM (``train-discrete`` /
+``train-continuous`` stages and the sampler), joint image + mask (``joint.tokenize``
+(VQ-VAE), ``joint.train``, ``joint.evaluate``) and video (``video.*``), and the VQ-VAE
 tokenizer itself.
 """
 
@@ -86,7 +86,7 @@ def _fortunes_data(tmp_path: Path) -> dict:
 
 
 def test_prime_train_and_evaluate_are_bit_identical(tmp_path):
-    from unmask.prime import stages
+    from unmask.stages import main
 
     params = {
         "data": _fortunes_data(tmp_path),
@@ -102,7 +102,8 @@ def test_prime_train_and_evaluate_are_bit_identical(tmp_path):
     path.write_text(yaml.safe_dump(params))
     argv = ["--params", str(path)]
     a, b = twice(tmp_path, lambda k: run_cli(
-        stages.main, [["prepare"], ["train", "--ell", "2"], ["evaluate", "--ell", "2"]], argv, k))
+        main, [["prime.prepare"], ["prime.train", "--ell", "2"], ["prime.evaluate", "--ell", "2"]],
+        argv, k))
     assert_same_tensors(load_state(a / "models/l2/model.pt"),
                         load_state(b / "models/l2/model.pt"), at_least=10)
     assert_same_files(a, b, "data", "models/l2", "eval/l2")
@@ -171,13 +172,13 @@ TINY_STAGES = {
 @needs_fmnist
 @pytest.mark.slow
 def test_joint_seg_stages_are_bit_identical(tmp_path):
-    from unmask.joint import stages
+    from unmask import stages
 
     sets = {**TINY_STAGES, "data.max_train": 128, "data.max_test": 8, "sample.seg_steps": 4,
             "sample.num_joint": 4, "sample.num_eval": 8, "sample.batch_size": 8}
     argv = cli_argv(REPO / "pipelines/seg-default/params.yaml", sets)
     a, b = twice(tmp_path, lambda k: run_cli(
-        stages.main, [["tokenize"], ["train"], ["evaluate"]], argv, k))
+        stages.main, [["joint.tokenize"], ["joint.train"], ["joint.evaluate"]], argv, k))
     assert_same_tensors(load_state(a / "tokens/vq.pt"), load_state(b / "tokens/vq.pt"),
                         at_least=5)
     assert_same_tensors(load_state(a / "models/model.pt"), load_state(b / "models/model.pt"),
@@ -190,14 +191,14 @@ def test_joint_seg_stages_are_bit_identical(tmp_path):
 @needs_fmnist
 @pytest.mark.slow
 def test_video_stages_are_bit_identical(tmp_path):
-    from unmask.video import stages
+    from unmask import stages
 
     sets = {**TINY_STAGES, "data.num_train": 32, "data.num_test": 4, "data.frames": 4,
             "sample.num_uncond": 2, "sample.num_cond": 2, "sample.context_frames": 2,
             "sample.batch_size": 2}
     argv = cli_argv(REPO / "pipelines/video-default/params.yaml", sets)
     a, b = twice(tmp_path, lambda k: run_cli(
-        stages.main, [["tokenize"], ["train"], ["evaluate"]], argv, k))
+        stages.main, [["video.tokenize"], ["video.train"], ["video.evaluate"]], argv, k))
     assert_same_tensors(load_state(a / "models/model.pt"), load_state(b / "models/model.pt"),
                         at_least=10)
     assert_same_files(a, b, "tokens", "models", "metrics.json", "samples", "report")
@@ -223,7 +224,8 @@ def test_vq_tokenizer_training_is_bit_identical():
 def test_prime_train_never_resumes_a_run_of_other_code(tmp_path, monkeypatch, capsys):
     """Issue 17: ``runs/l<ℓ>`` of other code is wiped (one line says so); the same code
     resumes at the final step without training."""
-    from unmask.prime import stages
+    from unmask.prime import pipeline
+    from unmask.stages import main
 
     params = {
         "data": _fortunes_data(tmp_path),
@@ -235,19 +237,19 @@ def test_prime_train_never_resumes_a_run_of_other_code(tmp_path, monkeypatch, ca
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    stages.main(["prepare"])
-    stages.main(["train", "--ell", "2"])
+    main(["prime.prepare"])
+    main(["prime.train", "--ell", "2"])
     ckpt = tmp_path / "runs/l2/checkpoints/ckpt-00000003.pt"
     stamp = ckpt.stat().st_mtime_ns
     capsys.readouterr()
 
-    stages.main(["train", "--ell", "2"])  # same code: resumed at step 3, nothing retrained
+    main(["prime.train", "--ell", "2"])  # same code: resumed at step 3, nothing retrained
     assert "starting fresh" not in capsys.readouterr().err
     assert ckpt.stat().st_mtime_ns == stamp
 
-    real = stages.code_fingerprint
-    monkeypatch.setattr(stages, "code_fingerprint", lambda *m: "edited-" + real(*m))
-    stages.main(["train", "--ell", "2"])  # other code: a fresh run
+    real = pipeline.code_fingerprint
+    monkeypatch.setattr(pipeline, "code_fingerprint", lambda *m: "edited-" + real(*m))
+    main(["prime.train", "--ell", "2"])  # other code: a fresh run
     err = capsys.readouterr().err
     assert "starting fresh" in err and "code differ" in err
     assert ckpt.stat().st_mtime_ns != stamp

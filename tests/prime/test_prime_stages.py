@@ -1,14 +1,18 @@
-"""The MDM-Prime pipeline stages end to end on tiny inputs (a fake fortunes corpus; a few
-Fashion-MNIST images when the Debian package is installed), and one-line config errors."""
+"""The MDM-Prime pipeline stages (``python -m unmask.stages prime.<stage>``) end to end on tiny
+inputs (a fake fortunes corpus; a few Fashion-MNIST images when the Debian package is
+installed), and one-line config errors."""
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from unmask.prime import stages
-from unmask.prime.config import load_prime_params
+from unmask.config import load_params
+from unmask.prime.config import PrimeParams
+from unmask.prime.pipeline import ESTIMATOR
+from unmask.stages import main
 
 FORTUNES = "\n%\n".join(
     f"Fortune number {i}: the {w} of {v} is {u}, said the {w}."
@@ -37,11 +41,11 @@ def _params(tmp: Path, data: dict, extra: dict | None = None) -> Path:
 
 
 def _run_all(ells: list[int]) -> dict:
-    stages.main(["prepare"])
+    main(["prime.prepare"])
     for e in ells:
-        stages.main(["train", "--ell", str(e)])
-        stages.main(["evaluate", "--ell", str(e)])
-    return stages.main(["report"])
+        main(["prime.train", "--ell", str(e)])
+        main(["prime.evaluate", "--ell", str(e)])
+    return main(["prime.report"])
 
 
 def test_text_pipeline_end_to_end(tmp_path, monkeypatch):
@@ -62,11 +66,19 @@ def test_text_pipeline_end_to_end(tmp_path, monkeypatch):
         assert 0 <= m["isr"] <= 1 and m["isr_expected"] is not None
         assert Path(f"eval/{e}/samples.txt").read_text().count("===== sample") == 2
     assert "delta_nelbo_vs_l1" in per["l2"] and "ℓ=2" in summary["verdict"]
-    assert json.loads(Path("metrics.json").read_text())["ells"] == [1, 2]
+    saved = json.loads(Path("metrics.json").read_text())
+    assert saved["ells"] == [1, 2]
+    # issue 18: the PPL is labelled with its estimator wherever it is written
+    assert saved["estimator"] == ESTIMATOR and "not MDM-Prime eq. 5" in ESTIMATOR
+    for e in ("l1", "l2"):
+        assert json.loads(Path(f"eval/{e}/metrics.json").read_text())["estimator"] == ESTIMATOR
+    rows = {r[0]: r[1:] for r in csv.reader(Path("reports/metrics.csv").read_text().splitlines())}
+    assert rows["metric"] == ["l1", "l2"] and rows["estimator"] == [ESTIMATOR] * 2
+    assert float(rows["perplexity"][1]) == pytest.approx(per["l2"]["perplexity"])
     html = Path("reports/index.html").read_text()
-    assert "ℓ = 2" in html and "Verdict" in html
+    assert "ℓ = 2" in html and "Verdict" in html and "not MDM-Prime eq. 5" in html
     # a re-run resumes the finished training run instead of starting over
-    again = stages.main(["train", "--ell", "1"])
+    again = main(["prime.train", "--ell", "1"])
     assert again["step"] == 3
 
 
@@ -81,32 +93,43 @@ def test_pixel_pipeline_end_to_end(tmp_path, monkeypatch):
     assert Path("eval/l4/samples.png").is_file()
 
 
+def _one_line_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: "), err
+    return err
+
+
 def test_config_errors_are_one_line(tmp_path, monkeypatch, capsys):
     _params(tmp_path, {"kind": "text"}, {"trian": {"steps": 1}})
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as e:
-        stages.main(["report"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "trian" in err
+    assert "trian" in _one_line_error(["prime.report"], capsys)
     _params(tmp_path, {"kind": "text"}, {"model": {"vocab_size": 7}})
-    with pytest.raises(SystemExit):
-        stages.main(["report"])
-    assert "derived" in capsys.readouterr().err
+    assert "derived" in _one_line_error(["prime.report"], capsys)
+    _params(tmp_path, {"kind": "text"}, {"model": {"dim": -3}})
+    assert "model.dim" in _one_line_error(["prime.report"], capsys)
+    _params(tmp_path, {"kind": "owt"})  # OpenWebText has no embedded copy
+    assert "data.root" in _one_line_error(["prime.prepare"], capsys)
+    _params(tmp_path, {"kind": "pixels", "dataset": "cifar10"})
+    assert "data.root" in _one_line_error(["prime.prepare"], capsys)
     _params(tmp_path, {"kind": "text"})
-    with pytest.raises(SystemExit):
-        stages.main(["train", "--ell", "3"])
-    assert "prime.ells" in capsys.readouterr().err
-    p = load_prime_params(tmp_path / "params.yaml", ["train.steps=7"])
-    assert p.train.steps == 7
+    assert "prime.ells" in _one_line_error(["prime.train", "--ell", "3"], capsys)
+    assert "--seeds" in _one_line_error(["prime.seeds", "--seeds", "0,x"], capsys)
+    assert "--ells" in _one_line_error(["prime.seeds", "--ells", "1,1"], capsys)
+    assert "prime.ells" in _one_line_error(
+        ["prime.report", "--set", "prime.ells=[0, 2]"], capsys)
+    p = load_params(tmp_path / "params.yaml", ["train.steps=7"], schema=PrimeParams)
+    assert isinstance(p, PrimeParams) and p.train.steps == 7
 
 
 @pytest.mark.slow
 def test_seed_repeats_log_the_report_names(tmp_path, monkeypatch):
-    """`python -m unmask.prime.seeds` (2 seeds × ℓ ∈ {1, 2}, rotary trunk) trains and evaluates
-    every cell and logs evaluate runs with the names of unmask.tracking_tags to MLflow."""
+    """`python -m unmask.stages prime.seeds` (2 seeds × ℓ ∈ {1, 2}, rotary trunk) trains and
+    evaluates every cell and logs evaluate runs with the names of unmask.tracking_tags to
+    MLflow; `prime.seeds-summary` summarises the finished cells without training."""
     from unmask.orchestration.runs import client
-    from unmask.prime import seeds
     from unmask.tracking_tags import (
         ABLATION,
         ABLATION_PRIME_L,
@@ -128,9 +151,10 @@ def test_seed_repeats_log_the_report_names(tmp_path, monkeypatch):
             {"tracking": {"enabled": True, "experiment": "prime-test", "root": "mlruns"},
              "model": {"dim": 32, "depth": 1, "heads": 2, "rotary": True}})
     monkeypatch.chdir(tmp_path)
-    stages.main(["prepare"])
-    summary = seeds.main(["--seeds", "0", "1", "--ells", "1", "2", "--out", "seeds"])
-    assert set(summary["per_ell"]) == {"l1", "l2"}
+    main(["prime.prepare"])
+    argv = ["--seeds", "0,1", "--ells", "1,2", "--out", "seeds"]
+    summary = main(["prime.seeds", *argv])
+    assert set(summary["per_ell"]) == {"l1", "l2"} and summary["estimator"] == ESTIMATOR
     assert len(summary["per_ell"]["l2"]["delta_nelbo_vs_l1"]) == 2
     assert json.loads(Path("seeds/summary.json").read_text())["seeds"] == [0, 1]
     mc = client(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
@@ -146,9 +170,10 @@ def test_seed_repeats_log_the_report_names(tmp_path, monkeypatch):
         assert r.data.metrics[METRIC_PPL] > 1 and 0 <= r.data.metrics[METRIC_ISR] <= 1
         assert r.data.params["model.rotary"] == "True"
     assert [r.data.tags[STAGE] for r in runs].count("summary") == 1
-    # a second call reuses the finished cells (no new training runs)
+    # a second call reuses the finished cells (no new training runs), as does the summary
     n_train = sum(r.data.tags[STAGE] == "train" for r in runs)
-    seeds.main(["--seeds", "0", "1", "--ells", "1", "2", "--out", "seeds"])
+    again = main(["prime.seeds", *argv, "--jobs", "2"])
+    assert main(["prime.seeds-summary", *argv]) == again == summary
     runs = mc.search_runs([exp.experiment_id],
                           filter_string=f"tags.`{ABLATION}` = '{ABLATION_PRIME_L}'")
     assert sum(r.data.tags[STAGE] == "train" for r in runs) == n_train

@@ -1,14 +1,18 @@
 """MDM-Prime: masked diffusion with partial masking over base-b sub-tokens (Chao et al. 2025).
 
-* :mod:`~unmask.prime.subtokens` — the invertible base-b sub-tokenizer and the validity filter
-  of the joint parameterisation (MDM-Prime eqs. 3, 7);
+* :mod:`~unmask.prime.subtokens` — the invertible base-b sub-tokenizer (MDM-Prime §3.1) and
+  the validity filter of the joint parameterisation (eq. 7);
 * :mod:`~unmask.prime.model` — the sub-token denoiser around the foundation transformer trunk;
 * :mod:`~unmask.prime.rotary` — rotary position embeddings (MDLM's positions, ``rotary: true``);
-* :mod:`~unmask.prime.likelihood` — the sub-token ELBO (eq. 6, derived there), perplexity;
+* :mod:`~unmask.prime.likelihood` — the continuous-time sub-token ELBO (derived there; not
+  eq. 5's estimator), perplexity;
 * :mod:`~unmask.prime.sampling` — partial-unmasking samplers and the idle-step ratio;
 * :mod:`~unmask.prime.exact` — the exact sub-token denoiser of a tiny distribution (tests);
-* :mod:`~unmask.prime.stages` — the pipeline stages (text, OpenWebText, pixel tokens);
-* :mod:`~unmask.prime.seeds` — seed repeats of the ℓ comparison (mean ± std, paired t).
+* :mod:`~unmask.prime.config`, :mod:`~unmask.prime.data` — params schema, data preparation;
+* :mod:`~unmask.prime.pipeline`, :mod:`~unmask.prime.compare`, :mod:`~unmask.prime.seeds` —
+  train / evaluate one ℓ, the ℓ comparison, seed repeats;
+* :mod:`~unmask.prime.stages` — the ``prime.*`` stages (``python -m unmask.stages prime.train
+  --ell 2``).
 """
 
 from unmask.prime.likelihood import SubTokenMarginals, flat_subtokens, prime_nelbo

@@ -1,37 +1,26 @@
 """Typed, validated parameters of the MDM-Prime pipelines (``pipelines/*-prime``,
-``pipelines/text-default``, ``pipelines/owt``): one ``params.yaml`` per pipeline.
+``pipelines/text-default``, ``pipelines/owt``): one ``params.yaml`` per pipeline, read by
+:func:`unmask.config.load_params` with ``schema=PrimeParams`` (the runner of
+``python -m unmask.stages prime.<stage>`` does that).
 
-Sections: ``data`` (what ``prepare`` reads and how it tokenizes), ``model`` (the token-level
-trunk; vocab_size / seq_len / grid / num_classes are derived from the prepared data), ``prime``
-(the ℓ values trained side by side), ``train`` (:class:`~unmask.training.TrainConfig`),
+Sections: ``data`` (what ``prime.prepare`` reads and how it tokenizes), ``model`` (the
+token-level trunk; vocab_size / seq_len / grid / num_classes are derived from the prepared data),
+``prime`` (the ℓ values trained side by side), ``train`` (:class:`~unmask.training.TrainConfig`),
 ``evaluate`` (ELBO), ``sample`` (sampler, ISR), ``tracking`` (MLflow), ``report``.
-An unknown or mistyped key is a one-line :class:`~unmask.config.ConfigError` naming it.
+An unknown or mistyped key is a one-line :class:`~unmask.errors.ConfigError` naming it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unmask.config import (
-    ReportConfig,
-    Section,
-    TrackingConfig,
-    parse_overrides,
-    read_params_file,
-    validation_error,
-)
-from unmask.dicts import deep_merge
+from unmask.config import ReportConfig, Section, TrackingConfig
+from unmask.prime.model import PrimeConfig
 from unmask.training import TrainConfig
 
-__all__ = ["PrimeParams", "load_prime_params", "DataSection"]
+__all__ = ["PrimeParams", "DataSection", "PrimeSection", "EvaluateSection", "SampleSection"]
 
 
 class DataSection(Section):
@@ -64,6 +53,16 @@ class DataSection(Section):
     max_train: int | None = Field(default=None, gt=0)
     max_valid: int | None = Field(default=None, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _root_given(self) -> DataSection:
+        """OpenWebText, CIFAR-10 and ImageNet-32 are read from ``root`` (no embedded copy)."""
+        if self.root is None and self.kind == "owt":
+            raise ValueError("data.root must point at OpenWebText for data.kind = owt")
+        if self.root is None and self.kind == "pixels" and self.dataset != "fashion_mnist":
+            raise ValueError(f"data.root must point at {self.dataset} for data.dataset = "
+                             f"{self.dataset}")
+        return self
 
 
 class PrimeSection(Section):
@@ -110,10 +109,17 @@ class TrackingSection(TrackingConfig):
 
 
 class ReportSection(ReportConfig):
+    """The ℓ-comparison report (``prime.report``)."""
+
     title: str = "MDM-Prime: partial masking, ℓ side by side"
 
 
 class PrimeParams(Section):
+    """Everything an MDM-Prime ``params.yaml`` holds. ``model`` stays a mapping because its
+    shape fields come from the prepared data; its other keys are validated against
+    :class:`~unmask.prime.model.PrimeConfig` (the shared :class:`~unmask.models.ModelConfig`)
+    here, so a typo fails before any stage runs."""
+
     data: DataSection = DataSection()
     model: dict[str, Any] = Field(default_factory=lambda: {"preset": "prime-text-tiny"})
     prime: PrimeSection = PrimeSection()
@@ -129,8 +135,6 @@ class PrimeParams(Section):
         if derived:
             raise ValueError(f"model.{sorted(derived)[0]} is derived from the prepared data "
                              "(leave it out)")
-        from unmask.prime.model import PrimeConfig
-
         try:  # validate the trunk fields now (shape fields are filled in by `train`)
             PrimeConfig(model={"vocab_size": 256, "seq_len": 8, **self.model}, ell=1)
         except ValidationError as e:
@@ -141,13 +145,3 @@ class PrimeParams(Section):
 
     def flat(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-
-def load_prime_params(path: str | Path = "params.yaml",
-                      overrides: list[str] | None = None) -> PrimeParams:
-    """Read, override (``key.sub=value``) and validate; errors are one-line ConfigErrors."""
-    raw = deep_merge(read_params_file(path), parse_overrides(overrides))
-    try:
-        return PrimeParams.model_validate(raw)
-    except ValidationError as e:
-        raise validation_error(path, e) from None

@@ -22,8 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from unmask.data import fashion_mnist
+from unmask.data.cifar10 import CIFAR10
+from unmask.data.errors import DatasetLayoutError
+from unmask.data.owt import OpenWebText
 from unmask.data.shards import ShardWriter, TokenShards
+from unmask.data.text_corpus import TextCorpus
 from unmask.prime.config import DataSection
+from unmask.tokenizers.bpe import GPT2BPE
+from unmask.tokenizers.pixel import PixelTokenizer
 
 __all__ = ["prepare", "load_split", "read_imagenet32", "IMAGENET32_LAYOUT"]
 
@@ -55,12 +62,8 @@ def _corpus(cfg: DataSection, split: str) -> Any:
     """The text corpus of ``split`` (skips unreadable files and empty documents, recording
     them in its ``skipped``)."""
     if cfg.kind == "text":
-        from unmask.data.text_corpus import TextCorpus
-
         return TextCorpus(cfg.source, root=cfg.root, split=split,
                           valid_fraction=cfg.valid_fraction)
-    from unmask.data.owt import OpenWebText
-
     if cfg.root is None:
         raise ValueError("data.root must point at OpenWebText for data.kind = owt")
     return OpenWebText(cfg.root, split=split, valid_docs=cfg.valid_docs)
@@ -72,8 +75,6 @@ def _text_blocks(corpus: Any, cfg: DataSection, split: str, tok: Any) -> Iterato
 
 
 def _prepare_text(cfg: DataSection, out: Path) -> dict:
-    from unmask.tokenizers.bpe import GPT2BPE
-
     tok = GPT2BPE()
     tmp = Path(tempfile.mkdtemp(prefix=".prime-blocks-", dir=out.parent))
     counts, seen = {}, np.zeros(tok.vocab_size, dtype=bool)
@@ -124,8 +125,6 @@ def _prepare_text(cfg: DataSection, out: Path) -> dict:
 def read_imagenet32(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Downsampled ImageNet 32×32 (npz batches, see :data:`IMAGENET32_LAYOUT`):
     ``(images uint8 [N, 32, 32, 3], labels int64 [N] in 0..999)``."""
-    from unmask.data.errors import DatasetLayoutError
-
     root = Path(root)
     names = (sorted(root.glob("train_data_batch_*.npz"), key=lambda p: int(p.stem.rsplit("_")[-1]))
              if split == "train" else [root / "val_data.npz"])
@@ -142,16 +141,12 @@ def read_imagenet32(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
 
 def _load_images(cfg: DataSection, split: str) -> tuple[np.ndarray, np.ndarray, int]:
     if cfg.dataset == "fashion_mnist":
-        from unmask.data import fashion_mnist
-
         images, labels = fashion_mnist.load("train" if split == "train" else "test",
                                             cfg.root or fashion_mnist.DEFAULT_ROOT)
         return images, labels.astype(np.int64), 10
     if cfg.root is None:
         raise ValueError(f"data.root must point at {cfg.dataset} for data.dataset = {cfg.dataset}")
     if cfg.dataset == "cifar10":
-        from unmask.data.cifar10 import CIFAR10
-
         ds = CIFAR10(cfg.root, "train" if split == "train" else "test")
         return ds.images, ds.labels.astype(np.int64), 10
     images, labels = read_imagenet32(cfg.root, split)
@@ -159,8 +154,6 @@ def _load_images(cfg: DataSection, split: str) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _prepare_pixels(cfg: DataSection, out: Path) -> dict:
-    from unmask.tokenizers.pixel import PixelTokenizer
-
     counts, shape, classes = {}, None, 0
     for split in ("train", "valid"):
         images, labels, classes = _load_images(cfg, split)

@@ -1,9 +1,10 @@
 """Seed repeats of the ℓ comparison: is "ℓ > 1 lowers the ELBO perplexity" larger than the
 spread between training seeds?
 
-For every training seed s and every ℓ the pipeline's own ``train`` and ``evaluate`` stages run
-in ``<out>/s<s>/`` (with ``data`` linked to the pipeline's prepared data, so every run scores
-the *same* held-out sequences with the same Monte-Carlo times). The summary gives, per ℓ,
+For every training seed s and every ℓ the pipeline's own training and evaluation
+(:func:`unmask.prime.pipeline.train_ell`, :func:`~unmask.prime.pipeline.evaluate_ell`) run in
+``<out>/s<s>/`` (with ``data`` linked to the pipeline's prepared data, so every run scores the
+*same* held-out sequences with the same Monte-Carlo times). The summary gives, per ℓ,
 
 * PPL mean ± std over seeds (std with ddof = 1: the seed-to-seed spread),
 * the paired per-seed NELBO difference Δ_s = NELBO(ℓ) − NELBO(ℓ = 1) (nats / token, same
@@ -11,33 +12,39 @@ the *same* held-out sequences with the same Monte-Carlo times). The summary give
   two-sided 5 % level of Student's t with S − 1 = 2 degrees of freedom,
 
 and logs one MLflow ``summary`` run (tags :func:`unmask.tracking_tags.prime_l_tags`) beside
-the per-seed ``evaluate`` runs (which carry ``prime.l`` and ``train.seed``)::
+the per-seed ``evaluate`` runs (which carry ``prime.l`` and ``train.seed``). Run it as the
+``prime.seeds`` stage (:mod:`unmask.prime.stages`) from the pipeline's folder::
 
     cd pipelines/text-default
-    python -m unmask.prime.seeds --seeds 0 1 2 --ells 1 2 4 --out seeds \\
+    python -m unmask.stages prime.seeds --seeds 0,1,2 --ells 1,2,4 --out seeds \\
         --set train.steps=150 --set evaluate.n_sequences=128 --set evaluate.num_samples=8
 
-Finished (seed, ℓ) cells (``eval/l<ℓ>/metrics.json`` present, same run key) are reused, so an
-interrupted study resumes; ``--jobs`` runs that many seeds in parallel processes.
+Finished (seed, ℓ) cells (``eval/l<ℓ>/metrics.json`` present, same settings) are reused, so an
+interrupted study resumes; ``--jobs`` runs that many seeds in parallel processes;
+``prime.seeds-summary`` only summarises the finished cells.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import multiprocessing
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["run_seed", "summarise", "main"]
+from unmask.prime.config import PrimeParams
+from unmask.prime.pipeline import ESTIMATOR, evaluate_ell, train_ell
+from unmask.runtime import configure_threads
+from unmask.tracking import make_tracker
+from unmask.tracking_tags import prime_l_tags
+
+__all__ = ["cell_params", "run_seed", "summarise", "study"]
 
 
 @contextlib.contextmanager
@@ -50,29 +57,24 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-def _overrides(base: list[str], seed: int, ells: list[int], tracking_root: str) -> list[str]:
-    return [
-        *base,
-        f"train.seed={seed}",
-        f"prime.ells={json.dumps(ells)}",
-        f"tracking.root={tracking_root}",
-    ]
+def cell_params(params: PrimeParams, seed: int, ells: Sequence[int], pipeline: Path,
+                ) -> PrimeParams:
+    """``params`` with training seed ``seed``, ``prime.ells = ells`` and the tracking store
+    resolved against the pipeline folder (the cells run in another working directory)."""
+    raw = params.flat()
+    raw["train"]["seed"] = seed
+    raw["prime"]["ells"] = list(ells)
+    raw["tracking"]["root"] = str((pipeline / params.tracking.root).resolve())
+    return PrimeParams.model_validate(raw)
 
 
-def run_seed(
-    params_path: str, overrides: list[str], seed: int, ells: list[int], out: str
-) -> dict[int, dict[str, Any]]:
+def run_seed(params: PrimeParams, seed: int, ells: Sequence[int], out: str | Path,
+             ) -> dict[int, dict[str, Any]]:
     """Train + evaluate every ℓ at training seed ``seed`` in ``<out>/s<seed>`` (cwd = the
     pipeline folder, which holds ``data/``). Returns {ℓ: evaluate metrics}."""
-    from unmask.prime.config import load_prime_params
-    from unmask.prime.stages import run_evaluate, run_train
-    from unmask.runtime import configure_threads
-
-    configure_threads()  # $UNMASK_THREADS or 1 (unmask.runtime)
+    configure_threads()  # a spawned worker starts with torch's default thread count
     pipeline = Path.cwd()
-    raw = load_prime_params(params_path, overrides)
-    root = str((pipeline / raw.tracking.root).resolve())
-    params = load_prime_params(params_path, _overrides(overrides, seed, ells, root))
+    params = cell_params(params, seed, ells, pipeline)
     work = Path(out).resolve() / f"s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     link = work / "data"
@@ -94,13 +96,13 @@ def run_seed(
                 and json.loads(tj.read_text())["step"] == params.train.steps
             )
             if not fresh:
-                run_train(params, ell)
-                run_evaluate(params, ell)
+                train_ell(params, ell)
+                evaluate_ell(params, ell)
             done[ell] = json.loads(ej.read_text())
     return done
 
 
-def summarise(out: str | Path, seeds: list[int], ells: list[int]) -> dict[str, Any]:
+def summarise(out: str | Path, seeds: Sequence[int], ells: Sequence[int]) -> dict[str, Any]:
     """Mean ± std over seeds of PPL and of the paired NELBO difference to ℓ = 1."""
     out = Path(out)
     per: dict[int, dict[int, dict[str, Any]]] = {}
@@ -143,6 +145,7 @@ def summarise(out: str | Path, seeds: list[int], ells: list[int]) -> dict[str, A
     summary = {
         "seeds": seeds,
         "ells": ells,
+        "estimator": ESTIMATOR,
         "per_ell": rows,
         "train_steps": per[seeds[0]][ells[0]]["train_step"],
         "n_sequences": per[seeds[0]][ells[0]]["n_sequences"],
@@ -179,13 +182,8 @@ def _verdict(rows: dict[str, Any], n: int) -> str:
     return "; ".join(parts)
 
 
-def _log(summary: dict[str, Any], params_path: str, overrides: list[str]) -> None:
-    from unmask.prime.config import load_prime_params
-    from unmask.tracking import NullTracker, Tracker
-    from unmask.tracking_tags import prime_l_tags
-
-    params = load_prime_params(params_path, overrides)
-    tracker = Tracker(root=params.tracking.root) if params.tracking.enabled else NullTracker()
+def _log(summary: dict[str, Any], params: PrimeParams) -> None:
+    tracker = make_tracker(params.tracking)
     flat: dict[str, float] = {}
     for key, r in summary["per_ell"].items():
         for k in ("ppl_mean", "ppl_std", "isr_mean", "delta_mean", "delta_std", "t_stat"):
@@ -195,53 +193,27 @@ def _log(summary: dict[str, Any], params_path: str, overrides: list[str]) -> Non
         params.tracking.experiment,
         "seeds-summary",
         params={**params.flat(), "seeds": summary["seeds"], "ells": summary["ells"]},
-        tags={**prime_l_tags("summary"), "verdict": summary["verdict"][:4900]},
+        tags={**prime_l_tags("summary"), "estimator": ESTIMATOR,
+              "verdict": summary["verdict"][:4900]},
     ):
         tracker.log_metrics(flat, step=0)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(
-        prog="python -m unmask.prime.seeds", description=__doc__.split("\n\n")[0]
-    )
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--ells", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--out", default="seeds")
-    ap.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")
-    ap.add_argument(
-        "--summarise-only",
-        action="store_true",
-        help="no training: summarise the finished cells of --seeds × --ells under --out",
-    )
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
-    from unmask.errors import user_errors
-
-    with user_errors():
-        if len(set(args.seeds)) != len(args.seeds) or len(set(args.ells)) != len(args.ells):
-            raise ValueError("--seeds and --ells must be distinct values")
-        if args.summarise_only:
-            pass
-        elif args.jobs > 1:
-            with ProcessPoolExecutor(
-                args.jobs, mp_context=multiprocessing.get_context("spawn")
-            ) as pool:
-                futs = [
-                    pool.submit(run_seed, args.params, args.overrides, s, args.ells, args.out)
-                    for s in args.seeds
-                ]
-                for f in futs:
-                    f.result()
-        else:
-            for s in args.seeds:
-                run_seed(args.params, args.overrides, s, args.ells, args.out)
-        summary = summarise(args.out, args.seeds, args.ells)
-        Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _log(summary, args.params, args.overrides)
-        print(f"seeds: {summary['verdict']}")
-        return summary
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def study(params: PrimeParams, seeds: Sequence[int], ells: Sequence[int], out: str | Path,
+          *, jobs: int = 1, train: bool = True) -> dict[str, Any]:
+    """Run (``train``) or reuse every (seed, ℓ) cell under ``out``, then write
+    ``<out>/summary.json`` (:func:`summarise`) and log the MLflow summary run."""
+    if len(set(seeds)) != len(seeds) or len(set(ells)) != len(ells):
+        raise ValueError(f"seeds {list(seeds)} and ells {list(ells)} must be distinct values")
+    if train and jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for f in [pool.submit(run_seed, params, s, ells, out) for s in seeds]:
+                f.result()
+    elif train:
+        for s in seeds:
+            run_seed(params, s, ells, out)
+    summary = summarise(out, list(seeds), list(ells))
+    Path(out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _log(summary, params)
+    print(f"seeds: {summary['verdict']}")
+    return summary
