@@ -12,6 +12,7 @@ the idle-step cache vs steps, and training step time vs model size.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import pandas as pd
 
 from unmask.reporting.page import esc, frame_table
 from unmask.reporting.runs import download_artifact, tag
+from unmask.runtime import git_commit
+from unmask.tracking import Tracker
 
 __all__ = ["BENCHMARK_TAG", "BENCHMARK_EXPERIMENT", "ARTIFACT", "log_benchmarks",
            "performance_section"]
@@ -67,11 +70,6 @@ def log_benchmarks(uri: str, summary: Sequence[Sequence[str]],
         machine: CPU, cores, load, torch version, GPU (``run_all.machine()``).
         quick: whether the benchmarks ran in their short mode.
     """
-    import tempfile
-
-    from unmask.runtime import git_commit
-    from unmask.tracking import Tracker
-
     device = machine.get("gpu") or f"cpu ({machine.get('cpu', '?')}, {machine.get('cores')} cores)"
     tags = {BENCHMARK_TAG: "run_all", "unmask.kind": "benchmark", "unmask.device": device,
             "git_commit": git_commit()}

@@ -56,6 +56,7 @@ from unmask.reporting.sections import (
     params_section,
     runs_section,
 )
+from unmask.tracking import tracking_uri as store_uri
 
 __all__ = ["build_report", "write_pipeline_report", "MAX_IMAGES"]
 
@@ -87,11 +88,9 @@ def build_report(
     Returns:
         The path of ``index.html``.
     """
-    from unmask.tracking import tracking_uri as default_uri  # mlflow-free, but reads the stack
-
     uri: str | None = None
     if runs is None:
-        uri = tracking_uri or default_uri()
+        uri = tracking_uri or store_uri()
         runs = load_runs(uri, experiments)
     return _write(Path(out_dir), title=title, uri=uri, store=uri or "not used", runs=runs,
                   figures=figures, notes=notes, experiment=None)
@@ -123,13 +122,11 @@ def write_pipeline_report(
     Returns:
         The path of ``index.html``.
     """
-    from unmask.tracking import tracking_uri  # mlflow-free, but reads the stack's server file
-
     out = Path(out_dir)
     if not tracking.enabled:
         return _write(out, title=title, uri=None, store="", runs=None, figures=figures,
                       notes=notes, experiment=experiment)
-    uri = tracking_uri(tracking.root)
+    uri = store_uri(tracking.root)
     # the store as params name it (not an absolute path): two checkouts write the same page
     store = os.environ.get("MLFLOW_TRACKING_URI") or str(tracking.root)
     try:

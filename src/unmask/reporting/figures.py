@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from unmask.reporting.ablations import ESTIMATOR_NOTES, AblationSpec, PipelinePoint, metric_label
+from unmask.reporting.claims import references
 
 __all__ = ["ablation_figure", "figure_div", "png_data_uri", "plot_id"]
 
@@ -30,8 +31,6 @@ def plot_id(ablation: str) -> str:
 
 
 def _paper_lines(spec: AblationSpec, metric: str) -> list[tuple[str, float]]:
-    from unmask.reporting.claims import references
-
     refs = references()
     out = []
     for v in refs.get("values", []):

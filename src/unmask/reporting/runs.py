@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from unmask.tracking import tracking_uri as default_uri
+
 __all__ = ["ABLATION_TAG", "download_artifact", "fetch_artifact", "list_artifacts", "load_runs",
            "infer_ablation", "param", "metric", "tag"]
 
@@ -105,8 +107,6 @@ def load_runs(
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
-
-    from unmask.tracking import tracking_uri as default_uri
 
     uri = tracking_uri or default_uri()
     client = MlflowClient(tracking_uri=uri)

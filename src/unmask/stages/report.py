@@ -1,4 +1,5 @@
-"""Stage ``report``: the MLflow-driven report (:func:`unmask.reporting.build_report`) in
+"""Stage ``report`` (``python -m unmask.stages report``): the MLflow-driven report
+(:func:`unmask.reporting.build.build_report`, the one report writer) in
 ``reports/``, with this pipeline's own sample grid, unmasking chain and model/sampler notes on
 top.
 
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from unmask.config import Params
+from unmask.reporting.build import build_report
 from unmask.stages import stage
-from unmask.stages.common import PATHS
+from unmask.stages.common import PATHS, load_tokenizer
+from unmask.tracking import tracking_uri
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -37,8 +40,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dict[str, Path]]:
     """(metrics.json, notes, figures) of this pipeline's outputs."""
-    from unmask.stages.common import load_tokenizer
-
     metrics = json.loads((PATHS.metrics / "metrics.json").read_text())
     info = json.loads((PATHS.samples / "info.json").read_text())
     train = json.loads((PATHS.models / "train.json").read_text())
@@ -70,8 +71,6 @@ def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dic
 
 @stage("report", params=Params)
 def run(params: Params) -> Path:
-    from unmask.reporting.build import build_report
-
     needed = [
         PATHS.metrics / "metrics.json",
         PATHS.samples / "info.json",
@@ -89,8 +88,6 @@ def run(params: Params) -> Path:
         writer.writerow(["metric", "value"])
         writer.writerows(_flat(metrics).items())
     if params.tracking.enabled:
-        from unmask.tracking import tracking_uri
-
         uri: str | None = tracking_uri(params.tracking.root)
         runs = None
     else:
