@@ -72,11 +72,13 @@ def test_text_pipeline_end_to_end(tmp_path, monkeypatch):
     assert saved["estimator"] == ESTIMATOR and "not MDM-Prime eq. 5" in ESTIMATOR
     for e in ("l1", "l2"):
         assert json.loads(Path(f"eval/{e}/metrics.json").read_text())["estimator"] == ESTIMATOR
-    rows = {r[0]: r[1:] for r in csv.reader(Path("reports/metrics.csv").read_text().splitlines())}
+    rows = {r[0]: r[1:] for r in csv.reader(Path("reports/ells.csv").read_text().splitlines())}
     assert rows["metric"] == ["l1", "l2"] and rows["estimator"] == [ESTIMATOR] * 2
     assert float(rows["perplexity"][1]) == pytest.approx(per["l2"]["perplexity"])
+    # the one report writer's page; tracking is off, so the ℓ rows come from the stage's notes
     html = Path("reports/index.html").read_text()
-    assert "ℓ = 2" in html and "Verdict" in html and "not MDM-Prime eq. 5" in html
+    assert "Tracking is disabled" in html and "not MDM-Prime eq. 5" in html
+    assert f"PPL {per['l2']['perplexity']:.2f}" in html and "ℓ = 2 (b = " in html
     # a re-run resumes the finished training run instead of starting over
     again = main(["prime.train", "--ell", "1"])
     assert again["step"] == 3
@@ -177,3 +179,13 @@ def test_seed_repeats_log_the_report_names(tmp_path, monkeypatch):
     runs = mc.search_runs([exp.experiment_id],
                           filter_string=f"tags.`{ABLATION}` = '{ABLATION_PRIME_L}'")
     assert sum(r.data.tags[STAGE] == "train" for r in runs) == n_train
+    # prime.report on seed 0's cells: the one writer's page over the store's real runs
+    monkeypatch.chdir(tmp_path / "seeds" / "s0")
+    rep = main(["prime.report", "--params", str(tmp_path / "params.yaml"),
+                "--set", f"tracking.root={tmp_path / 'mlruns'}"])
+    ev0 = json.loads(Path("eval/l2/metrics.json").read_text())
+    assert rep["per_ell"]["l2"]["perplexity"] == ev0["perplexity"]
+    page = {(r["run"], r["metric"]): float(r["value"])
+            for r in csv.DictReader(Path("reports/metrics.csv").read_text().splitlines())}
+    assert page[("report", "perplexity_l2")] == pytest.approx(ev0["perplexity"])
+    assert "not MDM-Prime eq. 5" in Path("reports/index.html").read_text()

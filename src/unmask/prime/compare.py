@@ -3,15 +3,15 @@ with the paired (same held-out sequences, same Monte-Carlo times) NELBO differen
 its standard error, and a verdict on MDM-Prime's claim that ℓ > 1 lowers the perplexity.
 
 Reads ``eval/l<ℓ>/{metrics.json,nelbo.npy}`` and ``models/l<ℓ>/train.json``; writes
-``metrics.json`` (DVC metrics) and ``reports/metrics.csv``. The NELBO is :data:`ESTIMATOR`:
-perplexities compare across ℓ here, not with MDM-Prime Tab. 2 as the same estimator.
+``metrics.json`` (DVC metrics) and ``reports/ells.csv`` (one column per ℓ); the page itself is
+the one report writer's (:func:`unmask.reporting.build.write_pipeline_report`), with
+:func:`notes` on top. The NELBO is :data:`ESTIMATOR`: perplexities compare across ℓ here, not
+with MDM-Prime Tab. 2 as the same estimator.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import math
 from pathlib import Path
@@ -21,9 +21,11 @@ import numpy as np
 
 from unmask.prime.pipeline import ESTIMATOR, EVAL, MODELS
 
-__all__ = ["ROWS", "paired_delta", "compare", "verdict", "write_tables", "write_html"]
+__all__ = ["ROWS", "REPORTS", "METRICS", "TABLE", "paired_delta", "compare", "verdict",
+           "write_tables", "notes", "figures"]
 
 REPORTS, METRICS = Path("reports"), Path("metrics.json")
+TABLE = REPORTS / "ells.csv"  # reports/metrics.csv is the page writer's (every run's metrics)
 
 #: rows of the comparison table: (key in eval/l<ℓ>/metrics.json, label)
 ROWS = [("perplexity", "ELBO perplexity (↓)"), ("nelbo_nats_per_token", "NELBO nats/token"),
@@ -87,10 +89,10 @@ def verdict(per: dict[int, dict[str, Any]]) -> str:
 
 
 def write_tables(summary: dict[str, Any]) -> None:
-    """``metrics.json`` and ``reports/metrics.csv`` (one column per ℓ, rows :data:`ROWS`)."""
+    """``metrics.json`` and :data:`TABLE` (one column per ℓ, rows :data:`ROWS` + estimator)."""
     METRICS.write_text(json.dumps(summary, indent=2) + "\n")
     REPORTS.mkdir(parents=True, exist_ok=True)
-    with open(REPORTS / "metrics.csv", "w", newline="") as f:
+    with open(TABLE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["metric", *summary["per_ell"]])
         for key, _ in ROWS:
@@ -99,45 +101,27 @@ def write_tables(summary: dict[str, Any]) -> None:
                                    for m in summary["per_ell"].values()]])
 
 
-def write_html(summary: dict[str, Any], title: str, params: dict[str, Any]) -> None:
-    """``reports/index.html``: the table, the verdict, the estimator and a few samples."""
-    per = summary["per_ell"]
+def _g(v: Any, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
 
-    def fmt(v: Any) -> str:
-        if v is None:
-            return "–"
-        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
-    head = "".join(f"<th>ℓ = {k[1:]}</th>" for k in per)
-    body = "".join(
-        f"<tr><td>{html.escape(label)}</td>"
-        + "".join(f"<td>{fmt(m.get(key))}</td>" for m in per.values()) + "</tr>"
-        for key, label in ROWS)
-    extra = []
-    for k in per:
-        png, txt = EVAL / k / "samples.png", EVAL / k / "samples.txt"
-        if png.is_file():
-            uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-            extra.append(f"<h3>Samples, ℓ = {k[1:]}</h3><img src='{uri}'>")
-        elif txt.is_file():
-            first = txt.read_text().split("===== sample ")[1:3]
-            shown = html.escape("===== sample " + "===== sample ".join(first))
-            extra.append(f"<h3>Samples, ℓ = {k[1:]}</h3><pre>{shown}</pre>")
-    page = (
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-        "td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}"
-        "td:first-child{text-align:left}pre{white-space:pre-wrap;background:#f6f6f6;"
-        "padding:8px}</style>"
-        f"<h1>{html.escape(title)}</h1>"
-        f"<p><b>Verdict:</b> {html.escape(summary['verdict'])}</p>"
-        f"<table><tr><th></th>{head}</tr>{body}</table>"
-        f"<p>NELBO and perplexity: {html.escape(ESTIMATOR)} — an upper bound on the NLL, "
-        "per token of the data, on the same validation sequences for every ℓ; compare the "
-        "direction over ℓ, not the values with MDM-Prime Tab. 2. ISR: fraction of sampling "
-        "steps whose output equals the input sequence.</p>"
-        + "".join(extra)
-        + f"<h3>Parameters</h3><pre>{html.escape(json.dumps(params, indent=1))}</pre>"
-    )
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "index.html").write_text(page)
+def notes(summary: dict[str, Any]) -> dict[str, str]:
+    """The rows on top of the page: verdict, estimator, one line per ℓ (shown with tracking
+    disabled too, where the page has no runs to read them from)."""
+    rows = {"verdict": summary["verdict"], "NELBO / perplexity estimator": summary["estimator"]}
+    for key, m in summary["per_ell"].items():
+        delta = ""
+        if "delta_nelbo_vs_l1" in m:
+            delta = (f"; ΔNELBO vs ℓ = 1 {m['delta_nelbo_vs_l1']:+.4f} ± "
+                     f"{m['delta_nelbo_vs_l1_stderr']:.4f} (paired)")
+        rows[f"ℓ = {key[1:]} (b = {m['base']})"] = (
+            f"PPL {_g(m['perplexity'], '.2f')}, NELBO {_g(m['nelbo_nats_per_token'], '.4f')} ± "
+            f"{_g(m['nelbo_stderr'], '.4f')} nats/token{delta}; ISR {_g(m['isr'], '.3f')} "
+            f"(closed form {_g(m.get('isr_expected'), '.3f')}); {m['train_step']} steps")
+    return rows
+
+
+def figures(summary: dict[str, Any]) -> dict[str, Path]:
+    """Sample grids of the pixel pipelines (caption → PNG); text samples are run artifacts."""
+    pngs = {f"samples, ℓ = {k[1:]}": EVAL / k / "samples.png" for k in summary["per_ell"]}
+    return {c: p for c, p in pngs.items() if p.is_file()}

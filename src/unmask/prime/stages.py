@@ -5,14 +5,16 @@
     python -m unmask.stages prime.train --ell 2      → models/l2/{model.pt,train.json}
     python -m unmask.stages prime.evaluate --ell 2   → eval/l2/{metrics.json,nelbo.npy,
                                                         samples.txt | samples.png}
-    python -m unmask.stages prime.report             → metrics.json, reports/
+    python -m unmask.stages prime.report             → metrics.json, reports/{index.html,
+                                                        metrics.csv,ells.csv}
     python -m unmask.stages prime.seeds --seeds 0,1,2 --ells 1,2,4 --out seeds
     python -m unmask.stages prime.seeds-summary --seeds 0,1,2 --ells 1,2,4 --out seeds
 
 (``--params FILE``, ``--set key=value``: :mod:`unmask.stages`). Each is a thin shell over
 :mod:`unmask.prime.pipeline` (train / evaluate one ℓ), :mod:`unmask.prime.compare` (the ℓ
-comparison) and :mod:`unmask.prime.seeds` (seed repeats); every one logs an MLflow run
-(experiment ``tracking.experiment``).
+comparison; the page is :func:`unmask.reporting.build.write_pipeline_report`'s) and
+:mod:`unmask.prime.seeds` (seed repeats); every one logs an MLflow run (experiment
+``tracking.experiment``).
 """
 
 from __future__ import annotations
@@ -75,7 +77,6 @@ def report(p: PrimeParams) -> dict[str, Any]:
     """Every ℓ side by side with the paired NELBO difference to ℓ = 1 → metrics.json, reports/."""
     summary = compare.compare(p.prime.ells)
     compare.write_tables(summary)
-    compare.write_html(summary, p.report.title, p.flat())
     tracker = make_tracker(p.tracking)
     with tracker.start_run(p.tracking.experiment, "report", params=p.flat(),
                            tags={"stage": "report", "estimator": summary["estimator"],
@@ -88,8 +89,14 @@ def report(p: PrimeParams) -> dict[str, Any]:
                     flat[f"{k}_{key}"] = m[k]
         tracker.log_metrics(flat, step=0)
         tracker.set_tags({"verdict": summary["verdict"]})
-        tracker.log_artifact(compare.REPORTS)
+        tracker.log_artifact(compare.TABLE)
         tracker.log_artifact(compare.METRICS)
+    from unmask.reporting.build import write_pipeline_report  # pandas, plotly: this stage only
+
+    # after the run has ended: the page reads finished runs only
+    write_pipeline_report(compare.REPORTS, title=p.report.title, tracking=p.tracking,
+                          experiment=p.tracking.experiment, figures=compare.figures(summary),
+                          notes=compare.notes(summary))
     print(f"report: {summary['verdict']}")
     return summary
 
