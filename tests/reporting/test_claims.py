@@ -6,12 +6,20 @@ import pandas as pd
 import pytest
 
 from unmask.reporting import claims as claims_mod
-from unmask.reporting.claims import Claim, check_claim, fidelity_table, load_claims, references
+from unmask.reporting.claims import (
+    Claim,
+    PaperValue,
+    check_claim,
+    fidelity_table,
+    load_claims,
+    references,
+    resolve_values,
+)
 from unmask.reporting.page import html_table, link
 
 
 def _claim(direction: dict) -> Claim:
-    return Claim("c", "x", "di", "Table S8", "a claim", direction, None)
+    return Claim("c", "x", "di", "Table S8", "a claim", direction, {})
 
 
 def _t(points, metric="fid", group=""):
@@ -63,14 +71,24 @@ def _t(points, metric="fid", group=""):
         ({"guidance_helps": {"metric": "fid"}}, [(0, 5.0), (1, 4.0), (3, 6.0)], "reproduced"),
         ({"guidance_helps": {"metric": "fid"}}, [(0, 3.0), (1, 4.0)], "not reproduced"),
         (
-            {"not_worse": {"metric": "fid", "tolerance": 0.05}},
-            [(0, 10.0), (0.1, 10.4)],
+            {"lowest_at": {"metric": "fid", "x": 0.2, "among": [0.0, 0.2, 0.4]}},
+            [(0.0, 10.0), (0.1, 8.0), (0.2, 9.0), (0.4, 11.0)],  # 0.1 is not among the compared
             "reproduced",
         ),
         (
-            {"not_worse": {"metric": "fid", "tolerance": 0.05}},
-            [(0, 10.0), (0.1, 10.6)],
+            {"lowest_at": {"metric": "fid", "x": 0.2, "among": [0.0, 0.2, 0.4]}},
+            [(0.0, 10.0), (0.2, 10.5), (0.4, 11.0)],
             "not reproduced",
+        ),
+        (
+            {"lowest_at": {"metric": "fid", "x": "linear", "among": ["linear", "cosine"]}},
+            [("cosine", 2.0), ("exp", 1.0)],  # linear missing
+            "not covered",
+        ),
+        (
+            {"argmin_in": {"metric": "fid", "low": 1.0, "high": 1.4, "groups": ["maskgit"]}},
+            [(0.8, 1.0), (1.2, 2.0)],  # only a curve the claim is not about
+            "not covered",
         ),
     ],
 )
@@ -103,56 +121,91 @@ def test_every_group_must_agree():
     assert check_claim(c, t)[0] == "not reproduced"
 
 
+def test_groups_limit_a_claim_to_its_curves():
+    c = _claim({"argmin_in": {"metric": "fid", "low": 1.0, "high": 1.4, "groups": ["maskgit"]}})
+    t = pd.concat(
+        [_t([(0.8, 1.0), (1.2, 2.0)], group="euler"), _t([(0.8, 3.0), (1.2, 2.0)], group="maskgit")]
+    )
+    assert check_claim(c, t) == ("reproduced", "[maskgit] best x=1.2 (2)")
+
+
+def test_likelihood_bounds_are_shown_as_bounds():
+    c = _claim({"lower_at": {"metric": "ppl", "better": "max", "worse": 1}})
+    verdict, ours = check_claim(c, _t([(1, 30.0), (4, 22.0)], metric="ppl"))
+    assert verdict == "reproduced" and ours == "4: ≤22, 1: ≤30"
+
+
 def test_references_are_consistent():
     refs = references()
     for c in load_claims():
         assert c.paper in refs["papers"], c.id
         assert c.citation.startswith(refs["papers"][c.paper]["title"])
+        assert c.paper_values, c.id
     for v in refs["values"]:
         assert v["paper"] in refs["papers"]
         assert all(isinstance(x, int | float) for x in v["entries"].values())
-    # the MDM-Prime abstract's OpenWebText perplexities
-    owt = next(v for v in refs["values"] if v["id"] == "prime_owt_ppl")["entries"]
-    assert owt == {"MDM-Prime": 15.36, "MDM (ℓ=1)": 21.52, "ARM": 17.54}
+        assert set(v["quotes"]) == set(v["entries"]), v["id"]
 
 
-def test_every_transcribed_number_names_its_source():
-    refs = references()
+def test_the_known_transcription_errors_stay_fixed():
+    """MDM-Prime Tab. 2: MDLM (ℓ = 1) is ≤22.98 (21.52 is EDLM-NCE's), 15.36 is ℓ = 6, and all
+    MDM PPLs are upper bounds; eMIGM's t_min is §4: 0.2 best, 0.4 no better than none."""
+    values = resolve_values(references())
+    assert values["prime_tab2_ppl/MDLM (ℓ = 1)"] == PaperValue(22.98, True, values[
+        "prime_tab2_ppl/MDLM (ℓ = 1)"].where)
+    assert values["prime_tab2_baselines/EDLM-NCE"].value == 21.52
+    assert values["prime_tab2_ppl/MDLM-Prime (ℓ = 6)"].value == 15.36
+    assert all(v.upper for k, v in values.items() if k.startswith("prime_tab2_ppl/"))
+    claims = {c.id: c for c in load_claims()}
+    assert "t_min_cost" not in claims
+    assert claims["emigm_t_min"].where.startswith("§4")
+    assert claims["emigm_t_min"].direction == {
+        "lowest_at": {"metric": "fid", "x": 0.2, "among": [0.0, 0.2, 0.4]}}
+    assert claims["emigm_t_min_excessive"].direction["lower_at"] == {
+        "metric": "fid", "better": 0.0, "worse": 0.4}
+
+
+def test_every_claim_has_numbers_and_the_paper_address():
     for c in load_claims():
-        if c.paper_values:
-            assert c.source and c.source.startswith("https://"), c.id
-    for v in refs["values"]:
-        assert str(v.get("source", "")).startswith("https://"), v["id"]
+        assert c.paper_values, c.id
+        assert c.source.startswith("https://arxiv.org/abs/"), c.id
 
 
-def test_fidelity_table_carries_the_source_url():
+def test_fidelity_table_carries_the_source_url_and_the_bounds():
     fid = fidelity_table({}).set_index("id")
-    prime = next(c for c in load_claims() if c.id == "prime_l_improves_ppl")
-    assert fid.loc["prime_l_improves_ppl", "source_url"] == prime.source
-    assert fid.loc["prime_l_improves_ppl", "paper"] == "ℓ = 1 (MDM): 21.52; MDM-Prime: 15.36"
-    untranscribed = fid[fid["paper"] == "not transcribed"]
-    assert len(untranscribed) and (untranscribed["source_url"] == "").all()
+    assert fid.loc["prime_l_improves_ppl", "source_url"] == "https://arxiv.org/abs/2505.18495"
+    assert fid.loc["prime_l_improves_ppl", "paper"].startswith(
+        "MDLM (ℓ = 1): ≤22.98; MDLM-Prime (ℓ = 2): ≤17.9;")
+    assert "eq. (5)" in fid.loc["prime_l_improves_ppl", "claim"]
+    assert (fid["paper"] != "not transcribed").all()
+    assert fid.loc["top_p_best", "ours"] == "the report has no 'top_p' ablation section"
+    assert (fid["verdict"] == "not covered").all()
 
 
-def test_a_source_that_is_not_a_url_is_rejected(monkeypatch):
-    refs = {
-        "papers": references()["papers"],
-        "claims": [
-            {
-                "id": "bad",
-                "ablation": "x",
-                "paper": "di",
-                "where": "Table 1",
-                "claim": "c",
-                "direction": {"decreasing": {"metric": "fid"}},
-                "paper_values": {"a": 1.0},
-                "source": "my memory",
-            }
-        ],
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"paper_values": ["di_tab_s8/Linear"]}, "not found: ['di_tab_s8/Linear']"),
+        ({"paper_values": []}, "not found: none given"),
+        ({"direction": {"not_worse": {"metric": "fid"}}}, "direction must be one of"),
+        ({"paper": "dii"}, "paper must be one of"),
+    ],
+)
+def test_a_bad_claim_is_one_line_naming_it(monkeypatch, edit, message):
+    good = {
+        "id": "bad",
+        "ablation": "x",
+        "paper": "di",
+        "where": "Table S8",
+        "claim": "c",
+        "direction": {"decreasing": {"metric": "fid"}},
+        "paper_values": ["di_tab_s8/Linear (ETM)"],
     }
+    refs = {**references(), "claims": [{**good, **edit}]}
     monkeypatch.setattr(claims_mod, "references", lambda: refs)
-    with pytest.raises(ValueError, match="claim 'bad': source must be an http"):
+    with pytest.raises(ValueError, match="claim 'bad': ") as e:
         load_claims()
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_link_cells_render_as_links_and_everything_else_is_escaped():

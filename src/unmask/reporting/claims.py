@@ -1,22 +1,24 @@
 """The fidelity table: the papers' claims, their numbers, ours, and whether the direction
 reproduces.
 
-The claims and the papers' numbers live in ``references.yaml`` beside this module (one place,
-each with its table / figure, and ``source``: the address the numbers were read from, shown as a
-link in the report; a claim without one has no transcribed numbers yet). A claim is checked
-only on the ablation it names; with no runs (or not the points it compares) its verdict is
-``not covered``. Directions:
+The papers' numbers and the claims live in ``references.yaml`` beside this module: every number
+with the table / figure / section it comes from and the exact text it was read from in the
+paper texts (``../shared/papers/``; ``tests/reporting/test_references_papers.py`` checks each one
+there). A claim cites its numbers as ``<values id>/<row label>`` and is checked only on the
+ablation it names; with no runs (or not the points it compares) its verdict is ``not covered``
+with the reason. Directions (``groups`` limits any of them to those curves, e.g. samplers):
 
 - ``lower_at {metric, better, worse}``: value(x = better) < value(x = worse); ``better: max``
   means the largest x (MDM-Prime: the largest ℓ against ℓ = 1);
+- ``lowest_at {metric, x, among}``: x has the lowest value of the present points of ``among``;
 - ``decreasing {metric}``: value(largest x) < value(smallest x) in every group;
-- ``argmin_in {metric, low, high}``: the x of the lowest value lies in [low, high] in every
-  group;
-- ``guidance_helps {metric}``: min over w > 0 < value(w = 0) in every group;
-- ``not_worse {metric, tolerance}``: every x > 0 has value <= value(x = 0)·(1 + tolerance).
+- ``argmin_in {metric, low, high}``: the x of the lowest value lies in [low, high];
+- ``guidance_helps {metric}``: min over w > 0 < value(w = 0) in every group.
 
 Only the metric the claim names counts (``metric`` may list alternatives, e.g. ``[ppl,
 bits_per_dim]``): a claim about FID is ``not covered`` by runs that could only log a proxy.
+Perplexities and bits/dim are upper bounds on both sides (the papers' ≤, our ELBO), shown with
+"≤"; our MDM-Prime bound is not the paper's eq. (5) estimator, so only directions are compared.
 """
 
 from __future__ import annotations
@@ -29,15 +31,51 @@ from typing import Any
 import pandas as pd
 import yaml
 
-__all__ = ["REFERENCES_FILE", "Claim", "references", "load_claims", "check_claim", "fidelity_table"]
+from unmask.reporting.ablations import ESTIMATOR_NOTES, estimator_note
+
+__all__ = [
+    "REFERENCES_FILE",
+    "Claim",
+    "PaperValue",
+    "references",
+    "resolve_values",
+    "load_claims",
+    "check_claim",
+    "fidelity_table",
+]
 
 REFERENCES_FILE = Path(__file__).with_name("references.yaml")
+_DIRECTIONS = ("lower_at", "lowest_at", "decreasing", "argmin_in", "guidance_helps")
 
 
 @lru_cache(maxsize=1)
 def references() -> dict[str, Any]:
-    """The parsed ``references.yaml`` (papers, headline values, claims)."""
+    """The parsed ``references.yaml`` (papers, transcribed values, claims)."""
     return yaml.safe_load(REFERENCES_FILE.read_text())
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """One transcribed number: ``upper`` marks an upper bound (the paper's ≤)."""
+
+    value: float
+    upper: bool = False
+    where: str = ""
+
+    @property
+    def display(self) -> str:
+        return ("≤" if self.upper else "") + f"{self.value:g}"
+
+
+def resolve_values(refs: dict[str, Any]) -> dict[str, PaperValue]:
+    """Every transcribed number by ``<values id>/<row label>``."""
+    out = {}
+    for v in refs["values"]:
+        upper = v.get("bound") == "upper"
+        for label, x in v["entries"].items():
+            out[f"{v['id']}/{label}"] = PaperValue(
+                float(x), upper and label not in v.get("exact", []), v["where"])
+    return out
 
 
 @dataclass(frozen=True)
@@ -48,8 +86,7 @@ class Claim:
     where: str
     claim: str
     direction: dict[str, Any]
-    paper_values: dict[str, float] | None
-    source: str | None = None  # URL the paper's numbers were read from
+    paper_values: dict[str, PaperValue]  # row label → number, from ``values``
 
     @property
     def citation(self) -> str:
@@ -57,19 +94,44 @@ class Claim:
         return f"{p['title']} ({p['ref']}), {self.where}"
 
     @property
+    def source(self) -> str:
+        """The paper's address (the numbers themselves are read from its text, see the module)."""
+        return str(references()["papers"][self.paper].get("url", ""))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return next(iter(self.direction.values()))
+
+    @property
+    def metrics(self) -> list[str]:
+        m = self.spec["metric"]
+        return [m] if isinstance(m, str) else list(m)
+
+    @property
     def metric(self) -> str:
-        m = next(iter(self.direction.values()))["metric"]
-        return m if isinstance(m, str) else " / ".join(m)
+        return " / ".join(self.metrics)
 
 
 def load_claims() -> list[Claim]:
-    claims = [Claim(**c) for c in references()["claims"]]
-    for c in claims:
-        if c.source is not None and not str(c.source).startswith(("https://", "http://")):
-            raise ValueError(
-                f"{REFERENCES_FILE.name}: claim {c.id!r}: source must be an http(s) URL, "
-                f"got {c.source!r}"
-            )
+    """The claims of ``references.yaml`` with their numbers resolved; a bad entry is one
+    ``ValueError`` line naming the claim and the key."""
+    refs = references()
+    values = resolve_values(refs)
+    claims = []
+    for c in refs["claims"]:
+        name = f"{REFERENCES_FILE.name}: claim {c.get('id')!r}"
+        if c.get("paper") not in refs["papers"]:
+            raise ValueError(f"{name}: paper must be one of {sorted(refs['papers'])}")
+        kind = next(iter(c.get("direction") or {}), None)
+        if kind not in _DIRECTIONS:
+            raise ValueError(f"{name}: direction must be one of {_DIRECTIONS}, got {kind!r}")
+        missing = [r for r in c.get("paper_values") or [] if r not in values]
+        if missing or not c.get("paper_values"):
+            raise ValueError(f"{name}: paper_values must name transcribed values "
+                             f"(<values id>/<label>); not found: {missing or 'none given'}")
+        pv = {r.split("/", 1)[1]: values[r] for r in c["paper_values"]}
+        claims.append(Claim(c["id"], c["ablation"], c["paper"], c["where"], c["claim"],
+                            c["direction"], pv))
     return claims
 
 
@@ -90,86 +152,82 @@ def _at(g: pd.DataFrame, target: Any) -> tuple[Any, float] | None:
     return (hit["x"].iloc[0], float(hit["value"].iloc[0])) if len(hit) else None
 
 
+def _group_check(kind: str, spec: dict[str, Any], g: pd.DataFrame,
+                 fmt: Any) -> tuple[bool, str] | None:
+    """(holds, our numbers) for one curve; None when it lacks the compared points."""
+    if kind == "lower_at":
+        b, w = _at(g, spec["better"]), _at(g, spec["worse"])
+        if b is None or w is None or _match(b[0], w[0]):  # needs two distinct points
+            return None
+        return b[1] < w[1], f"{b[0]}: {fmt(b[1])}, {w[0]}: {fmt(w[1])}"
+    if kind == "lowest_at":
+        pts = [p for p in (_at(g, a) for a in spec["among"]) if p is not None]
+        own = _at(g, spec["x"])
+        if own is None or len(pts) < 2:
+            return None
+        best = min(v for _, v in pts)
+        return own[1] <= best, ", ".join(f"{x}: {fmt(v)}" for x, v in pts)
+    g = g.assign(xn=pd.to_numeric(g["x"], errors="coerce")).dropna(subset=["xn"])
+    if len(g) < 2:
+        return None
+    g = g.sort_values("xn")
+    if kind == "decreasing":
+        lo, hi = g.iloc[0], g.iloc[-1]
+        return (hi["value"] < lo["value"],
+                f"x={lo['xn']:g}: {fmt(lo['value'])} → x={hi['xn']:g}: {fmt(hi['value'])}")
+    if kind == "argmin_in":
+        best = g.loc[g["value"].idxmin()]
+        inside = spec["low"] <= best["xn"] <= spec["high"]
+        return inside, f"best x={best['xn']:g} ({fmt(best['value'])})"
+    zero, pos = g[g["xn"] == 0], g[g["xn"] > 0]  # guidance_helps
+    if zero.empty or pos.empty:
+        return None
+    best = pos.loc[pos["value"].idxmin()]
+    z = zero["value"].iloc[0]
+    return best["value"] < z, f"w=0: {fmt(z)}, best w={best['xn']:g}: {fmt(best['value'])}"
+
+
 def check_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str]:
     """(verdict, our numbers) for one claim on the tidy table of its ablation. Verdicts:
     ``reproduced``, ``not reproduced``, ``not covered``."""
     kind, spec = next(iter(claim.direction.items()))
-    names = [spec["metric"]] if isinstance(spec["metric"], str) else list(spec["metric"])
+    if kind not in _DIRECTIONS:
+        raise ValueError(f"claim {claim.id!r}: unknown direction {kind!r}")
+    names = claim.metrics
     t = table[table["metric"].isin(names)] if len(table) else table
     if t.empty:
-        return "not covered", f"no runs with {' / '.join(names)}"
+        return "not covered", f"the runs logged no {' / '.join(names)}"
+    if spec.get("groups") is not None:
+        t = t[t["group"].astype(str).isin([str(x) for x in spec["groups"]])]
+        if t.empty:
+            return "not covered", f"the runs have no {' / '.join(map(str, spec['groups']))} curve"
+    bound = any(m in ESTIMATOR_NOTES for m in names)  # our likelihoods are upper bounds too
+
+    def fmt(v: float) -> str:
+        return ("≤" if bound else "") + f"{v:.4g}"
+
     verdicts: list[bool] = []
     ours: list[str] = []
     for group, g in t.groupby("group", sort=False):
-        label = f"[{group}] " if group else ""
-        if kind == "lower_at":
-            b, w = _at(g, spec["better"]), _at(g, spec["worse"])
-            if b is None or w is None or _match(b[0], w[0]):  # needs two distinct points
-                continue
-            verdicts.append(b[1] < w[1])
-            ours.append(f"{label}{b[0]}: {b[1]:.4g}, {w[0]}: {w[1]:.4g}")
-        elif kind in ("decreasing", "argmin_in", "guidance_helps", "not_worse"):
-            g = g.assign(xn=pd.to_numeric(g["x"], errors="coerce")).dropna(subset=["xn"])
-            if len(g) < 2:
-                continue
-            g = g.sort_values("xn")
-            if kind == "decreasing":
-                lo, hi = g.iloc[0], g.iloc[-1]
-                verdicts.append(hi["value"] < lo["value"])
-                ours.append(
-                    f"{label}x={lo['xn']:g}: {lo['value']:.4g} → x={hi['xn']:g}: {hi['value']:.4g}"
-                )
-            elif kind == "argmin_in":
-                best = g.loc[g["value"].idxmin()]
-                verdicts.append(spec["low"] <= best["xn"] <= spec["high"])
-                ours.append(f"{label}best x={best['xn']:g} ({best['value']:.4g})")
-            elif kind == "guidance_helps":
-                zero, pos = g[g["xn"] == 0], g[g["xn"] > 0]
-                if zero.empty or pos.empty:
-                    continue
-                best = pos.loc[pos["value"].idxmin()]
-                verdicts.append(best["value"] < zero["value"].iloc[0])
-                ours.append(
-                    f"{label}w=0: {zero['value'].iloc[0]:.4g}, best w={best['xn']:g}: "
-                    f"{best['value']:.4g}"
-                )
-            else:
-                zero, pos = g[g["xn"] == 0], g[g["xn"] > 0]
-                if zero.empty or pos.empty:
-                    continue
-                z = zero["value"].iloc[0]
-                verdicts.append(bool((pos["value"] <= z * (1 + spec["tolerance"])).all()))
-                ours.append(
-                    f"{label}0: {z:.4g}; "
-                    + ", ".join(
-                        f"{x:g}: {v:.4g}" for x, v in zip(pos["xn"], pos["value"], strict=True)
-                    )
-                )
-        else:
-            raise ValueError(f"claim {claim.id!r}: unknown direction {kind!r}")
+        got = _group_check(kind, spec, g, fmt)
+        if got is not None:
+            verdicts.append(bool(got[0]))
+            ours.append((f"[{group}] " if group else "") + got[1])
     if not verdicts:
         return "not covered", "the runs do not include the compared points"
     return ("reproduced" if all(verdicts) else "not reproduced"), "; ".join(ours)
 
 
 def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per claim: ablation, claim, citation, the address its numbers were read from
-    (``source_url``, empty if none), the paper's numbers, ours, verdict, and ``note``: which
-    estimator ours is when it differs from the paper's (MDM-Prime PPLs,
-    :func:`unmask.reporting.ablations.estimator_note`)."""
-    from unmask.reporting.ablations import estimator_note
-
+    """One row per claim: ablation, claim, citation, the paper's address (``source_url``), the
+    paper's numbers, ours, verdict, and ``note``: which estimator ours is when it differs from
+    the paper's (MDM-Prime PPLs, :func:`unmask.reporting.ablations.estimator_note`)."""
     rows = []
     for c in load_claims():
-        kind_spec = next(iter(c.direction.values()))
-        names = [kind_spec["metric"]] if isinstance(kind_spec["metric"], str) else list(
-            kind_spec["metric"])
-        verdict, ours = check_claim(c, tables.get(c.ablation, pd.DataFrame()))
-        paper = (
-            "; ".join(f"{k}: {v:g}" for k, v in c.paper_values.items())
-            if c.paper_values
-            else "not transcribed"
-        )
+        if c.ablation in tables:
+            verdict, ours = check_claim(c, tables[c.ablation])
+        else:
+            verdict, ours = "not covered", f"the report has no {c.ablation!r} ablation section"
         rows.append(
             {
                 "id": c.id,
@@ -177,11 +235,11 @@ def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "claim": c.claim,
                 "metric": c.metric,
                 "source": c.citation,
-                "source_url": c.source or "",
-                "paper": paper,
+                "source_url": c.source,
+                "paper": "; ".join(f"{k}: {v.display}" for k, v in c.paper_values.items()),
                 "ours": ours,
                 "verdict": verdict,
-                "note": estimator_note(names),
+                "note": estimator_note(c.metrics),
             }
         )
     return pd.DataFrame(rows)
