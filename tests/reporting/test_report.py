@@ -148,7 +148,7 @@ def test_fidelity_verdicts(report):
     assert fid["verdict"].to_dict() == EXPECTED_VERDICTS
     # the paper's transcribed numbers are shown, the others are marked as such
     assert "15.36" in fid.loc["prime_l_improves_ppl", "paper"]
-    assert fid.loc["nfe_lowers_fid", "paper"] == "not transcribed"
+    assert (fid["paper"] != "not transcribed").all()  # every claim has transcribed numbers
 
 
 def test_csv_tables_and_summary(report):
