@@ -129,13 +129,15 @@ def _emigm_inputs(d: Path) -> None:
 
 def test_emigm_train_stages_and_sampler_are_bit_identical(tmp_path):
     from unmask.emigm.params import EMIGMParams
-    from unmask.emigm.pipeline import load_discrete, run_stage, sample_emigm
+    from unmask.emigm.pipeline import load_discrete
+    from unmask.emigm.sample import sample_emigm
+    from unmask.stages import run
 
     p = EMIGMParams.model_validate({
         "discrete": {"model": {**EMIGM_MODEL, "dropout": 0.1}, "train": EMIGM_TRAIN},
         "continuous": {"model": {**EMIGM_MODEL, "head": {"width": 32, "depth": 1}},
                        "train": EMIGM_TRAIN},
-        "sample": {"steps": 4},
+        "sample": {"steps": 4, "cfg_scale": 1.0, "cfg_schedule": "linear"},
         "tracking": {"enabled": False},
     })
     images: list[np.ndarray] = []
@@ -143,7 +145,7 @@ def test_emigm_train_stages_and_sampler_are_bit_identical(tmp_path):
     def body(k: int) -> None:
         for i, stage in enumerate(("train-discrete", "train-continuous")):
             _perturb(10 * k + i)
-            run_stage(stage, p)
+            run(f"emigm.{stage}", p)
         _perturb(10 * k + 5)
         model = load_discrete(Path("out/models/discrete/model.pt"))
         smp = sample_emigm(model, lambda t: t.numpy().astype(np.uint8), torch.arange(8) % 10, p,

@@ -11,7 +11,7 @@ from unmask import schedules
 from unmask.emigm import ContinuousMAE, MAEConfig, sample_continuous
 from unmask.emigm.continuous import load_continuous, train_continuous
 from unmask.emigm.kl_ae import KLAETokenizer, train_kl_ae
-from unmask.emigm.objective import emigm_cfg_interval, emigm_train_config
+from unmask.emigm.objective import emigm_guided_steps, emigm_train_config
 
 
 def tiny(**kw) -> ContinuousMAE:
@@ -103,13 +103,13 @@ def test_checkpoint_roundtrip(trained):
 def test_sampler_nfe_with_cfg_interval():
     model = tiny().eval()
     y = torch.tensor([0, 1, 0, 1])
-    interval = emigm_cfg_interval(0.1, 0.6, 8)
     out = sample_continuous(model, y, steps=8, schedule="linear", cfg_scale=2.0,
-                            cfg_schedule="interval", cfg_interval=interval, head_steps=3,
+                            cfg_interval=(0.1, 0.6), head_steps=3,
                             generator=torch.Generator().manual_seed(0))
     assert out.tokens.shape == (4, 4, 2) and torch.isfinite(out.tokens).all()
     assert out.nfe == out.steps + out.guided_steps
-    assert out.guided_steps <= 4 and out.steps <= 8
+    # eMIGM guides the steps ending in (0.1, 0.6]: k = 3..6 (those that reveal a position)
+    assert out.guided_steps <= len(emigm_guided_steps(0.1, 0.6, 8)) == 4 and out.steps <= 8
     assert out.head_evals == 3 * out.steps
     with pytest.raises(ValueError, match="class-conditional"):
         sample_continuous(tiny(num_classes=0), None, batch_size=2, cfg_scale=1.0)

@@ -13,7 +13,6 @@ from unmask.emigm import MAE, MAEConfig
 from unmask.emigm.continuous import nfe_label
 from unmask.emigm.objective import (
     EMIGM_SCHEDULES,
-    cfg_weight,
     emigm_cfg_interval,
     emigm_guided_steps,
     emigm_train_config,
@@ -99,7 +98,6 @@ def test_emigm_16_step_interval_is_16x1_2():
     ks = emigm_guided_steps(0.1, 0.3, 16)
     assert ks == [11, 12, 13]
     assert nfe_label(16, len(ks)) == "16×1.2" and expected_nfe(16, 3) == 19
-    assert cfg_weight(4.0) == 3.0
 
 
 @pytest.mark.parametrize(("a", "b", "n"), [(0.1, 0.3, 16), (0.18, 0.6, 128), (0.05, 0.4, 128),

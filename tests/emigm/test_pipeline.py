@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unmask.config import ConfigError
-from unmask.emigm.params import EMIGMParams, load_emigm_params
+from unmask.config import ConfigError, load_params
+from unmask.emigm.params import EMIGMParams
 from unmask.emigm.pipeline import TokenData, ablate_t_min, load_discrete, train_emigm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,24 +34,42 @@ def toy_tokens(n: int = 64) -> TokenData:
 @pytest.mark.parametrize("path", ["pipelines/emigm-default/params.yaml",
                                   "pipelines/imagenet256-emigm/params.yaml"])
 def test_pipeline_params_files_validate(path):
-    p = load_emigm_params(ROOT / path)
+    p = load_params(ROOT / path, schema=EMIGMParams)
     assert p.objective.t_min == pytest.approx(0.2) and p.objective.schedule == "exp"
+    assert p.sample.cfg_schedule == "constant"  # eMIGM App. D: constant within the interval
+
+
+def test_paper_guidance_is_converted_to_the_package_convention():
+    """eMIGM's evaluation uses --cfg 4 (MAR's scale s: ε_u + s(ε_c − ε_u)); the package's
+    w in (1 + w)·c − w·u is s − 1 = 3."""
+    p = load_params(ROOT / "pipelines/imagenet256-emigm/params.yaml", schema=EMIGMParams)
+    s = 4.0
+    c, u = torch.tensor(0.7), torch.tensor(-0.4)
+    w = p.sample.cfg_scale
+    assert torch.allclose((1 + w) * c - w * u, u + s * (c - u))
+    assert p.sample.cfg_interval == (0.1, 0.3)  # --cfg_t_min 0.1 --cfg_t_max 0.3
 
 
 def test_params_errors_name_the_key(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("objective: {t_min: 0.2}\ndiscrete: {train: {stepz: 3}}\n")
     with pytest.raises(ConfigError, match="stepz"):
-        load_emigm_params(f)
+        load_params(f, schema=EMIGMParams)
     f.write_text("discrete: {train: {t_min: 0.1}}\n")
     with pytest.raises(ConfigError, match="belongs to the 'objective' section"):
-        load_emigm_params(f)
+        load_params(f, schema=EMIGMParams)
     f.write_text("objective: {schedule: quartic}\n")
     with pytest.raises(ConfigError, match="objective.schedule"):
-        load_emigm_params(f)
+        load_params(f, schema=EMIGMParams)
+    f.write_text("sample: {cfg: 2.0}\n")  # the old key: eMIGM's scale s
+    with pytest.raises(ConfigError, match=r"sample.cfg_scale = s - 1"):
+        load_params(f, schema=EMIGMParams)
     f.write_text("discrete: {train: {steps: 3}}\n")
-    p = load_emigm_params(f, ["discrete.train.batch_size=8", "sample.cfg=2.5"])
-    assert p.discrete.train == {"steps": 3, "batch_size": 8} and p.sample.cfg == 2.5
+    with pytest.raises(ConfigError, match="cfg_schedule"):
+        load_params(f, ["sample.cfg_schedule=cubic"], schema=EMIGMParams)
+    p = load_params(f, ["discrete.train.batch_size=8", "sample.cfg_scale=1.5"],
+                    schema=EMIGMParams)
+    assert p.discrete.train == {"steps": 3, "batch_size": 8} and p.sample.cfg_scale == 1.5
 
 
 def test_train_emigm_discrete_through_the_foundation_loop(tmp_path):

@@ -9,8 +9,10 @@
 * :mod:`~unmask.emigm.objective` — eMIGM's loss / time truncation / CFG interval in the
   foundation's conventions;
 * :mod:`~unmask.emigm.kl_ae` — the tiny KL autoencoder of the default pipeline;
-* :mod:`~unmask.emigm.pipeline` — :func:`train_emigm`, :func:`sample_emigm`,
-  :func:`ablate_t_min` and the DVC stages;
+* :mod:`~unmask.emigm.pipeline` — :func:`train_emigm`, :func:`ablate_t_min`, checkpoints and
+  a pipeline folder's inputs; :mod:`~unmask.emigm.sample` — eMIGM's MDM sampler with interval
+  CFG (:func:`sample_emigm`);
+* :mod:`~unmask.emigm.stages` — the DVC stages, ``python -m unmask.stages emigm.<stage>``;
 * :mod:`~unmask.emigm.t_min` — the t_min ablation of the MAE with FID per point and MLflow
   runs (library functions; the Prefect deployment ``ablations/t_min`` is the common ablation
   flow's training axis).
@@ -21,13 +23,8 @@ from unmask.emigm.continuous import ContinuousMAE, sample_continuous, train_cont
 from unmask.emigm.diffusion_head import DiffusionHead
 from unmask.emigm.mae import MAE
 from unmask.emigm.objective import emigm_cfg_interval, emigm_train_config
-from unmask.emigm.pipeline import (
-    EMIGMTrainResult,
-    TokenData,
-    ablate_t_min,
-    sample_emigm,
-    train_emigm,
-)
+from unmask.emigm.pipeline import EMIGMTrainResult, TokenData, ablate_t_min, train_emigm
+from unmask.emigm.sample import sample_emigm
 
 __all__ = [
     "MAEConfig",

@@ -19,8 +19,9 @@ the foundation's ``unmask_probability("mdm", …)``): on the grid t_k = k/N ever
 is revealed with probability (κ_{t_{k+1}} − κ_{t_k})/(1 − κ_{t_k}) (all of them at the last step)
 and its value drawn from the head given z_i. CFG: the transformer runs on the doubled batch with
 the null condition (eMIGM: the mask token) and the head's ε is guided,
-ε = ε_u + (1 + w_t)(ε_c − ε_u), with w_t from the foundation's guidance schedules
-(``constant`` / ``linear`` / ``interval``). A step that reveals no position runs no network.
+ε = ε_u + (1 + w_k)(ε_c − ε_u) (w = eMIGM's scale − 1), on the steps eMIGM's interval selects
+and with its ``constant`` / ``linear`` weight (:mod:`unmask.emigm.objective`). A step that
+reveals no position runs no network.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ from unmask import schedules
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.diffusion_head import DiffusionHead
 from unmask.emigm.mae import MAEBackbone, MAEBase
+from unmask.emigm.objective import emigm_cfg_weights, emigm_guided_steps
 from unmask.losses import loss_weight
-from unmask.sampling.common import Guidance, GuidanceSchedule
+from unmask.sampling.common import Evaluator
 from unmask.sampling.grid import unmask_probability
-from unmask.training import EMA, TrainConfig, lr_factor, save_checkpoint
+from unmask.training import EMA, TrainConfig, lr_factor, read_checkpoint, save_checkpoint
 from unmask.training.loop import BatchOrder
 from unmask.training.noise import objective_noise
 
@@ -107,8 +109,6 @@ class ContinuousMAE(MAEBase):
 def nfe_label(steps: int, guided_steps: int) -> str:
     """eMIGM's NFE notation, formatted by the foundation's :class:`~unmask.sampling.common.
     Evaluator` (steps × (1 + fraction of guided steps), e.g. '16×1.2')."""
-    from unmask.sampling.common import Evaluator
-
     ev = Evaluator(lambda x, t: x)
     ev.steps, ev.guided_steps = steps, guided_steps
     return ev.nfe_label
@@ -137,7 +137,7 @@ def sample_continuous(
     steps: int = 16,
     schedule: schedules.Schedule | str = "exp",
     cfg_scale: float = 0.0,
-    cfg_schedule: GuidanceSchedule = "constant",
+    cfg_schedule: str = "constant",
     cfg_interval: tuple[float, float] = (0.0, 1.0),
     temperature: float = 1.0,
     head_sampler: str | None = None,
@@ -151,7 +151,9 @@ def sample_continuous(
     Args:
         y: (B,) labels (None: unconditional, B = ``batch_size``).
         steps: MDM steps N. schedule: the κ schedule (eMIGM: ``exp``).
-        cfg_scale, cfg_schedule, cfg_interval: guidance w_t (foundation semantics and time).
+        cfg_scale, cfg_schedule, cfg_interval: guidance w (package convention, eMIGM's scale
+            − 1), ``constant`` | ``linear`` (:func:`~unmask.emigm.objective.emigm_cfg_weights`),
+            on the steps whose end lies in eMIGM's mask-time interval (a, b].
         temperature: the head's τ. head_sampler, head_steps, lambda_min: default to
             ``model.cfg.head``.
     """
@@ -163,8 +165,8 @@ def sample_continuous(
     if batch_size is None:
         raise ValueError("give labels y or batch_size")
     dev = next(model.parameters()).device
-    guide = Guidance(cfg_scale, cfg_schedule, tuple(cfg_interval))
-    if guide.scale and cfg.num_classes == 0:
+    guided_ks = set(emigm_guided_steps(*cfg_interval, steps)) if cfg_scale else set()
+    if cfg_scale and cfg.num_classes == 0:
         raise ValueError("classifier-free guidance needs a class-conditional model")
     y = y.to(dev) if y is not None else None
     null = torch.full((batch_size,), cfg.num_classes, dtype=torch.long, device=dev)
@@ -180,11 +182,13 @@ def sample_continuous(
         if not bool(jump.any()):
             continue
         tt = torch.full((batch_size,), t, device=dev)
-        w = guide.weight(t)
-        if w != 0.0:
+        w: float | Tensor = 0.0
+        if k in guided_ks:
             z2 = model(torch.cat([x, x]), torch.cat([masked, masked]), torch.cat([tt, tt]),
                        torch.cat([y if y is not None else null, null]))
             zc, zu = z2[:batch_size][jump], z2[batch_size:][jump]
+            rows = emigm_cfg_weights(cfg_scale, cfg_schedule, masked & ~jump)
+            w = rows[:, None].expand_as(jump)[jump][:, None]  # (n, 1): each token its row's w
             nfe, guided = nfe + 2, guided + 1
         else:
             zc, zu = model(x, masked, tt, y)[jump], None
@@ -330,8 +334,6 @@ def train_continuous(
 
 def load_continuous(path: str | Path, *, ema: bool = True) -> ContinuousMAE:
     """Rebuild a :class:`ContinuousMAE` from a checkpoint written by :func:`train_continuous`."""
-    from unmask.training import read_checkpoint
-
     state = read_checkpoint(path)
     model = ContinuousMAE(MAEConfig(**state["model_config"]))
     weights = state["ema"]["shadow"] if ema and state.get("ema") else state["model"]

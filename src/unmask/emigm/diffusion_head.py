@@ -172,10 +172,11 @@ class DiffusionHead(nn.Module):
 
     # -- sampling --------------------------------------------------------------------------------
     def eps(self, x: Tensor, t: int | Tensor, z: Tensor, z_uncond: Tensor | None = None,
-            guidance: float = 0.0) -> Tensor:
-        """ε̂ at step t, guided: ε_u + (1 + w)(ε_c − ε_u) when ``z_uncond`` is given and w ≠ 0."""
+            guidance: float | Tensor = 0.0) -> Tensor:
+        """ε̂ at step t, guided: ε_u + (1 + w)(ε_c − ε_u) when ``z_uncond`` is given and w ≠ 0
+        (``guidance``: a float, or (N, 1) per token, e.g. eMIGM's linear CFG schedule)."""
         tt = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
-        if z_uncond is None or guidance == 0.0:
+        if z_uncond is None or (not isinstance(guidance, Tensor) and guidance == 0.0):
             return self.net(x, tt, z)
         out = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([z, z_uncond]))
         e_c, e_u = out.chunk(2)
@@ -191,7 +192,7 @@ class DiffusionHead(nn.Module):
         z: Tensor,
         *,
         z_uncond: Tensor | None = None,
-        guidance: float = 0.0,
+        guidance: float | Tensor = 0.0,
         sampler: str = "dpm-solver++",
         steps: int = 8,
         order: int = 2,
@@ -222,7 +223,7 @@ class DiffusionHead(nn.Module):
                               generator)
         return self._dpm_solver(x, z, z_uncond, guidance, steps, order, lambda_min)
 
-    def _ddpm(self, x: Tensor, z: Tensor, zu: Tensor | None, w: float, steps: int,
+    def _ddpm(self, x: Tensor, z: Tensor, zu: Tensor | None, w: float | Tensor, steps: int,
               temperature: float, lambda_min: float, generator: torch.Generator | None
               ) -> Tensor:
         ab_all = self.alphas_cumprod.double().cpu()
@@ -242,7 +243,7 @@ class DiffusionHead(nn.Module):
                 x = x + float(var[i].sqrt()) * temperature * noise
         return x
 
-    def _dpm_solver(self, x: Tensor, z: Tensor, zu: Tensor | None, w: float, steps: int,
+    def _dpm_solver(self, x: Tensor, z: Tensor, zu: Tensor | None, w: float | Tensor, steps: int,
                     order: int, lambda_min: float) -> Tensor:
         from diffusers import DPMSolverMultistepScheduler
 

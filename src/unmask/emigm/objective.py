@@ -19,22 +19,29 @@ ratios γ ≥ γ(s_min) — ``emigm_time_range`` gives our t ∈ [0, 1 − s_min
 s to (1 − 10⁻³)s + 10⁻³ (never an unmasked sequence) and *clamps* s to s_min (a point mass of
 probability s_min at s_min); the foundation draws t uniformly on the truncated interval instead.
 
-CFG with a time interval (eMIGM): guidance scale ``cfg`` (MAR's 1 + w) is applied only at
-the steps whose end time s_{k+1} lies in (a, b] of eMIGM's mask time, on its grid
-s_k = 1 − k(1 − ε)/N. :func:`emigm_cfg_interval` returns the interval of *our* time (the
-foundation's ``cfg_schedule="interval"`` tests the step's start t_k = k/N) that guides exactly
-those steps; NFE is then reported as eMIGM does, N × (1 + guided/N), e.g. 16×1.2.
+CFG with a time interval (eMIGM §5.3): the package's guidance (1 + w)·cond − w·uncond, where
+eMIGM's (MAR's) scale s means w = s − 1 (its code: ε_u + s(ε_c − ε_u)), is applied only at the
+steps whose end time s_{k+1} lies in (a, b] of eMIGM's mask time, on its grid
+s_k = 1 − k(1 − ε)/N (:func:`emigm_guided_steps`). Within the interval the weight is w
+(``constant``, eMIGM's main results) or w·r with r the fraction of tokens unmasked after the
+step (``linear``, eMIGM's/MAR's code; :func:`emigm_cfg_weights`). For the foundation's sampler,
+:func:`emigm_cfg_interval` returns the interval of *our* time (its ``cfg_schedule="interval"``
+tests the step's start t_k = k/N) that guides exactly those steps. NFE is reported as eMIGM
+does, N × (1 + guided/N), e.g. 16×1.2.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from unmask.corruption import emigm_time_range
 from unmask.training import TrainConfig
 
 __all__ = ["EMIGM_SCHEDULES", "emigm_train_config", "emigm_guided_steps", "emigm_cfg_interval",
-           "cfg_weight", "expected_nfe"]
+           "EMIGM_CFG_SCHEDULES", "emigm_cfg_weights", "expected_nfe"]
 
 #: eMIGM ``mask_strategy`` → foundation schedule name.
 EMIGM_SCHEDULES: dict[str, str] = {"linear": "linear", "cosine": "cosine", "exp": "exp",
@@ -86,9 +93,25 @@ def emigm_cfg_interval(a: float, b: float, steps: int, eps: float = 1e-5) -> tup
     return (max(0.0, ks[0] / steps - half), min(1.0, ks[-1] / steps + half))
 
 
-def cfg_weight(emigm_cfg: float) -> float:
-    """eMIGM / MAR's guidance scale (1 = none) as the foundation's w = cfg − 1."""
-    return emigm_cfg - 1.0
+#: eMIGM's CFG schedules inside its interval (its code also has power/cubic/exp/cosine variants)
+EMIGM_CFG_SCHEDULES = ("constant", "linear")
+
+
+def emigm_cfg_weights(w: float, schedule: str, masked_after: Tensor) -> Tensor:
+    """Per-row guidance weight (B,) of a guided step, package convention (w = 0: none).
+
+    eMIGM's ``sample_tokens`` (models/emigm.py): ``cfg_iter = 1 + (cfg − 1)·r`` with r = 1
+    (``constant``) or r = (L − #masked)/L, the fraction of tokens unmasked *after* the step
+    (``linear``: the mask is updated before the schedule is read). With w = cfg − 1 that is
+    w·r. eMIGM's rows unmask equal counts and read r from row 0; ours are independent, so r is
+    per row. ``masked_after``: (B, L) bool, the positions still masked after this step.
+    """
+    if schedule == "constant":
+        return torch.full((masked_after.shape[0],), float(w), device=masked_after.device)
+    if schedule == "linear":
+        return float(w) * (~masked_after).float().mean(-1)
+    raise ValueError(f"unknown eMIGM cfg schedule {schedule!r}; valid: "
+                     f"{', '.join(EMIGM_CFG_SCHEDULES)}")
 
 
 def expected_nfe(steps: int, guided: int) -> int:

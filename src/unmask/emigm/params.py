@@ -1,7 +1,8 @@
 """Typed, validated parameters of the eMIGM pipelines (``pipelines/emigm-*/params.yaml``).
 
-Every section forbids unknown keys; :func:`load_emigm_params` turns any failure into one
-:class:`~unmask.config.ConfigError` line naming the file and the dotted key. Sections:
+Every section forbids unknown keys; ``unmask.config.load_params(path, overrides,
+schema=EMIGMParams)`` (what ``python -m unmask.stages emigm.<stage>`` runs) turns any failure into
+one :class:`~unmask.config.ConfigError` line naming the file and the dotted key. Sections:
 
 * ``data``: Fashion-MNIST (default pipeline) or pre-extracted token / latent arrays (``kind:
   arrays``, the ImageNet-256 pipeline: ``train_path`` is an ``.npz`` with ``tokens`` or
@@ -14,34 +15,30 @@ Every section forbids unknown keys; :func:`load_emigm_params` turns any failure 
 * ``discrete`` / ``continuous``: ``model`` (:class:`~unmask.emigm.config.MAEConfig` fields; the
   data-derived ones — vocabulary, grid, classes, token dim — are filled in) and ``train``
   (TrainConfig fields other than the objective's).
-* ``sample``, ``evaluate``, ``tracking``.
+* ``sample`` (guidance in the package's convention: ``cfg_scale`` = w, see
+  :class:`SampleParams`), ``evaluate``, ``tracking`` (the shared
+  :class:`~unmask.config.TrackingConfig`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from unmask.config import parse_overrides, read_params_file, validation_error
-from unmask.dicts import deep_merge
+from unmask.config import Section, TrackingConfig
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.kl_ae import KLAEConfig
 from unmask.emigm.objective import EMIGM_SCHEDULES, emigm_train_config
 from unmask.tokenizers.vq import VQConfig
 from unmask.training import TrainConfig
 
-__all__ = ["EMIGMParams", "load_emigm_params", "ObjectiveParams", "ModelTrainParams"]
+__all__ = ["EMIGMParams", "ObjectiveParams", "ModelTrainParams", "SampleParams"]
 
 _OBJECTIVE_KEYS = {"schedule", "schedule_kwargs", "weighting", "t_min", "t_max"}
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataParams(_Section):
+class DataParams(Section):
     """Where the images / tokens come from."""
 
     kind: Literal["fashion_mnist", "arrays"] = "fashion_mnist"
@@ -65,7 +62,7 @@ class DataParams(_Section):
         return self
 
 
-class ObjectiveParams(_Section):
+class ObjectiveParams(Section):
     """eMIGM's unified objective (mask-time convention; see :mod:`unmask.emigm.objective`)."""
 
     schedule: str = "exp"
@@ -79,7 +76,7 @@ class ObjectiveParams(_Section):
         return self
 
 
-class ModelTrainParams(_Section):
+class ModelTrainParams(Section):
     """One model: its architecture and its optimisation (objective fields live in ``objective``)."""
 
     enabled: bool = True
@@ -99,12 +96,20 @@ class ModelTrainParams(_Section):
                                   t_min=objective.t_min, **self.train)
 
 
-class SampleParams(_Section):
-    """MDM sampling with eMIGM's CFG: ``cfg`` is eMIGM's scale (1 = none, w = cfg − 1) applied
-    on the eMIGM mask-time interval ``cfg_interval`` (a, b]."""
+class SampleParams(Section):
+    """eMIGM's MDM sampler with CFG (eMIGM §5.3, App. C).
+
+    Guidance in the package's convention: logits (discrete) or the head's ε (continuous) are
+    (1 + w)·cond − w·uncond, ``cfg_scale`` = w, 0 = no guidance. eMIGM's ``--cfg`` s is MAR's
+    scale, ε_u + s(ε_c − ε_u) (eMIGM code, models/diffloss.py), so **w = s − 1** (eMIGM's
+    ImageNet runs: s = 4 → w = 3). ``cfg_schedule``: ``constant`` w, or eMIGM/MAR's
+    ``linear`` w·r with r the fraction of tokens unmasked after the step. Guidance runs only
+    on steps whose end mask time s_{k+1} lies in eMIGM's ``cfg_interval`` (a, b].
+    """
 
     steps: int = Field(default=16, gt=0)
-    cfg: float = Field(default=1.0, ge=1.0)
+    cfg_scale: float = Field(default=0.0, ge=0.0)
+    cfg_schedule: Literal["constant", "linear"] = "constant"
     cfg_interval: tuple[float, float] = (0.0, 1.0)
     temperature: float = Field(default=1.0, gt=0)
     head_sampler: Literal["dpm-solver++", "ddpm"] | None = None
@@ -112,19 +117,33 @@ class SampleParams(_Section):
     n_per_class: int = Field(default=8, gt=0)  # sample grid
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_cfg_key(cls, data: Any) -> Any:
+        # sample.cfg was eMIGM's scale s; say how to convert rather than "unknown key"
+        if isinstance(data, dict) and "cfg" in data:
+            raise ValueError("sample.cfg (eMIGM's scale s) is now sample.cfg_scale = s - 1 "
+                             "(w = 0: no guidance)")
+        return data
 
-class EvaluateParams(_Section):
+    @model_validator(mode="after")
+    def _check(self) -> SampleParams:
+        a, b = self.cfg_interval
+        if not 0.0 <= a <= b <= 1.0:
+            raise ValueError(f"sample.cfg_interval must satisfy 0 <= a <= b <= 1, got ({a}, {b})")
+        return self
+
+
+class EvaluateParams(Section):
     n_fid: int = Field(default=500, gt=1)
     batch_size: int = Field(default=250, gt=0)
 
 
-class TrackingParams(_Section):
-    enabled: bool = True
-    experiment: str = "emigm-default"
-    root: str = "mlruns"
+class TrackingParams(TrackingConfig):
+    experiment: str = Field(default="emigm-default", min_length=1)
 
 
-class EMIGMParams(_Section):
+class EMIGMParams(Section):
     """The whole params file (see the module docstring)."""
 
     data: DataParams = Field(default_factory=DataParams)
@@ -154,12 +173,3 @@ class EMIGMParams(_Section):
         model = dict(self.continuous.model)
         model.setdefault("head", {})
         return MAEConfig(**{**model, **derived})
-
-
-def load_emigm_params(path: str | Path, overrides: list[str] | dict | None = None) -> EMIGMParams:
-    """Read and validate an eMIGM params file (with ``key=value`` overrides)."""
-    raw = deep_merge(read_params_file(path), parse_overrides(overrides))
-    try:
-        return EMIGMParams.model_validate(raw)
-    except ValidationError as e:
-        raise validation_error(path, e) from None

