@@ -62,7 +62,7 @@ def test_params_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="objective.schedule"):
         load_params(f, schema=EMIGMParams)
     f.write_text("sample: {cfg: 2.0}\n")  # the old key: eMIGM's scale s
-    with pytest.raises(ConfigError, match=r"sample.cfg_scale = s - 1"):
+    with pytest.raises(ConfigError, match=r"sample: key 'cfg' .* is now cfg_scale = s - 1"):
         load_params(f, schema=EMIGMParams)
     f.write_text("discrete: {train: {steps: 3}}\n")
     with pytest.raises(ConfigError, match="cfg_schedule"):

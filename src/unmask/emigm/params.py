@@ -122,7 +122,7 @@ class SampleParams(Section):
     def _old_cfg_key(cls, data: Any) -> Any:
         # sample.cfg was eMIGM's scale s; say how to convert rather than "unknown key"
         if isinstance(data, dict) and "cfg" in data:
-            raise ValueError("sample.cfg (eMIGM's scale s) is now sample.cfg_scale = s - 1 "
+            raise ValueError("key 'cfg' (eMIGM's scale s) is now cfg_scale = s - 1 "
                              "(w = 0: no guidance)")
         return data
 

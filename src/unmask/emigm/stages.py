@@ -147,8 +147,9 @@ def train_continuous(p: EMIGMParams) -> None:
 
 @stage("emigm.evaluate", params=EMIGMParams)
 def evaluate(p: EMIGMParams) -> None:
-    """Sample every enabled branch, FID against the reference, s/image → MLflow, JSON, sample
-    grids and an HTML report."""
+    """Sample and score (FID) every enabled branch → out/metrics, out/samples, out/report.
+
+    Also logs FID, NFE and seconds per image to MLflow; wall clock goes to out/runs/timings."""
     n, classes = p.evaluate.n_fid, p.data.num_classes
     ref, key, ref_note = fid_reference(p)
     labels = torch.arange(n) % classes
