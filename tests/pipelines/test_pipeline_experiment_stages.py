@@ -37,6 +37,8 @@ def test_schema_errors_name_the_key():
     assert "schedules: unknown schedule 'bogus'" in _error({"schedules": ["linear", "bogus"]})
     assert "train.schedule: unknown schedule 'bogus'" in _error({"train.schedule": "bogus"})
     assert "model.dimm: unknown key (did you mean 'model.dim'?)" in _error({"model.dimm": 8})
+    assert "model.dim: must be > 0 (got -3)" in _error({"model.dim": -3})
+    assert "'dim' (384) must be divisible by 'heads' (5)" in _error({"model.heads": 5})
     assert "unknown key 'sample.stepz' (did you mean 'sample.steps'?)" in _error(
         {"sample.stepz": 8})
     assert "data.dataset must be one of" in _error({"data.dataset": "mnist"})

@@ -132,8 +132,8 @@ class ExperimentParams(Section):
     @field_validator("model")
     @classmethod
     def _model_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # the full ModelConfig needs the shard's vocabulary and grid (train time); unknown keys
-        # are caught here, when the params are read
+        # the full ModelConfig needs the shard's vocabulary and grid (train time), but a typo
+        # or a bad value should fail when the params are read, before tokenize runs for hours
         fields = list(ModelConfig.model_fields)
         for key in v:
             if key not in fields:
@@ -141,6 +141,14 @@ class ExperimentParams(Section):
                 hint = (f" (did you mean 'model.{close[0]}'?)" if close
                         else f" (valid keys: {', '.join(sorted(set(fields) - set(DERIVED)))})")
                 raise ValueError(f"'{key}': unknown key{hint}")
+        if "modalities" in v:  # their lengths must add up to the shard's: checked at train
+            return v
+        try:  # the values now, on a stand-in shape (the real one is the shard's)
+            ModelConfig(**{"vocab_size": 2, "grid": (2, 2), "num_classes": 1, **v})
+        except ValidationError as e:
+            key, msg = _describe(e.errors()[0], ModelConfig)
+            msg = msg.removeprefix(f"{key}: ").removeprefix(f"{key} ")
+            raise ValueError(f"'{key}': {msg}" if key else msg) from None
         return v
 
     @field_validator("schedules")
