@@ -9,7 +9,7 @@ a likelihood bound on y *is* one on x, in the same nats.
 *Forward process.* Each of the N = L·ℓ sub-tokens is kept independently with probability κ_t
 (masked, y_t^{i,j} = m, otherwise):
 
-    q(y_t | y) = Π_{i,j} [κ_t δ(y_t^{i,j}, y^{i,j}) + (1 − κ_t) δ(y_t^{i,j}, m)]   (MDM-Prime eq. 4)
+    q(y_t | y) = Π_{i,j} [κ_t δ(y_t^{i,j}, y^{i,j}) + (1 − κ_t) δ(y_t^{i,j}, m)]   (MDM-Prime §3.1)
 
 — MDM's forward process on a sequence of N sub-tokens. Let τ^{i,j} be the time sub-token
 (i, j) becomes clean; the τ's are i.i.d. with CDF κ.
@@ -31,10 +31,12 @@ DI eq. 9, applied to the N coordinates of y):
 
     −log p_θ(x) ≤ NELBO(x)
                 = ∫_0^1 λ_t E_{q(y_t | y)} [ Σ_{(i,j): y_t^{i,j} = m} −log p_θ(y^{i,j} | y_t) ] dt
-                                                                           (MDM-Prime eq. 6)
 
-Each term is one sub-token transition, counted once, with its marginal (†). Scoring instead,
-once per token, the joint −log p_θ(y^{i, masked} | y_t) of all masked digits of a token
+Each term is one sub-token transition, counted once, with its marginal (†). This is *not*
+MDM-Prime eq. 5, which scores the joint log p_θ(y^i | y_t) of each token's ℓ sub-tokens: our
+perplexities compare across ℓ, not with MDM-Prime Tab. 2 as the same estimator (the label
+:data:`unmask.prime.pipeline.ESTIMATOR` says so wherever they are written). Scoring, once per
+token, the joint −log p_θ(y^{i, masked} | y_t) of all masked digits of a token
 miscounts the transitions: for L = 1, ℓ = 2 and the true p it gives
 −log p(y) − ½ log[p(y) / (p(y¹) p(y²))], below −log p(y) whenever the digits are positively
 associated — not a bound.
@@ -114,8 +116,9 @@ def prime_nelbo(
     max_batch: int = 256,
     progress: bool = False,
 ) -> NelboEstimate:
-    """NELBO (MDM-Prime eq. 6) of each token sequence in ``x0`` (B, L) or (B, h, w), in nats,
-    with its Monte-Carlo standard error; ``num_tokens`` of the result is L (per-token units).
+    """Sub-token NELBO (the continuous-time bound above, not MDM-Prime eq. 5) of each token
+    sequence in ``x0`` (B, L) or (B, h, w), in nats, with its Monte-Carlo standard error;
+    ``num_tokens`` of the result is L (per-token units).
 
     Args:
         denoiser: the sub-token denoiser (†), flat (B, L·ℓ) → (B, L·ℓ, b): a

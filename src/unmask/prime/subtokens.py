@@ -2,7 +2,7 @@
 
 Sub-tokenizer (MDM-Prime §3.1, the invertible f_ℓ): a token x ∈ {0..C−1} becomes ℓ base-b digits
 
-    f_ℓ(x) = (y^1, …, y^ℓ),   x = Σ_j y^j b^{ℓ−j},   b = ⌈C^{1/ℓ}⌉          (MDM-Prime eq. 3)
+    f_ℓ(x) = (y^1, …, y^ℓ),   x = Σ_j y^j b^{ℓ−j},   b = ⌈C^{1/ℓ}⌉
 
 (most significant digit first), so b^ℓ ≥ C and f_ℓ is a bijection from {0..C−1} onto the *valid*
 digit tuples (those encoding an id < C). Sub-token ids are 0..b−1 and the sub-token mask id is b:
