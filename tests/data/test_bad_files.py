@@ -74,12 +74,12 @@ def test_faceforensics_skips_and_records_every_bad_video(ff_root: Path) -> None:
 def _video_tokenize(tmp_path: Path, monkeypatch, sets: dict) -> dict:
     """The video pipeline's tokenize stage (its own CLI and params.yaml), pixel tokens, in a
     scratch working directory."""
-    from unmask.video import stages
+    from unmask import stages
 
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    argv = ["tokenize", "--params", str(REPO / "pipelines" / "faceforensics" / "params.yaml")]
+    argv = ["video.tokenize", "--params", str(REPO / "pipelines" / "faceforensics" / "params.yaml")]
     base = {"tokenizer.kind": "pixel", "tokenizer.levels": 4, "tracking.enabled": False}
     for k, v in {**base, **sets}.items():
         argv += ["--set", f"{k}={v}"]

@@ -251,6 +251,7 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
 
     import numpy as np
 
+    from unmask import pretokenized
     from unmask.joint import stages
 
     monkeypatch.chdir(tmp_path)
@@ -270,13 +271,13 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
         train_mask=g.integers(0, 3, (32, 2, 2)),
     )
     seen = []
-    real = stages.common.train
+    real = pretokenized.train
 
     def spy(*a, **kw):
         seen.append(kw["schedule"])
         return real(*a, **kw)
 
-    monkeypatch.setattr(stages.common, "train", spy)
+    monkeypatch.setattr(pretokenized, "train", spy)
     p = stages.JointParams.model_validate(
         {
             "model": {"dim": 32, "depth": 1, "heads": 4},

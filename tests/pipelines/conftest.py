@@ -130,7 +130,8 @@ def stage_cli(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Callable[[str], Any]]]:
     """``stage_cli(main, exp, overrides)`` → ``run(stage)``: ``main([stage, "--params",
-    pipelines/<exp>/params.yaml, "--set", k=v, ...])`` with the tiny stage overrides plus
+    pipelines/<exp>/params.yaml, "--set", k=v, ...])`` (``main`` = :func:`unmask.stages.main`,
+    ``stage`` a registered name such as ``joint.train``) with the tiny stage overrides plus
     ``overrides``, in the working directory ``tmp_path/work`` (where the stages write), on one
     CPU thread."""
     threads = torch.get_num_threads()

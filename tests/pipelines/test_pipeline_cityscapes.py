@@ -14,8 +14,8 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from unmask.joint import stages  # noqa: E402
-from unmask.joint.common import load_model  # noqa: E402
+from unmask import stages  # noqa: E402
+from unmask.pretokenized import load_model  # noqa: E402
 
 
 def _pair(root: Path, split: str, city: str, frame: int) -> None:
@@ -50,7 +50,7 @@ def test_cityscapes_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
     }
     run = stage_cli(stages.main, "cityscapes", sets)
 
-    meta = run("tokenize")
+    meta = run("joint.tokenize")
     assert meta["image_vocab"] == 16384 and meta["num_classes"] == 8
     assert meta["image_shape"] == [4, 8] and meta["mask_shape"] == [4, 8]
     with np.load("tokens/tokens.npz") as z:
@@ -60,7 +60,7 @@ def test_cityscapes_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
         assert (z["train_mask"][:, 0] == 5).all() and (z["train_mask"][:, -1] == 7).all()
         assert z["train_image"].max() < 16384
 
-    summary = run("train")
+    summary = run("joint.train")
     assert summary["step"] == 3 and summary["seq_len"] == 64
     model, _ = load_model(Path("models/model.pt"))
     assert model.cfg.vocab_size == 16384 + 8
@@ -71,7 +71,7 @@ def test_cityscapes_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
         p = model(x, torch.tensor([0.5])).softmax(-1)
     assert float(p[0, 32:, :16384].sum()) == 0.0 and float(p[0, :32, 16384:].sum()) == 0.0
 
-    out = run("evaluate")
+    out = run("joint.evaluate")
     assert 0.0 <= out["miou_image_to_mask"] <= 1.0 and 0.0 <= out["miou_foreground"] <= 1.0
     assert out["fid_mask_to_image"] is None and "fid_mask_to_image" in out["unavailable"]
     assert json.loads(Path("metrics.json").read_text())["num_eval"] == 1

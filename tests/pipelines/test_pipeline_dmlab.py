@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from unmask.joint.common import load_model  # noqa: E402
-from unmask.video import stages  # noqa: E402
+from unmask import stages  # noqa: E402
+from unmask.pretokenized import load_model  # noqa: E402
 
 
 def _episode(path: Path, t: int, seed: int) -> None:
@@ -38,15 +38,15 @@ def test_dmlab_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
     }
     run = stage_cli(stages.main, "dmlab", sets)
 
-    meta = run("tokenize")
+    meta = run("video.tokenize")
     assert meta["frames"] == 16 and meta["grid"] == [2, 2]
     assert meta["counts"] == {"train": 3, "test": 1}
-    summary = run("train")
+    summary = run("video.train")
     assert summary["step"] == 2 and summary["seq_len"] == 64
     model, _ = load_model(Path("models/model.pt"))
     assert model.cfg.attention == "factorized" and model.cfg.frames == 16
 
-    out = run("evaluate")
+    out = run("video.evaluate")
     # DMLab's evaluation: the first 4 frames are given and come back exactly
     assert out["context_frames"] == 4 and out["context_kept_exactly"] is True
     with np.load("tokens/tokens.npz") as z:

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from unmask.joint.common import load_model  # noqa: E402
-from unmask.video import stages  # noqa: E402
+from unmask import stages  # noqa: E402
+from unmask.pretokenized import load_model  # noqa: E402
 
 VIDEOS = "original_sequences/youtube/c23/videos"
 
@@ -56,19 +56,19 @@ def test_faceforensics_pipeline_on_fixture(tmp_path, sd_vq_f8, stage_cli):
     }
     run = stage_cli(stages.main, "faceforensics", sets)
 
-    meta = run("tokenize")
+    meta = run("video.tokenize")
     assert meta["frames"] == 16 and meta["grid"] == [2, 2] and meta["vocab_size"] == 16384
     assert meta["counts"] == {"train": 4, "test": 2}
     with np.load("tokens/tokens.npz") as z:
         assert z["train"].shape == (4, 16, 2, 2) and z["test_raw"].shape == (2, 16, 16, 16, 3)
 
-    summary = run("train")
+    summary = run("video.train")
     assert summary["step"] == 2 and summary["seq_len"] == 64
     assert summary["attention"] == "factorized"
     model, _ = load_model(Path("models/model.pt"))
     assert model.cfg.frames == 16 and model.cfg.pos == "spacetime"
 
-    out = run("evaluate")
+    out = run("video.evaluate")
     assert out["context_kept_exactly"] is True and out["context_frames"] == 1
     assert out["fvd"] is None and "fvd" in out["unavailable"]
     assert Path("samples/unconditional.gif").is_file()

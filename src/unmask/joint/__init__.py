@@ -4,8 +4,9 @@ One masked model over ``[image tokens | mask tokens]`` (:class:`JointLayout`), t
 masking both modalities, is used three ways through :func:`unmask.sampling.sample`'s ``x_init``
 (:func:`sample_joint`): unconditional joint generation, image → mask (segmentation as
 unmasking) and mask → image. Each modality may have its own training κ schedule
-(:class:`ModalitySchedules`, ``train.schedules`` in params). ``python -m unmask.joint.stages``
-runs the pipelines ``pipelines/seg-default`` and ``pipelines/cityscapes``.
+(:class:`ModalitySchedules`, ``train.schedules`` in params). Its stages (``joint.tokenize``,
+``joint.train``, ``joint.evaluate``: ``python -m unmask.stages joint.train``,
+:mod:`unmask.joint.stages`) run ``pipelines/seg-default`` and ``pipelines/cityscapes``.
 """
 
 from unmask.joint.layout import TASKS, JointLayout

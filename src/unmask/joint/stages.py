@@ -1,9 +1,9 @@
 """Stages of the joint image–mask pipelines (``pipelines/seg-default``, ``pipelines/cityscapes``),
-run from the pipeline folder::
+run from the pipeline folder (``--params FILE``, ``--set key=value``)::
 
-    python -m unmask.joint.stages tokenize   → tokens/{tokens.npz, meta.json, vq.pt}
-    python -m unmask.joint.stages train      → models/{model.pt, train.json}
-    python -m unmask.joint.stages evaluate   → samples/*.png, metrics.json, report/index.html
+    python -m unmask.stages joint.tokenize   → tokens/{tokens.npz, meta.json, vq.pt}
+    python -m unmask.stages joint.train      → models/{model.pt, train.json}
+    python -m unmask.stages joint.evaluate   → samples/*.png, metrics.json, report/index.html
 
 ``tokenize`` reads (image, mask) pairs — the embedded Fashion-MNIST pairs
 (:class:`~unmask.data.seg_fmnist.SegFashionMNIST`) or Cityscapes with DI's 8 categories
@@ -18,35 +18,37 @@ images scored by mIoU against the ground-truth masks (:class:`~unmask.metrics.se
 MeanIoU`), and mask → image on test masks scored by FID against the real test images (the
 standard offline Inception; unavailable with its reason otherwise). Every stage logs an MLflow
 run tagged ``unmask.task=joint_seg``.
-
-Options: ``--params FILE``, ``--set key=value`` (repeatable); ``$UNMASK_THREADS``
-(default 1) sets torch's intra-op threads.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from unmask.joint import common
+from unmask import pretokenized as tp
+from unmask.config import Section
+from unmask.data import cityscapes, fashion_mnist, seg_fmnist
 from unmask.joint.layout import JointLayout
 from unmask.joint.sampling import sample_joint
 from unmask.joint.schedules import JointTrainConfig, train_schedule
+from unmask.metrics import as_mlflow_metrics
+from unmask.metrics.segmentation import MeanIoU
 from unmask.models import ModelConfig, Transformer
+from unmask.reporting.images import image_grid, save_png
 from unmask.runtime import seed_everything, write_timings
+from unmask.stages import stage
 
-__all__ = ["JointParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
+__all__ = ["JointParams", "run_tokenize", "run_train", "run_evaluate", "TASK_TAG"]
 
 TASK_TAG = {"unmask.task": "joint_seg"}
 
 
-class DataSection(common.Section):
+class DataSection(Section):
     """``seg_fmnist``: Fashion-MNIST images (28×28) with foreground × class masks pooled to
     ``mask_size``; ``cityscapes``: ``root`` in the official layout, images resized to
     ``image_size``, 8-category masks to ``mask_size`` (DI: 256×512 and 32×64)."""
@@ -60,8 +62,14 @@ class DataSection(common.Section):
     threshold: int = Field(default=16, ge=0, le=255)
     test_split: str = "test"
 
+    @model_validator(mode="after")
+    def _root(self) -> DataSection:
+        if self.kind == "cityscapes" and self.root is None:
+            raise ValueError("'root': set it to the Cityscapes folder (leftImg8bit/, gtFine/)")
+        return self
 
-class SampleSection(common.SamplerSection):
+
+class SampleSection(tp.SamplerSection):
     """The shared sampler for joint samples and mask → image; ``seg_*`` for image → mask;
     ``num_joint`` unconditional samples, ``num_eval`` test pairs each way."""
 
@@ -74,29 +82,26 @@ class SampleSection(common.SamplerSection):
     seed: int = 0
 
 
-class JointParams(common.StageParams):
+class JointParams(tp.StageParams):
+    """``pipelines/seg-default/params.yaml`` and ``pipelines/cityscapes/params.yaml``."""
+
     data: DataSection = DataSection()
     train: JointTrainConfig = JointTrainConfig()
     sample: SampleSection = SampleSection()
-    tracking: common.TrackingSection = common.TrackingSection(experiment="joint-seg")
-    report: common.ReportSection = common.ReportSection(
+    tracking: tp.TrackingSection = tp.TrackingSection(experiment="joint-seg")
+    report: tp.ReportSection = tp.ReportSection(
         title="Joint image + segmentation-mask model")
 
 
 # -- tokenize -------------------------------------------------------------------------------------
 def _load_pairs(d: DataSection, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     if d.kind == "seg_fmnist":
-        from unmask.data.seg_fmnist import SegFashionMNIST
-
         kw: dict[str, Any] = {"threshold": d.threshold, "mask_size": tuple(d.mask_size)}
-        ds = SegFashionMNIST.from_default(split, d.root, **kw)
+        ds = seg_fmnist.SegFashionMNIST.from_default(split, d.root, **kw)
         images, masks, _ = ds.arrays()
         return images[:limit], masks[:limit]
-    from unmask.data.cityscapes import Cityscapes
-
-    if d.root is None:
-        raise ValueError("data.root: set it to the Cityscapes folder (leftImg8bit/, gtFine/)")
-    ds = Cityscapes(d.root, split, image_size=d.image_size, mask_size=tuple(d.mask_size))
+    ds = cityscapes.Cityscapes(str(d.root), split, image_size=d.image_size,
+                               mask_size=tuple(d.mask_size))
     images, masks = [], []
     for i, item in enumerate(tqdm(ds, desc=f"read {split}", total=len(ds))):
         if limit is not None and i >= limit:
@@ -107,31 +112,23 @@ def _load_pairs(d: DataSection, split: str, limit: int | None) -> tuple[np.ndarr
 
 
 def _num_classes(d: DataSection) -> int:
-    if d.kind == "seg_fmnist":
-        from unmask.data.seg_fmnist import NUM_MASK_CLASSES
-
-        return NUM_MASK_CLASSES
-    from unmask.data.cityscapes import NUM_CATEGORIES
-
-    return NUM_CATEGORIES
+    return seg_fmnist.NUM_MASK_CLASSES if d.kind == "seg_fmnist" else cityscapes.NUM_CATEGORIES
 
 
 def _class_names(d: DataSection) -> list[str]:
     if d.kind == "cityscapes":
-        from unmask.data.cityscapes import CATEGORY_NAMES
-
-        return list(CATEGORY_NAMES)
-    from unmask.data.fashion_mnist import CLASS_NAMES
-
-    return ["background", *CLASS_NAMES]
+        return list(cityscapes.CATEGORY_NAMES)
+    return ["background", *fashion_mnist.CLASS_NAMES]
 
 
+@stage("joint.tokenize", params=JointParams)
 def run_tokenize(p: JointParams) -> dict[str, Any]:
+    """Read the (image, mask) pairs, fit or load the image tokenizer, store the tokens."""
     t0 = time.perf_counter()
     train_split = "train"
     tr_img, tr_mask = _load_pairs(p.data, train_split, p.data.max_train)
     te_img, te_mask = _load_pairs(p.data, p.data.test_split, p.data.max_test)
-    tok, tok_meta = common.fit_tokenizer(p.tokenizer, tr_img, common.TOKENS)
+    tok, tok_meta = tp.fit_tokenizer(p.tokenizer, tr_img, tp.TOKENS)
     kw = {} if p.tokenizer.kind == "pixel" else {"batch_size": p.tokenizer.batch_size}
     tr_tok, te_tok = tok.encode(tr_img, **kw), tok.encode(te_img, **kw)
     meta = {"tokenizer": tok_meta, "image_vocab": int(tok.vocab_size),
@@ -140,13 +137,13 @@ def run_tokenize(p: JointParams) -> dict[str, Any]:
             "counts": {"train": len(tr_tok), "test": len(te_tok)},
             "raw_shape": list(te_img.shape[1:])}
     seconds = round(time.perf_counter() - t0, 1)
-    write_timings(common.TIMINGS / "tokenize.json", {"seconds": seconds})
-    common.finish_tokenize(p, TASK_TAG, meta, train_image=tr_tok.numpy().astype(np.int32),
+    write_timings(tp.TIMINGS / "tokenize.json", {"seconds": seconds})
+    tp.finish_tokenize(p, TASK_TAG, meta, train_image=tr_tok.numpy().astype(np.int32),
                            train_mask=tr_mask, test_image=te_tok.numpy().astype(np.int32),
                            test_mask=te_mask, test_raw=te_img)
     print(f"tokenize: {meta['counts']} pairs, image tokens {meta['image_shape']} (V = "
           f"{meta['image_vocab']}), masks {meta['mask_shape']} (C = {meta['num_classes']}), "
-          f"{seconds}s → {common.TOKENS}")
+          f"{seconds}s → {tp.TOKENS}")
     return meta
 
 
@@ -163,14 +160,16 @@ def model_config(p: JointParams, layout: JointLayout) -> ModelConfig:
 
 
 # -- train ----------------------------------------------------------------------------------------
+@stage("joint.train", params=JointParams)
 def run_train(p: JointParams) -> dict[str, Any]:
-    meta, (image, mask) = common.load_tokens("train_image", "train_mask")
+    """Train one model over [image tokens | mask tokens] (DI §4.2)."""
+    meta, (image, mask) = tp.load_tokens("train_image", "train_mask")
     layout = _layout(meta)
     x = layout.combine(torch.from_numpy(image), torch.from_numpy(mask))
     cfg = model_config(p, layout)
     seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
-    return common.train_stage(p, model, x, common.RUNS / "joint", meta, TASK_TAG,
+    return tp.train_stage(p, model, x, tp.RUNS / "joint", meta, TASK_TAG,
                               schedule=train_schedule(p.train, layout.modalities()),
                               seq_len=layout.seq_len, vocab_size=layout.vocab_size)
 
@@ -215,14 +214,12 @@ def _sample_batches(model: Transformer, layout: JointLayout, task: str, n: int, 
     return torch.cat(imgs), torch.cat(masks)
 
 
+@stage("joint.evaluate", params=JointParams)
 def run_evaluate(p: JointParams) -> dict[str, Any]:
-    from unmask.metrics import as_mlflow_metrics
-    from unmask.metrics.segmentation import MeanIoU
-    from unmask.reporting.images import image_grid, save_png
-
-    model, meta, tok, train_info = common.load_trained()
+    """Joint samples, image → mask (mIoU) and mask → image (FID); metrics.json, report."""
+    model, meta, tok, train_info = tp.load_trained()
     layout = _layout(meta)
-    _, (te_img, te_mask, te_raw) = common.load_tokens("test_image", "test_mask", "test_raw")
+    _, (te_img, te_mask, te_raw) = tp.load_tokens("test_image", "test_mask", "test_raw")
     te_img, te_mask = torch.from_numpy(te_img).long(), torch.from_numpy(te_mask).long()
     n = min(p.sample.num_eval, len(te_img))
     raw_hw = tuple(te_raw.shape[1:3])
@@ -251,7 +248,7 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
     k = min(8, p.sample.num_joint)
     rows = [np.stack([_rgb(joint_dec[i], gray), colorize(j_mask[i : i + 1].numpy(), raw_hw)[0]])
             for i in range(k)]
-    samples = common.SAMPLES
+    samples = tp.SAMPLES
     figs = {"unconditional joint samples (image | mask)":
             save_png(image_grid(np.stack(rows).transpose(1, 0, 2, 3, 4), scale=2),
                      samples / "joint.png")}
@@ -265,7 +262,7 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
     figs["mask → image (rows: given mask, generated, real)"] = save_png(
         image_grid(m2i_rows, scale=2), samples / "mask_to_image.png")
 
-    fid = common.fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
+    fid = tp.fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
                      batch_size=p.evaluate.fid_batch_size, name="fid_mask_to_image")
 
     metrics: dict[str, Any] = {**as_mlflow_metrics([miou_res, fg_res, fid]),
@@ -276,21 +273,11 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
            "miou_foreground": fg_res.value,
            "unavailable": reasons, **per_class, "num_eval": n,
            "train_loss": train_info.get("loss"), "train_steps": train_info.get("step")}
-    write_timings(common.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
-    common.finish_evaluate(p, TASK_TAG, out, {**metrics, **per_class}, reasons, figs,
+    write_timings(tp.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
+    tp.finish_evaluate(p, TASK_TAG, out, {**metrics, **per_class}, reasons, figs,
                     list(figs.values()))
     print(f"evaluate: mIoU(image→mask) = {miou_res.value}, FID(mask→image) = "
           f"{fid.value if fid.available else 'unavailable: ' + str(fid.reason)} "
-          f"({seconds:.0f}s sampling) → {common.METRICS}")
+          f"({seconds:.0f}s sampling) → {tp.METRICS}")
     return out
 
-
-def main(argv: list[str] | None = None) -> Any:
-    return common.stage_main(
-        argv, prog="python -m unmask.joint.stages",
-        description="joint image + segmentation-mask pipeline stages", params_cls=JointParams,
-        stages={"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate})
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

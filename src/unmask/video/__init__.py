@@ -5,8 +5,10 @@ flattened frame-major; the :class:`~unmask.models.Transformer` with ``frames = T
 (space and time positional embeddings) or factorised (Latte: alternating spatial / temporal
 blocks). Unconditional generation starts from all [MASK]; frame-conditioned prediction gives
 the first k frames through ``x_init`` (:func:`sample_video`). Samples decode back to frames and
-export as GIF / MP4 (:mod:`unmask.video.export`). ``python -m unmask.video.stages`` runs
-``pipelines/video-default``, ``pipelines/faceforensics`` and ``pipelines/dmlab``.
+export as GIF / MP4 (:mod:`unmask.video.export`). Its stages (``video.tokenize``,
+``video.train``, ``video.evaluate``: ``python -m unmask.stages video.train``,
+:mod:`unmask.video.stages`) run ``pipelines/video-default``, ``pipelines/faceforensics`` and
+``pipelines/dmlab``.
 """
 
 from unmask.video.export import frames_grid, save_gif, save_mp4

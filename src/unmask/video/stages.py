@@ -1,9 +1,9 @@
 """Stages of the video pipelines (``pipelines/video-default``, ``pipelines/faceforensics``,
-``pipelines/dmlab``), run from the pipeline folder::
+``pipelines/dmlab``), run from the pipeline folder (``--params FILE``, ``--set key=value``)::
 
-    python -m unmask.video.stages tokenize   → tokens/{tokens.npz, meta.json, vq.pt}
-    python -m unmask.video.stages train      → models/{model.pt, train.json}
-    python -m unmask.video.stages evaluate   → samples/{*.gif, *.mp4, *.png}, metrics.json,
+    python -m unmask.stages video.tokenize   → tokens/{tokens.npz, meta.json, vq.pt}
+    python -m unmask.stages video.train      → models/{model.pt, train.json}
+    python -m unmask.stages video.evaluate   → samples/{*.gif, *.mp4, *.png}, metrics.json,
                                                report/index.html
 
 ``tokenize`` cuts clips of ``data.frames`` frames (Moving Fashion-MNIST generated on the fly,
@@ -19,28 +19,32 @@ weights are present; otherwise reported unavailable with the reason). MLflow run
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from unmask.joint import common
+from unmask import pretokenized as tp
+from unmask.config import Section
+from unmask.data import dmlab, faceforensics, moving_fmnist
+from unmask.metrics import MetricResult, as_mlflow_metrics
+from unmask.metrics.fvd import compute_fvd, per_frame_fid
 from unmask.models import ModelConfig, Transformer
 from unmask.runtime import seed_everything, write_timings
+from unmask.stages import stage
 from unmask.video.export import frames_grid, save_gif, save_mp4, tile_clips
 from unmask.video.sampling import sample_video
 
-__all__ = ["VideoParams", "run_tokenize", "run_train", "run_evaluate", "main", "TASK_TAG"]
+__all__ = ["VideoParams", "run_tokenize", "run_train", "run_evaluate", "TASK_TAG"]
 
 TASK_TAG = {"unmask.task": "video"}
 
 
-class DataSection(common.Section):
+class DataSection(Section):
     """Clips of ``frames`` frames.
 
     * ``moving_fmnist``: ``num_train`` / ``num_test`` videos of ``num_items`` garments
@@ -66,8 +70,14 @@ class DataSection(common.Section):
     max_clips_per_video: int | None = Field(default=None, gt=0)
     test_fraction: float = Field(default=0.1, ge=0, lt=1)
 
+    @model_validator(mode="after")
+    def _root(self) -> DataSection:
+        if self.kind != "moving_fmnist" and self.root is None:
+            raise ValueError(f"'root': set it to the {self.kind} dataset folder")
+        return self
 
-class SampleSection(common.SamplerSection):
+
+class SampleSection(tp.SamplerSection):
     """``num_uncond`` unconditional clips and ``num_cond`` predictions from the first
     ``context_frames`` frames of test clips; GIF / MP4 at ``fps``."""
 
@@ -79,19 +89,21 @@ class SampleSection(common.SamplerSection):
     seed: int = 0
 
 
-class EvaluateSection(common.FIDSection):
+class EvaluateSection(tp.FIDSection):
     """Per-frame FID, and FVD with the I3D weights at ``i3d_path`` (``fvd: false`` skips it)."""
 
     fvd: bool = True
     i3d_path: str | None = None
 
 
-class VideoParams(common.StageParams):
+class VideoParams(tp.StageParams):
+    """``pipelines/{video-default,faceforensics,dmlab}/params.yaml``."""
+
     data: DataSection = DataSection()
     sample: SampleSection = SampleSection()
     evaluate: EvaluateSection = EvaluateSection()
-    tracking: common.TrackingSection = common.TrackingSection(experiment="video")
-    report: common.ReportSection = common.ReportSection(title="Video model")
+    tracking: tp.TrackingSection = tp.TrackingSection(experiment="video")
+    report: tp.ReportSection = tp.ReportSection(title="Video model")
 
 
 # -- tokenize -------------------------------------------------------------------------------------
@@ -114,19 +126,13 @@ def load_clips(d: DataSection, split: str,
     Corrupt or too short videos are skipped and appended to ``skipped`` (path, reason)."""
     limit = d.num_train if split == "train" else d.num_test
     if d.kind == "moving_fmnist":
-        from unmask.data.moving_fmnist import MovingFashionMNIST
-
-        ds = MovingFashionMNIST.from_default(split, d.root, num_videos=limit or 1000,
+        ds = moving_fmnist.MovingFashionMNIST.from_default(split, d.root, num_videos=limit or 1000,
                                              num_frames=d.frames, size=d.size,
                                              num_items=d.num_items)
         clips = np.stack([it["video"] for it in tqdm(ds, desc=f"generate {split}")])
         return _resize(clips, d.resize)
-    if d.root is None:
-        raise ValueError(f"data.root: set it to the {d.kind} dataset folder")
     if d.kind == "faceforensics":
-        from unmask.data.faceforensics import FaceForensics
-
-        ds = FaceForensics(d.root, d.compression, clip_length=d.frames,
+        ds = faceforensics.FaceForensics(str(d.root), d.compression, clip_length=d.frames,
                            frame_stride=d.frame_stride, size=d.size,
                            max_clips_per_video=d.max_clips_per_video)
         n_test = int(round(d.test_fraction * len(ds.videos)))
@@ -136,9 +142,7 @@ def load_clips(d: DataSection, split: str,
             videos = ds.videos[-1:]  # tiny sets: evaluate on the last video
         items = [c["video"] for c in ds.iter_videos(videos)]
     else:
-        from unmask.data.dmlab import DMLab
-
-        ds = DMLab(d.root, split, clip_length=d.frames)
+        ds = dmlab.DMLab(str(d.root), split, clip_length=d.frames)
         items = [c["video"] for c in ds]
     if skipped is not None:
         skipped.extend({"path": r.path, "reason": r.reason} for r in ds.skipped)
@@ -149,13 +153,15 @@ def load_clips(d: DataSection, split: str,
     return _resize(np.stack(items[:limit]), d.resize)
 
 
+@stage("video.tokenize", params=VideoParams)
 def run_tokenize(p: VideoParams) -> dict[str, Any]:
+    """Cut the clips, fit or load the image tokenizer, store every frame's tokens."""
     t0 = time.perf_counter()
     skipped: list[dict[str, str]] = []
     train_clips, test_clips = (load_clips(p.data, "train", skipped),
                                load_clips(p.data, "test", skipped))
     frames = train_clips.reshape(-1, *train_clips.shape[2:])
-    tok, tok_meta = common.fit_tokenizer(p.tokenizer, frames, common.TOKENS)
+    tok, tok_meta = tp.fit_tokenizer(p.tokenizer, frames, tp.TOKENS)
 
     def encode(clips: np.ndarray) -> np.ndarray:
         flat = clips.reshape(-1, *clips.shape[2:])
@@ -169,11 +175,11 @@ def run_tokenize(p: VideoParams) -> dict[str, Any]:
             "frame_shape": list(test_clips.shape[2:]), "num_skipped": len(skipped),
             "skipped": skipped}
     seconds = round(time.perf_counter() - t0, 1)
-    write_timings(common.TIMINGS / "tokenize.json", {"seconds": seconds})
-    common.finish_tokenize(p, TASK_TAG, meta, train=tr, test=te, test_raw=test_clips)
+    write_timings(tp.TIMINGS / "tokenize.json", {"seconds": seconds})
+    tp.finish_tokenize(p, TASK_TAG, meta, train=tr, test=te, test_raw=test_clips)
     print(f"tokenize: {meta['counts']} clips of {meta['frames']} frames "
           f"({len(skipped)} bad files skipped), tokens/frame "
-          f"{meta['grid']} (V = {meta['vocab_size']}), {seconds}s → {common.TOKENS}")
+          f"{meta['grid']} (V = {meta['vocab_size']}), {seconds}s → {tp.TOKENS}")
     return meta
 
 
@@ -185,13 +191,15 @@ def model_config(p: VideoParams, meta: dict[str, Any]) -> ModelConfig:
 
 
 # -- train ----------------------------------------------------------------------------------------
+@stage("video.train", params=VideoParams)
 def run_train(p: VideoParams) -> dict[str, Any]:
-    meta, (train_tokens,) = common.load_tokens("train")
+    """Train the video transformer on the clips' tokens (DI §4.3)."""
+    meta, (train_tokens,) = tp.load_tokens("train")
     x = torch.from_numpy(train_tokens).long()
     cfg = model_config(p, meta)
     seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
-    return common.train_stage(p, model, x, common.RUNS / "video", meta, TASK_TAG,
+    return tp.train_stage(p, model, x, tp.RUNS / "video", meta, TASK_TAG,
                               seq_len=cfg.length, attention=cfg.attention)
 
 
@@ -223,13 +231,11 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+@stage("video.evaluate", params=VideoParams)
 def run_evaluate(p: VideoParams) -> dict[str, Any]:
-    from unmask.metrics import MetricResult, as_mlflow_metrics
-    from unmask.metrics.fvd import compute_fvd, per_frame_fid
-    from unmask.orchestration.evaluation import fid_available
-
-    model, meta, tok, train_info = common.load_trained()
-    _, (te, te_raw) = common.load_tokens("test", "test_raw")
+    """Unconditional and frame-conditioned clips; per-frame FID, FVD; metrics.json, report."""
+    model, meta, tok, train_info = tp.load_trained()
+    _, (te, te_raw) = tp.load_tokens("test", "test_raw")
     te = torch.from_numpy(te).long()
     s = p.sample
     k = min(s.context_frames, meta["frames"] - 1)
@@ -241,7 +247,7 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
     cond = _decode(tok, cond_tok)
     recon = _decode(tok, te[:n_cond])  # the tokenizer's reconstruction of the truth
 
-    samples = common.SAMPLES
+    samples = tp.SAMPLES
     figs: dict[str, Path] = {}
     m = min(8, len(unc))
     save_gif(tile_clips(unc[:m]), samples / "unconditional.gif", fps=s.fps, scale=2)
@@ -258,7 +264,7 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
         print(f"evaluate: MP4 export skipped ({type(e).__name__}: {e})")
 
     results = []
-    ok, reason = fid_available()
+    ok, reason = tp.fid_available()
     if not p.evaluate.fid:
         results.append(MetricResult.unavailable("fid_per_frame", "disabled in params"))
     elif not ok:
@@ -285,20 +291,10 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
               if not kk.startswith(("fid", "fvd")) and kk != "sample_seconds"},
            "num_uncond": len(unc), "num_cond": n_cond, "train_loss": train_info.get("loss"),
            "train_steps": train_info.get("step")}
-    write_timings(common.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
-    common.finish_evaluate(p, TASK_TAG, out, metrics, reasons, figs, [samples])
+    write_timings(tp.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
+    tp.finish_evaluate(p, TASK_TAG, out, metrics, reasons, figs, [samples])
     print("evaluate: " + ", ".join(f"{r.name} = {r.value if r.available else 'unavailable'}"
                                     for r in results)
-          + f", context kept exactly: {given_exact} ({seconds:.0f}s sampling) → {common.METRICS}")
+          + f", context kept exactly: {given_exact} ({seconds:.0f}s sampling) → {tp.METRICS}")
     return out
 
-
-def main(argv: list[str] | None = None) -> Any:
-    return common.stage_main(
-        argv, prog="python -m unmask.video.stages", description="video pipeline stages",
-        params_cls=VideoParams,
-        stages={"tokenize": run_tokenize, "train": run_train, "evaluate": run_evaluate})
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,70 +1,66 @@
-"""Pieces shared by the joint image–mask and the video pipelines: params sections and loading,
-the image tokenizer (fitted or loaded by the tokenize stage), model save / load, MLflow, and
-the stage skeletons both run (the train stage, the end of the evaluate stage, the CLI).
+"""What the pipelines over pre-extracted image tokens share — the joint image + mask stages
+(``joint.*``, :mod:`unmask.joint.stages`, DI §4.2) and the video stages (``video.*``,
+:mod:`unmask.video.stages`, DI §4.3): their params sections, the image tokenizer (fitted or
+loaded by ``tokenize``), model save / load, and the bodies of ``train`` and of the ends of
+``tokenize`` / ``evaluate``. Running, params loading and tracking checks are the stage
+framework's (``python -m unmask.stages joint.train`` from the pipeline folder).
 
-Both pipelines run their stages from the pipeline folder (``dvc.yaml``'s ``wdir``), with
-``--params FILE`` (default params.yaml) and repeatable ``--set key=value`` overrides; the
-stages read and write the folders :data:`TOKENS`, :data:`RUNS`, :data:`MODELS`,
-:data:`SAMPLES`, :data:`REPORT` and the file :data:`METRICS` relative to it.
+The stages read and write :data:`TOKENS`, :data:`MODELS`, :data:`SAMPLES`, :data:`REPORT`,
+:data:`METRICS` (the ``outs`` of ``pipelines/<exp>/dvc.yaml``) and :data:`RUNS` relative to
+the working directory (the pipeline folder).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, field_validator
 
-from unmask.config import (
-    ConfigError,
-    Section,
-    TrackingConfig,
-    parse_overrides,
-    read_params_file,
-    validation_error,
-)
-from unmask.dicts import deep_merge
+from unmask import schedules
+from unmask.config import ReportConfig, Section, TrackingConfig
+from unmask.errors import ConfigError
+from unmask.metrics import MetricResult, compute_fidelity
+from unmask.metrics.heldout import UNAVAILABLE_REASON, fid_weights_available
 from unmask.models import ModelConfig, Transformer
-from unmask.runtime import configure_threads, write_timings
+from unmask.runtime import git_commit, write_timings
+from unmask.tokenizers.pixel import PixelTokenizer
+from unmask.tokenizers.sd_vq import SDVQTokenizer
+from unmask.tokenizers.vq import VQConfig, VQTokenizer, evaluate_vq, train_vq
+from unmask.tracking import make_tracker
 from unmask.training import TrainConfig, train
 
 __all__ = [
-    "Section",
     "TokenizerSection",
     "TrackingSection",
     "SamplerSection",
     "FIDSection",
     "ReportSection",
     "StageParams",
-    "load_yaml_params",
     "fit_tokenizer",
     "load_tokenizer",
     "save_model",
     "load_model",
-    "make_tracker",
+    "fid_available",
     "fid_result",
     "write_json",
-    "stage_run",
     "finish_tokenize",
     "load_tokens",
     "train_stage",
     "load_trained",
     "finish_evaluate",
-    "stage_main",
     "TOKENS",
     "RUNS",
     "MODELS",
     "SAMPLES",
     "REPORT",
     "METRICS",
+    "TIMINGS",
 ]
 
 TOKENS, RUNS, MODELS, SAMPLES = Path("tokens"), Path("runs"), Path("models"), Path("samples")
@@ -72,6 +68,9 @@ REPORT, METRICS = Path("report"), Path("metrics.json")
 #: Wall-clock records (seconds, throughput): no stage declares them, so DVC-hashed outputs
 #: (tokens/meta.json, models/train.json, metrics.json) stay a pure function of params/code/data.
 TIMINGS = RUNS / "timings"
+
+_VQ_KEYS = tuple(f.name for f in dataclasses.fields(VQConfig) if f.name != "in_channels")
+_SAMPLERS = Literal["euler", "mdm", "maskgit", "first_hitting"]
 
 
 class TokenizerSection(Section):
@@ -91,6 +90,16 @@ class TokenizerSection(Section):
     vq: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(default=256, gt=0)
 
+    @field_validator("vq")
+    @classmethod
+    def _vq_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # VQConfig is a dataclass (its defaults are the VQ-VAE's): check its keys here so a
+        # typo fails at load time, not after the data are read
+        unknown = sorted(set(v) - set(_VQ_KEYS))
+        if unknown:
+            raise ValueError(f"'vq': unknown key {unknown[0]!r}; valid: {', '.join(_VQ_KEYS)}")
+        return v
+
 
 class TrackingSection(TrackingConfig):
     """MLflow (:class:`unmask.config.TrackingConfig`); ``root`` is relative to the pipeline
@@ -105,11 +114,18 @@ class SamplerSection(Section):
     ``steps`` steps on the κ ``schedule``, the token ``temperature`` and MaskGIT's
     ``choice_temperature`` (the scale of the annealed Gumbel noise added to the confidences)."""
 
-    method: Literal["euler", "mdm", "maskgit", "first_hitting"] = "maskgit"
+    method: _SAMPLERS = "maskgit"
     steps: int = Field(default=16, gt=0)
     schedule: str = "cosine"
     temperature: float = Field(default=1.0, gt=0)
     choice_temperature: float = Field(default=4.5, ge=0)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if v not in schedules.NAMES:
+            raise ValueError(f"unknown schedule {v!r}; valid: {', '.join(schedules.NAMES)}")
+        return v
 
 
 class FIDSection(Section):
@@ -119,7 +135,7 @@ class FIDSection(Section):
     fid_batch_size: int = Field(default=50, gt=0)
 
 
-class ReportSection(Section):
+class ReportSection(ReportConfig):
     """The HTML report (``report/index.html``)."""
 
     title: str = "unmask"
@@ -127,7 +143,9 @@ class ReportSection(Section):
 
 class StageParams(Section):
     """A pipeline's params.yaml, one section per top-level key; a pipeline narrows ``data``,
-    ``sample``, ``evaluate``, ``tracking`` and ``report`` to its own sections."""
+    ``sample``, ``evaluate``, ``tracking`` and ``report`` to its own sections. ``model`` holds
+    :class:`~unmask.models.ModelConfig` keys without the shape (``vocab_size``, ``seq_len``,
+    ``grid``, ``frames``, ``modalities``), which the train stage derives from the tokens."""
 
     data: Section = Section()
     tokenizer: TokenizerSection = TokenizerSection()
@@ -138,23 +156,15 @@ class StageParams(Section):
     tracking: TrackingSection = TrackingSection()
     report: ReportSection = ReportSection()
 
-
-def load_yaml_params(cls: type[BaseModel], path: str | Path,
-                     overrides: list[str] | None = None) -> Any:
-    """Read ``path``, apply ``key=value`` overrides and validate with ``cls``; any problem is a
-    one-line :class:`~unmask.config.ConfigError` naming the file and the key."""
-    raw = read_params_file(path)
-    try:
-        params = cls.model_validate(deep_merge(raw, parse_overrides(overrides)))
-    except ValidationError as e:
-        raise validation_error(path, e) from None
-    model = getattr(params, "model", None)
-    if isinstance(model, dict):  # validated when the data shape is known; check keys now
-        unknown = sorted(set(model) - set(ModelConfig.model_fields))
+    @field_validator("model")
+    @classmethod
+    def _model_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # the values are validated when the shape is known (train); the keys can be checked now
+        unknown = sorted(set(v) - set(ModelConfig.model_fields))
         if unknown:
-            raise ConfigError(f"{path}: model.{unknown[0]}: unknown model config key; valid: "
-                              f"{', '.join(sorted(ModelConfig.model_fields))}")
-    return params
+            raise ValueError(f"{unknown[0]!r}: unknown model config key; valid: "
+                             f"{', '.join(sorted(ModelConfig.model_fields))}")
+        return v
 
 
 def _gray_or_rgb(images: np.ndarray) -> int:
@@ -167,8 +177,6 @@ def fit_tokenizer(section: TokenizerSection, train_images: np.ndarray, out_dir: 
     and saving it to ``out_dir/vq.pt``); returns it and its description for ``meta.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if section.kind == "vq":
-        from unmask.tokenizers.vq import VQConfig, VQTokenizer, evaluate_vq, train_vq
-
         cfg = VQConfig.from_dict({"in_channels": _gray_or_rgb(train_images), **section.vq})
         model = train_vq(train_images, cfg, progress=progress)
         tok = VQTokenizer(model)
@@ -189,25 +197,19 @@ def load_tokenizer(meta: dict[str, Any], tokens_dir: Path) -> Any:
     """The tokenizer described by ``meta`` (see :func:`fit_tokenizer`)."""
     kind = meta["kind"]
     if kind == "vq":
-        from unmask.tokenizers.vq import VQTokenizer
-
         return VQTokenizer.load(tokens_dir / meta["file"])
     if kind == "sd_vq":
-        from unmask.tokenizers.sd_vq import SDVQTokenizer
-
         if not meta.get("path"):
             raise ConfigError("tokenizer.path: the sd_vq tokenizer needs the local folder of "
-                              "a diffusers VQModel (SD-VQ-F8)")
+                             "a diffusers VQModel (SD-VQ-F8)")
         return SDVQTokenizer.from_pretrained(meta["path"], subfolder=meta.get("subfolder"))
-    from unmask.tokenizers.pixel import PixelTokenizer
-
     return PixelTokenizer(levels=meta["levels"], channels=meta.get("channels", 1))
 
 
 def save_model(model: Transformer, weights: dict[str, torch.Tensor] | None, path: Path,
                extra: dict[str, Any] | None = None) -> Path:
-    """Save a model's config and (EMA) weights; returns the path. A ``.sha256`` sidecar lets
-    a reader detect truncation."""
+    """Save a model's config and (EMA) weights (written to a temporary file, then renamed, so
+    a reader never sees a half-written file); returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model_config": model.cfg.model_dump(mode="json"),
@@ -227,19 +229,15 @@ def load_model(path: Path) -> tuple[Transformer, dict[str, Any]]:
     return model.eval(), state
 
 
-def make_tracker(section: TrackingSection) -> Any:
-    from unmask.tracking import NullTracker, Tracker
-
-    return Tracker(root=section.root) if section.enabled else NullTracker()
+def fid_available() -> tuple[bool, str]:
+    """(whether the offline FID Inception weights are here, the reason when not)."""
+    return (True, "") if fid_weights_available() else (False, UNAVAILABLE_REASON)
 
 
 def fid_result(samples: np.ndarray, reference: np.ndarray, key: str, *, enabled: bool = True,
-               batch_size: int = 50, name: str = "fid") -> Any:
+               batch_size: int = 50, name: str = "fid") -> MetricResult:
     """FID of ``samples`` against ``reference`` with the standard offline Inception, or an
     *unavailable* result naming why (weights absent, or disabled in params)."""
-    from unmask.metrics import MetricResult, compute_fidelity
-    from unmask.orchestration.evaluation import fid_available
-
     if not enabled:
         return MetricResult.unavailable(name, "disabled in params (evaluate.fid: false)")
     ok, reason = fid_available()
@@ -257,15 +255,12 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
-# -- stage skeletons ------------------------------------------------------------------------------
-@contextmanager
-def stage_run(p: Any, stage: str, task_tag: dict[str, str]) -> Iterator[Any]:
-    """An MLflow run of ``stage`` in ``p.tracking.experiment`` (a no-op tracker when tracking
-    is disabled), logging the flattened params ``p`` and tagged ``{**task_tag, stage}``."""
-    with make_tracker(p.tracking).start_run(p.tracking.experiment, stage,
-                                            params=p.model_dump(mode="json"),
-                                            tags={**task_tag, "stage": stage}) as tr:
-        yield tr
+def _start_run(p: Any, stage: str, task_tag: dict[str, str]) -> Any:
+    """The MLflow run of ``stage`` in ``p.tracking.experiment`` with the params ``p``, tagged
+    ``{**task_tag, stage, git_commit}`` (a no-op tracker when tracking is disabled)."""
+    tags = {**task_tag, "stage": stage, "git_commit": git_commit()}
+    return make_tracker(p.tracking).start_run(p.tracking.experiment, stage,
+                                              params=p.model_dump(mode="json"), tags=tags)
 
 
 def finish_tokenize(p: Any, task_tag: dict[str, str], meta: dict[str, Any],
@@ -273,9 +268,10 @@ def finish_tokenize(p: Any, task_tag: dict[str, str], meta: dict[str, Any],
     """The end of a tokenize stage: ``arrays`` to ``TOKENS/tokens.npz``, ``meta`` to
     ``TOKENS/meta.json``, and the tokenizer's float statistics (``meta["tokenizer"]``) to the
     ``tokenize`` MLflow run."""
+    TOKENS.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(TOKENS / "tokens.npz", **arrays)
     write_json(TOKENS / "meta.json", meta)
-    with stage_run(p, "tokenize", task_tag) as tr:
+    with _start_run(p, "tokenize", task_tag) as tr:
         tr.log_metrics({k: v for k, v in meta["tokenizer"].items() if isinstance(v, float)},
                        step=0)
 
@@ -295,9 +291,7 @@ def train_stage(p: Any, model: Transformer, x: torch.Tensor, run_dir: Path,
     weights with ``meta`` to ``MODELS/model.pt`` and the run summary (plus the ``summary``
     keywords) to ``MODELS/train.json``; returns the summary. ``schedule`` overrides
     ``p.train.schedule`` in the loop (per-modality schedules, :mod:`unmask.joint.schedules`)."""
-    tracker = make_tracker(p.tracking)
-    with tracker.start_run(p.tracking.experiment, "train", params=p.model_dump(mode="json"),
-                           tags={**task_tag, "stage": "train"}):
+    with _start_run(p, "train", task_tag) as tracker:
         res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False,
                     schedule=schedule)
         tracker.log_metrics({"final_loss": res.loss or float("nan"),
@@ -324,42 +318,24 @@ def load_trained() -> tuple[Transformer, dict[str, Any], Any, dict[str, Any]]:
 
 def finish_evaluate(p: Any, task_tag: dict[str, str], out: dict[str, Any],
                     metrics: dict[str, Any], reasons: dict[str, str], figures: dict[str, Path],
-                    artifacts: list[Path]) -> None:
-    """The end of an evaluate stage: write ``out`` to :data:`METRICS`, log the numeric
+                    artifacts: list[Path]) -> Path:
+    """The end of an evaluate stage: write ``out`` to :data:`METRICS`; log the numeric
     ``metrics`` (others dropped), the ``unavailable.<name>`` reasons as tags and ``artifacts``
-    (under ``samples``) to MLflow, and write the HTML report of ``out`` and ``figures``."""
-    from unmask.report import write_report
-    from unmask.runtime import git_commit
+    (under ``samples``) as the ``evaluate`` MLflow run; then write the pipeline's page
+    (:func:`unmask.reporting.build.write_pipeline_report`: the finished runs of
+    ``tracking.experiment``, this one included, with ``figures`` on top) to :data:`REPORT`.
+    Returns the page's path."""
+    from unmask.reporting.build import write_pipeline_report  # pandas, plotly: only here
 
     write_json(METRICS, out)
-    with stage_run(p, "evaluate", task_tag) as tr:
+    with _start_run(p, "evaluate", task_tag) as tr:
         tr.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                        step=0)
         if reasons:
             tr.set_tags({f"unavailable.{k}": v for k, v in reasons.items()})
         for a in artifacts:
             tr.log_artifact(a, "samples")
-        page = write_report(REPORT, title=p.report.title, metrics=out,
-                            params=p.model_dump(mode="json"), figures=figures,
-                            commit=git_commit(), notes={"task": task_tag["unmask.task"]})
-        tr.log_artifact(page)
-
-
-def stage_main(argv: list[str] | None, *, prog: str, description: str,
-               params_cls: type[BaseModel], stages: dict[str, Callable[[Any], Any]]) -> Any:
-    """``prog STAGE [--params FILE] [--set KEY=VALUE ...]``: load ``params_cls`` and run
-    ``stages[STAGE]`` under :func:`unmask.stages.user_errors` with
-    ``$UNMASK_THREADS`` (default 1, :func:`unmask.runtime.threads`) torch intra-op threads;
-    returns its result."""
-    ap = argparse.ArgumentParser(prog=prog, description=description)
-    ap.add_argument("stage", choices=list(stages))
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
-    from unmask.errors import user_errors
-
-    with user_errors():
-        configure_threads()
-        p = load_yaml_params(params_cls, args.params, args.overrides)
-        return stages[args.stage](p)
+    # after the run has ended: the page reads FINISHED runs only
+    return write_pipeline_report(REPORT, title=p.report.title, tracking=p.tracking,
+                                 experiment=p.tracking.experiment, figures=figures,
+                                 notes={"task": task_tag["unmask.task"]})
