@@ -18,6 +18,7 @@ name is ``pipelines/<name>/`` with its own ``params.yaml`` and ``dvc.yaml``. Two
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,9 +28,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from unmask.config import load_params
+from unmask.data.shards import TokenShards
+from unmask.errors import ConfigError
 from unmask.orchestration.ablation import dotted_overrides
+from unmask.orchestration.ddp import TrainJob, train_with_ray
+from unmask.orchestration.env import ray_init
 from unmask.orchestration.grid import grid_key
 from unmask.orchestration.settings import load_settings
+from unmask.paths import project_root, require, resolve, resolve_params
+from unmask.runtime import code_fingerprint
+from unmask.tracking import Tracker, tracking_uri
 
 __all__ = ["TrainRequest", "experiment_dir", "train_experiment"]
 
@@ -67,8 +76,6 @@ def experiment_dir(workdir: str | Path, experiment: str) -> Path:
 def _run_stages(argv: list[str], cwd: str, log: str) -> int:
     """Body of the Ray task of :func:`_train_with_stages`: run ``argv`` with this environment's
     ``bin`` first on PATH (stage commands say ``python -m ...``), output to ``log``."""
-    import os
-
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     with open(log, "ab") as out:
         return subprocess.run(argv, cwd=cwd, env=env, stdout=out,
@@ -76,10 +83,7 @@ def _run_stages(argv: list[str], cwd: str, log: str) -> int:
 
 
 def _train_with_stages(req: TrainRequest, exp_dir: Path, rs: Any, reason: str) -> dict[str, Any]:
-    import ray
-
-    from unmask.orchestration.env import ray_init
-    from unmask.tracking import Tracker, tracking_uri
+    import ray  # slow to import: only when a flow trains
 
     if req.overrides:
         raise ValueError(f"experiment {req.experiment!r} is trained by its own DVC stages "
@@ -124,14 +128,7 @@ def _train_with_stages(req: TrainRequest, exp_dir: Path, rs: Any, reason: str) -
 def train_experiment(req: TrainRequest) -> dict[str, Any]:
     """Train the experiment's model (see the module docstring); returns what it produced
     (checkpoint, step, MLflow run id, ...)."""
-    import ray
-
-    from unmask.config import ConfigError, load_params
-    from unmask.data.shards import TokenShards
-    from unmask.orchestration.ddp import TrainJob, train_with_ray
-    from unmask.orchestration.env import ray_init
-    from unmask.paths import project_root, require, resolve, resolve_params
-    from unmask.tracking import Tracker, tracking_uri
+    import ray  # slow to import: only when a flow trains
 
     exp_dir = experiment_dir(req.workdir, req.experiment)
     rs = load_settings(resolve(req.settings, Path(req.workdir).resolve())).ray
@@ -157,8 +154,6 @@ def train_experiment(req: TrainRequest) -> dict[str, Any]:
     require(need, root)
     tok = resolve_params(params, root).tokenizer.build()
     shard = TokenShards(tokens, tokenizer_hash=tok.hash, verify=False)
-    from unmask.runtime import code_fingerprint
-
     # the code is part of the key: a run of other code is never resumed (issue 17)
     key = grid_key({"model": params.model.model_dump(mode="json"),
                     "train": params.train.model_dump(mode="json"), "data": shard.hash,
