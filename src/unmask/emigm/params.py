@@ -17,7 +17,7 @@ one :class:`~unmask.config.ConfigError` line naming the file and the dotted key.
   (TrainConfig fields other than the objective's).
 * ``sample`` (guidance in the package's convention: ``cfg_scale`` = w, see
   :class:`SampleParams`), ``evaluate``, ``tracking`` (the shared
-  :class:`~unmask.config.TrackingConfig`).
+  :class:`~unmask.config.TrackingConfig`), ``report`` (the page's title).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from unmask.config import Section, TrackingConfig
+from unmask.config import ReportConfig, Section, TrackingConfig
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.kl_ae import KLAEConfig
 from unmask.emigm.objective import EMIGM_SCHEDULES, emigm_train_config
@@ -143,6 +143,10 @@ class TrackingParams(TrackingConfig):
     experiment: str = Field(default="emigm-default", min_length=1)
 
 
+class ReportParams(ReportConfig):
+    title: str = "eMIGM"
+
+
 class EMIGMParams(Section):
     """The whole params file (see the module docstring)."""
 
@@ -155,6 +159,7 @@ class EMIGMParams(Section):
     sample: SampleParams = Field(default_factory=SampleParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    report: ReportParams = Field(default_factory=ReportParams)
 
     @model_validator(mode="after")
     def _check(self) -> EMIGMParams:

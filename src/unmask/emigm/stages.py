@@ -35,9 +35,8 @@ from unmask.emigm.pipeline import (
 )
 from unmask.emigm.sample import sample_emigm
 from unmask.metrics import as_mlflow_metrics, compute_fidelity
-from unmask.report import write_report
 from unmask.reporting.images import image_grid, save_png
-from unmask.runtime import git_commit, read_timings, write_timings
+from unmask.runtime import read_timings, write_timings
 from unmask.stages import stage
 from unmask.tokenizers.vq import VQTokenizer, evaluate_vq, train_vq
 from unmask.tracking import make_tracker
@@ -149,7 +148,10 @@ def train_continuous(p: EMIGMParams) -> None:
 def evaluate(p: EMIGMParams) -> None:
     """Sample and score (FID) every enabled branch → out/metrics, out/samples, out/report.
 
-    Also logs FID, NFE and seconds per image to MLflow; wall clock goes to out/runs/timings."""
+    Logs FID, NFE and seconds per image as the MLflow run ``evaluate`` (wall clock also to
+    out/runs/timings); the page is the one report writer's, over the experiment's runs."""
+    from unmask.reporting.build import write_pipeline_report  # pandas, plotly: this stage only
+
     n, classes = p.evaluate.n_fid, p.data.num_classes
     ref, key, ref_note = fid_reference(p)
     labels = torch.arange(n) % classes
@@ -192,8 +194,8 @@ def evaluate(p: EMIGMParams) -> None:
         _write_json(OUT / "metrics" / "metrics.json", metrics)
         write_timings(TIMINGS / "evaluate.json", timings)
         tracker.log_artifact(OUT / "metrics" / "metrics.json")
-    write_report(OUT / "report", title=f"eMIGM — {p.tracking.experiment}",
-                 metrics=metrics, params=p.model_dump(mode="json"), figures=figures,
-                 commit=git_commit(),
-                 notes={"FID": f"{n} class-balanced samples vs {ref_note} (a small-sample FID "
-                               "is biased upwards: compare within this table)"})
+    # after the run has ended: the page reads FINISHED runs only
+    write_pipeline_report(OUT / "report", title=p.report.title, tracking=p.tracking,
+                          experiment=p.tracking.experiment, figures=figures,
+                          notes={"FID": f"{n} class-balanced samples vs {ref_note} (a small-"
+                                        "sample FID is biased upwards: compare within a page)"})
