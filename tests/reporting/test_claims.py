@@ -121,12 +121,67 @@ def test_every_group_must_agree():
     assert check_claim(c, t)[0] == "not reproduced"
 
 
+def _te(points, group=""):
+    """Points (x, value, stderr); NaN stderr = unknown."""
+    return pd.DataFrame({"x": [p[0] for p in points], "value": [p[1] for p in points],
+                         "stderr": [p[2] for p in points], "metric": "fid", "group": group})
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("points", "verdict"),
+    [
+        # |10 − 12| = 2 ≤ 2·√(1² + 1²) = 2.83: the difference is not resolved
+        ([("a", 10.0, 1.0), ("b", 12.0, 1.0)], "within noise"),
+        # 2 > 2·√(0.5² + 0.5²) = 1.41: resolved, in the claimed direction
+        ([("a", 10.0, 0.5), ("b", 12.0, 0.5)], "reproduced"),
+        ([("a", 12.0, 0.5), ("b", 10.0, 0.5)], "not reproduced"),
+        # the wrong sign but within noise is not a contradiction
+        ([("a", 12.0, 1.0), ("b", 10.0, 1.0)], "within noise"),
+        # one point without an error bar: the sign decides
+        ([("a", 10.0, 1.0), ("b", 10.5, NAN)], "reproduced"),
+    ],
+)
+def test_within_noise_uses_both_standard_errors(points, verdict):
+    c = _claim({"lower_at": {"metric": "fid", "better": "a", "worse": "b"}})
+    assert check_claim(c, _te(points))[0] == verdict
+
+
+def test_one_curve_beyond_noise_against_the_claim_decides():
+    c = _claim({"decreasing": {"metric": "fid"}})
+    noisy = _te([(4, 10.0, 1.0), (64, 10.5, 1.0)], group="maskgit")
+    clear = _te([(4, 20.0, 0.1), (64, 10.0, 0.1)], group="mdm")
+    wrong = _te([(4, 10.0, 0.1), (64, 20.0, 0.1)], group="euler")
+    assert check_claim(c, pd.concat([clear, noisy]))[0] == "within noise"
+    assert check_claim(c, pd.concat([clear, noisy, wrong]))[0] == "not reproduced"
+    verdict, ours = check_claim(c, clear)
+    assert verdict == "reproduced" and ours == "[mdm] 4: 20 ± 0.1 → 64: 10 ± 0.1"
+
+
+def test_argmin_outside_the_band_within_noise_of_the_band():
+    c = _claim({"argmin_in": {"metric": "fid", "low": 0.6, "high": 1.0}})
+    near = _te([(0.5, 9.8, 0.3), (0.8, 10.0, 0.3), (1.5, 14.0, 0.3)])
+    far = _te([(0.5, 8.0, 0.3), (0.8, 10.0, 0.3), (1.5, 14.0, 0.3)])
+    assert check_claim(c, near)[0] == "within noise"  # 0.2 ≤ 2·√0.18 = 0.85
+    assert check_claim(c, far)[0] == "not reproduced"  # 2.0 > 0.85
+
+
+def test_lowest_at_compares_with_the_best_rival():
+    c = _claim({"lowest_at": {"metric": "fid", "x": 0.2, "among": [0.0, 0.2, 0.4]}})
+    assert check_claim(c, _te([(0.0, 10.0, 0.2), (0.2, 9.0, 0.2), (0.4, 11.0, 0.2)]))[0] == (
+        "reproduced")  # 1.0 > 2·√0.08 = 0.57
+    assert check_claim(c, _te([(0.0, 9.3, 0.2), (0.2, 9.0, 0.2), (0.4, 11.0, 0.2)]))[0] == (
+        "within noise")  # 0.3 ≤ 0.57
+
+
 def test_groups_limit_a_claim_to_its_curves():
     c = _claim({"argmin_in": {"metric": "fid", "low": 1.0, "high": 1.4, "groups": ["maskgit"]}})
     t = pd.concat(
         [_t([(0.8, 1.0), (1.2, 2.0)], group="euler"), _t([(0.8, 3.0), (1.2, 2.0)], group="maskgit")]
     )
-    assert check_claim(c, t) == ("reproduced", "[maskgit] best x=1.2 (2)")
+    assert check_claim(c, t) == ("reproduced", "[maskgit] best at 1.2: 2")
 
 
 def test_likelihood_bounds_are_shown_as_bounds():

@@ -15,6 +15,9 @@ with the reason. Directions (``groups`` limits any of them to those curves, e.g.
 - ``argmin_in {metric, low, high}``: the x of the lowest value lies in [low, high];
 - ``guidance_helps {metric}``: min over w > 0 < value(w = 0) in every group.
 
+Each comparison uses the points' standard errors (``stderr``: FID jackknife, spread over seeds)
+when both have one: a difference within :data:`NOISE_SE` standard errors is ``within noise``.
+
 Only the metric the claim names counts (``metric`` may list alternatives, e.g. ``[ppl,
 bits_per_dim]``): a claim about FID is ``not covered`` by runs that could only log a proxy.
 Perplexities and bits/dim are upper bounds on both sides (the papers' ≤, our ELBO), shown with
@@ -35,6 +38,7 @@ from unmask.reporting.ablations import ESTIMATOR_NOTES, estimator_note
 
 __all__ = [
     "REFERENCES_FILE",
+    "NOISE_SE",
     "Claim",
     "PaperValue",
     "references",
@@ -142,54 +146,96 @@ def _match(x: Any, target: Any) -> bool:
         return str(x) == str(target)
 
 
-def _at(g: pd.DataFrame, target: Any) -> tuple[Any, float] | None:
-    """(x, value) of the point ``target`` (an x value, or ``max`` / ``min`` for the extremes)."""
+#: a difference within this many standard errors of the difference is "within noise" (fixed
+#: before any run: about a 95 % two-sided band for independent, roughly normal estimates).
+NOISE_SE = 2.0
+
+
+@dataclass(frozen=True)
+class _Point:
+    x: Any
+    value: float
+    se: float  # NaN: unknown
+
+    def show(self, fmt: Any) -> str:
+        err = f" ± {self.se:.2g}" if self.se == self.se else ""
+        x = pd.to_numeric(self.x, errors="coerce")
+        return f"{self.x if pd.isna(x) else format(float(x), 'g')}: {fmt(self.value)}{err}"
+
+
+def _points(g: pd.DataFrame) -> list[_Point]:
+    se = g["stderr"] if "stderr" in g else pd.Series(float("nan"), index=g.index)
+    return [_Point(x, float(v), float(s)) for x, v, s in zip(g["x"], g["value"], se, strict=True)]
+
+
+def _at(g: pd.DataFrame, target: Any) -> _Point | None:
+    """The point ``target`` (an x value, or ``max`` / ``min`` for the extremes)."""
+    pts = _points(g)
     if target in ("max", "min"):
-        xs = pd.to_numeric(g["x"], errors="coerce")
-        i = xs.idxmax() if target == "max" else xs.idxmin()
-        return g.loc[i, "x"], float(g.loc[i, "value"])
-    hit = g[[_match(x, target) for x in g["x"]]]
-    return (hit["x"].iloc[0], float(hit["value"].iloc[0])) if len(hit) else None
+        xs = pd.to_numeric(g["x"], errors="coerce").tolist()
+        ok = [i for i, x in enumerate(xs) if x == x]
+        if not ok:
+            return None
+        pick = max if target == "max" else min
+        return pts[pick(ok, key=lambda i: xs[i])]
+    return next((p for p in pts if _match(p.x, target)), None)
+
+
+def _lower(a: _Point, b: _Point) -> str:
+    """Does ``a`` lie below ``b``: ``holds``, ``fails``, or ``noise`` when both carry a standard
+    error and |a − b| ≤ NOISE_SE·√(se_a² + se_b²) (without error bars the sign decides)."""
+    se = (a.se**2 + b.se**2) ** 0.5
+    if se == se and abs(a.value - b.value) <= NOISE_SE * se:
+        return "noise"
+    return "holds" if a.value < b.value else "fails"
 
 
 def _group_check(kind: str, spec: dict[str, Any], g: pd.DataFrame,
-                 fmt: Any) -> tuple[bool, str] | None:
-    """(holds, our numbers) for one curve; None when it lacks the compared points."""
+                 fmt: Any) -> tuple[str, str] | None:
+    """(holds / fails / noise, our numbers) for one curve; None when it lacks the points."""
     if kind == "lower_at":
         b, w = _at(g, spec["better"]), _at(g, spec["worse"])
-        if b is None or w is None or _match(b[0], w[0]):  # needs two distinct points
+        if b is None or w is None or _match(b.x, w.x):  # needs two distinct points
             return None
-        return b[1] < w[1], f"{b[0]}: {fmt(b[1])}, {w[0]}: {fmt(w[1])}"
+        return _lower(b, w), f"{b.show(fmt)}, {w.show(fmt)}"
     if kind == "lowest_at":
         pts = [p for p in (_at(g, a) for a in spec["among"]) if p is not None]
         own = _at(g, spec["x"])
         if own is None or len(pts) < 2:
             return None
-        best = min(v for _, v in pts)
-        return own[1] <= best, ", ".join(f"{x}: {fmt(v)}" for x, v in pts)
-    g = g.assign(xn=pd.to_numeric(g["x"], errors="coerce")).dropna(subset=["xn"])
-    if len(g) < 2:
+        rival = min((p for p in pts if not _match(p.x, own.x)), key=lambda p: p.value)
+        return _lower(own, rival), ", ".join(p.show(fmt) for p in pts)
+    pts = [p for p in _points(g) if pd.notna(pd.to_numeric(p.x, errors="coerce"))]
+    if len(pts) < 2:
         return None
-    g = g.sort_values("xn")
+    pts.sort(key=lambda p: float(p.x))
     if kind == "decreasing":
-        lo, hi = g.iloc[0], g.iloc[-1]
-        return (hi["value"] < lo["value"],
-                f"x={lo['xn']:g}: {fmt(lo['value'])} → x={hi['xn']:g}: {fmt(hi['value'])}")
+        lo, hi = pts[0], pts[-1]
+        return _lower(hi, lo), f"{lo.show(fmt)} → {hi.show(fmt)}"
     if kind == "argmin_in":
-        best = g.loc[g["value"].idxmin()]
-        inside = spec["low"] <= best["xn"] <= spec["high"]
-        return inside, f"best x={best['xn']:g} ({fmt(best['value'])})"
-    zero, pos = g[g["xn"] == 0], g[g["xn"] > 0]  # guidance_helps
-    if zero.empty or pos.empty:
+        best = min(pts, key=lambda p: p.value)
+        inside = [p for p in pts if spec["low"] <= float(p.x) <= spec["high"]]
+        text = f"best at {best.show(fmt)}"
+        if spec["low"] <= float(best.x) <= spec["high"]:
+            return "holds", text
+        if not inside:
+            return "fails", text
+        near = min(inside, key=lambda p: p.value)  # the band's best against the overall best
+        near_ok = _lower(best, near) == "noise"
+        return ("noise" if near_ok else "fails"), f"{text}; best in the band {near.show(fmt)}"
+    zero = [p for p in pts if float(p.x) == 0]  # guidance_helps
+    pos = [p for p in pts if float(p.x) > 0]
+    if not zero or not pos:
         return None
-    best = pos.loc[pos["value"].idxmin()]
-    z = zero["value"].iloc[0]
-    return best["value"] < z, f"w=0: {fmt(z)}, best w={best['xn']:g}: {fmt(best['value'])}"
+    best = min(pos, key=lambda p: p.value)
+    return _lower(best, zero[0]), f"w={zero[0].show(fmt)}, best w={best.show(fmt)}"
 
 
 def check_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str]:
     """(verdict, our numbers) for one claim on the tidy table of its ablation. Verdicts:
-    ``reproduced``, ``not reproduced``, ``not covered``."""
+    ``reproduced`` (every curve shows the direction), ``not reproduced`` (a curve shows the
+    opposite beyond noise), ``within noise`` (no curve contradicts it beyond noise, but at least
+    one difference lies within :data:`NOISE_SE` standard errors), ``not covered``."""
     kind, spec = next(iter(claim.direction.items()))
     if kind not in _DIRECTIONS:
         raise ValueError(f"claim {claim.id!r}: unknown direction {kind!r}")
@@ -206,16 +252,18 @@ def check_claim(claim: Claim, table: pd.DataFrame) -> tuple[str, str]:
     def fmt(v: float) -> str:
         return ("≤" if bound else "") + f"{v:.4g}"
 
-    verdicts: list[bool] = []
+    outcomes: list[str] = []
     ours: list[str] = []
     for group, g in t.groupby("group", sort=False):
         got = _group_check(kind, spec, g, fmt)
         if got is not None:
-            verdicts.append(bool(got[0]))
+            outcomes.append(got[0])
             ours.append((f"[{group}] " if group else "") + got[1])
-    if not verdicts:
+    if not outcomes:
         return "not covered", "the runs do not include the compared points"
-    return ("reproduced" if all(verdicts) else "not reproduced"), "; ".join(ours)
+    verdict = ("not reproduced" if "fails" in outcomes
+               else "within noise" if "noise" in outcomes else "reproduced")
+    return verdict, "; ".join(ours)
 
 
 def fidelity_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
