@@ -46,7 +46,7 @@ from unmask.reporting.benchmarks import performance_section
 from unmask.reporting.claims import fidelity_table
 from unmask.reporting.figures import png_data_uri
 from unmask.reporting.page import esc, frame_table, kv_table, link, page
-from unmask.reporting.runs import load_runs, tag
+from unmask.reporting.runs import load_runs, no_runs, tag
 from unmask.reporting.sections import (
     MAX_IMAGES,
     ablation_section,
@@ -132,7 +132,7 @@ def write_pipeline_report(
     try:
         runs = load_runs(uri, [experiment])
     except ValueError:  # no such experiment in the store yet: a page with no runs
-        runs = load_runs(uri, []).iloc[:0]
+        runs = no_runs()
     return _write(out, title=title, uri=uri, store=store, runs=latest_per_name(runs),
                   figures=figures, notes=notes, experiment=experiment)
 
@@ -171,7 +171,7 @@ def _fidelity(fidelity: pd.DataFrame) -> str:
     return (
         "<h2 id='fidelity'>Fidelity to the papers</h2>"
         "<p class='meta'>Each claim is checked on the runs of its ablation; "
-        "“not transcribed”: the paper's numbers are not in references.yaml yet.</p>"
+        "the paper's numbers are transcribed in references.yaml with their table / section.</p>"
         + frame_table(
             fidelity.assign(
                 source=[link(s, u)

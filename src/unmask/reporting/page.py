@@ -60,11 +60,14 @@ def link(text: Any, url: str | None) -> Html:
 
 
 def fmt(v: Any) -> str:
-    """Numbers to 4 significant digits; NaN/None as empty."""
+    """Numbers to 4 significant digits, whole numbers below a million (counts: parameters,
+    steps, samples) in full; NaN/None as empty."""
     if v is None:
         return ""
     if isinstance(v, float):
-        return "" if v != v else f"{v:.4g}"
+        if v != v:
+            return ""
+        return f"{v:.0f}" if v.is_integer() and abs(v) < 1e6 else f"{v:.4g}"
     return str(v)
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 from unmask.tracking import tracking_uri as default_uri
 
 __all__ = ["ABLATION_TAG", "download_artifact", "fetch_artifact", "list_artifacts", "load_runs",
-           "infer_ablation", "param", "metric", "tag"]
+           "no_runs", "infer_ablation", "param", "metric", "tag"]
 
 ABLATION_TAG = "unmask.ablation"
 KIND_TAG = "unmask.kind"
@@ -122,7 +122,7 @@ def load_runs(
         exps = list(client.search_experiments())
     names = {e.experiment_id: e.name for e in exps}
     if not names:
-        return _empty()
+        return no_runs()
     import mlflow
 
     # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI: restore both, or every later
@@ -144,14 +144,15 @@ def load_runs(
         else:
             os.environ["MLFLOW_TRACKING_URI"] = prev_env
     if df.empty:
-        return _empty()
+        return no_runs()
     df = df.copy()
     df["experiment"] = df["experiment_id"].map(names)
     df["ablation"] = infer_ablation(df)
     return df.reset_index(drop=True)
 
 
-def _empty() -> pd.DataFrame:
+def no_runs() -> pd.DataFrame:
+    """The frame :func:`load_runs` returns when there are no runs."""
     return pd.DataFrame(
         columns=["run_id", "experiment_id", "experiment", "status", "start_time", "ablation"]
     )

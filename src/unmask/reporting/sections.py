@@ -182,6 +182,9 @@ def _why_missing(r: pd.Series) -> str:
     """Metrics a run could not compute, with the reasons it tagged (never a number instead)."""
     why = {k[len("tags.unavailable."):]: v for k, v in r.items()
            if k.startswith("tags.unavailable.") and pd.notna(v)}
+    # unmask.metrics.as_mlflow_params: <name>.unavailable_reason
+    why.update({k[len("params."):-len(".unavailable_reason")]: v for k, v in r.items()
+                if k.startswith("params.") and k.endswith(".unavailable_reason") and pd.notna(v)})
     if pd.notna(r.get("tags.unmask.fid_unavailable")):
         why["fid"] = r["tags.unmask.fid_unavailable"]
     if not why:
