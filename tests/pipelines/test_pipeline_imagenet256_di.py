@@ -67,7 +67,7 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, sd_vq_f8, reproduce):
         assert z["images"].shape == (4, 64, 64, 3) and z["labels"].tolist() == [0, 0, 2, 2]
     assert (out / "samples" / "di-546m" / "grid.png").is_file()
     info = json.loads((out / "metrics" / "sample-di-546m.json").read_text())
-    assert info["cfg_scale"] == 3.0 and info["nfe"] > 0 and info["method"] == "euler"
+    assert info["cfg_scale"] == 1.0 and info["nfe"] > 0 and info["method"] == "euler"  # DI ω = 2
     metrics = json.loads(run_dvc(["metrics", "show", "--json"], root / "pipelines" / EXP).stdout)
     flat = json.dumps(metrics)
     assert "train-di-546m.json" in flat and "tokenize.json" in flat
