@@ -116,7 +116,8 @@ def notes(summary: dict[str, Any]) -> dict[str, str]:
                      f"{m['delta_nelbo_vs_l1_stderr']:.4f} (paired)")
         rows[f"ℓ = {key[1:]} (b = {m['base']})"] = (
             f"PPL {_g(m['perplexity'], '.2f')}, NELBO {_g(m['nelbo_nats_per_token'], '.4f')} ± "
-            f"{_g(m['nelbo_stderr'], '.4f')} nats/token{delta}; ISR {_g(m['isr'], '.3f')} "
+            f"{_g(m['nelbo_stderr'], '.4f')} nats/token = {_g(m['bits_per_token'], '.4f')} "
+            f"bits/token (bits/dim for pixels){delta}; ISR {_g(m['isr'], '.3f')} "
             f"(closed form {_g(m.get('isr_expected'), '.3f')}); {m['train_step']} steps")
     return rows
 
