@@ -27,8 +27,10 @@ from unmask.dvcdeps import dvc_app  # noqa: E402
 from unmask.errors import user_errors  # noqa: E402
 from unmask.metrics.cli import evaluate_app  # noqa: E402
 from unmask.orchestration.cli import stack_app  # noqa: E402
+from unmask.runtime import configure_threads  # noqa: E402
 from unmask.stages import DEFAULT, run  # noqa: E402
 from unmask.stages.common import PATHS  # noqa: E402
+from unmask.stages.sample import generate  # noqa: E402
 
 app = typer.Typer(
     name="unmask",
@@ -50,8 +52,6 @@ SetOpt = Annotated[
 
 def _stage(name: str, params: Path, overrides: list[str] | None) -> Any:
     with user_errors():
-        from unmask.runtime import configure_threads
-
         configure_threads()  # as `python -m unmask.stages <name>`: the same bits either way
         return run(name, load_params(params, overrides or []))
 
@@ -78,8 +78,6 @@ def sample(
     set_: SetOpt = None,
 ) -> None:
     """Sample a class grid from a checkpoint; writes samples.npz, grid.png, chain.png, info.json."""
-    from unmask.stages.sample import generate
-
     given = {
         "method": method, "steps": steps, "temperature": temperature, "top_p": top_p,
         "cfg_scale": cfg_scale, "cfg_schedule": cfg_schedule, "n_per_class": n, "seed": seed,

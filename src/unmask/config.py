@@ -174,10 +174,10 @@ class TokenizerConfig(Section):
         """The tokenizer: a :class:`~unmask.tokenizers.PixelTokenizer`, or the trained VQ-VAE
         loaded from ``path`` (default ``self.path``), checked against the ``vq`` section."""
         if self.kind == "pixel":
-            from unmask.tokenizers import PixelTokenizer
+            from unmask.tokenizers import PixelTokenizer  # why: torch; params readers stay light
 
             return PixelTokenizer(levels=self.levels, size=self.size)
-        from unmask.tokenizers.vq import VQTokenizer
+        from unmask.tokenizers.vq import VQTokenizer  # why: torch; params readers stay light
 
         path = Path(path if path is not None else self.path)
         if not path.is_file():

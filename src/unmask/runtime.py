@@ -13,6 +13,8 @@ other code. Bottom-level on purpose: it imports nothing from :mod:`unmask` at mo
   literals) of its entry modules plus package data beside them, the same walker ``unmask dvc
   deps`` declares DVC deps from — plus the torch version. It depends only on files, not on what
   the current process happened to import, so an in-process rerun and a CLI rerun agree.
+* Environment: :func:`service_env` — this process's environment with every tool's telemetry
+  off (:data:`TELEMETRY_OFF`), for the services, DVC and Ray processes anything starts.
 * Run key: a resumable run directory holds ``run_key`` (JSON: one hash per part — params, data,
   code); a directory whose parts differ is wiped with a one-line message naming what changed.
 """
@@ -55,12 +57,34 @@ __all__ = [
     "write_timings",
     "read_timings",
     "git_commit",
+    "TELEMETRY_OFF",
+    "service_env",
 ]
 
 THREADS_ENV = "UNMASK_THREADS"
 DEFAULT_THREADS = 1
 _PKG = "unmask"
 _ROOT = Path(__file__).resolve().parent
+
+
+#: Environment that turns telemetry off for every tool a stage, test or
+#: the stack starts (offline, nothing may phone home).
+TELEMETRY_OFF: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def service_env(extra: Mapping[str, str] | None = None,
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default ``os.environ``) + telemetry off + ``extra``."""
+    env = dict(os.environ if base is None else base)
+    env.update(TELEMETRY_OFF)
+    env.update(extra or {})
+    return env
 
 
 def threads() -> int:

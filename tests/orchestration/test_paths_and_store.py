@@ -43,7 +43,7 @@ def test_resolve_params_makes_every_path_absolute_against_the_root(tmp_path, mon
 
 
 def test_producing_stage_reads_the_outs_of_dvc_yaml():
-    assert producing_stage("models/tokenizer.pt", REPO) == "tokenizer"
+    assert producing_stage("models/tokenizer.pt", REPO) == "train-tokenizer"
     assert producing_stage("data/tokens/test/manifest.json", REPO) == "tokenize"  # inside an out
     assert producing_stage(REPO / "models/model.pt", REPO) == "train"
     assert producing_stage("models/other.pt", REPO) is None
@@ -74,7 +74,7 @@ def _project(root: Path, *, tokenizer: bool, tokens: bool, checkpoint: bool,
 
 @pytest.mark.parametrize("missing, axis, file, stage", [
     ("prepared", "nfe", "data/prepared/test.npz", "prepare"),
-    ("tokenizer", "nfe", "models/tokenizer.pt", "tokenizer"),
+    ("tokenizer", "nfe", "models/tokenizer.pt", "train-tokenizer"),
     ("tokens", "weighting", "data/tokens/train/manifest.json", "tokenize"),
     ("tokens", "nfe", "data/tokens/test/manifest.json", "tokenize"),
     ("checkpoint", "nfe", "models/model.pt", "train"),

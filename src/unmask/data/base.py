@@ -94,7 +94,7 @@ class TextDocuments:
     ) -> Iterator[np.ndarray]:
         """MDLM-wrapped GPT-2 blocks of the selected documents (int32 [block_size],
         BOS = EOS = ``tokenizer.eos_id``; see :func:`~unmask.tokenizers.bpe.encode_and_pack`)."""
-        from unmask.tokenizers.bpe import encode_and_pack
+        from unmask.tokenizers.bpe import encode_and_pack  # why: tiktoken, for text sets only
 
         texts = (text for _, text in self.documents())
         return encode_and_pack(texts, tokenizer, block_size, batch_docs)

@@ -41,6 +41,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unmask.config import parse_overrides
+from unmask.dicts import deep_merge
+from unmask.runtime import service_env
+
 __all__ = [
     "write_imagenet",
     "write_coco",
@@ -378,8 +382,6 @@ def scratch_pipeline(
     (plain ``dvc repro``). ``overrides`` are ``{"train.steps": 3}`` or ``["train.steps=3"]``."""
     import yaml
 
-    from unmask.config import parse_overrides
-    from unmask.dicts import deep_merge
 
     repo, dest = Path(repo), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -413,8 +415,6 @@ def run_dvc(args: list[str], cwd: str | Path, timeout: float = 900) -> subproces
     executables first on ``PATH`` (the stages' ``python``), and no inherited MLflow tracking
     URI or I3D weights. Raises ``RuntimeError`` with the tails of stdout and stderr unless it
     exits 0; returns the completed process (text ``stdout`` / ``stderr``)."""
-    from unmask.orchestration.env import service_env
-
     bin_dir = str(Path(sys.executable).parent)
     env = service_env(
         {"OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}

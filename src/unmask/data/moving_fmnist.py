@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from unmask.data import fashion_mnist
+
 __all__ = ["MovingFashionMNIST", "bounce_trajectory"]
 
 ITEM = 28
@@ -83,7 +85,6 @@ class MovingFashionMNIST:
     @classmethod
     def from_default(cls, split: str = "train", root: str | Path | None = None, **kwargs: Any):
         """Built on a Fashion-MNIST split of the Debian package (``unmask.data.fashion_mnist``)."""
-        from unmask.data import fashion_mnist
 
         images, labels = fashion_mnist.load(split, root or fashion_mnist.DEFAULT_ROOT)
         seed = kwargs.pop("seed", 0 if split == "train" else 1)

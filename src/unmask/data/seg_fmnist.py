@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from unmask.data import fashion_mnist
+
 __all__ = ["SegFashionMNIST", "NUM_MASK_CLASSES", "foreground_masks", "majority_pool"]
 
 NUM_MASK_CLASSES = 11
@@ -83,7 +85,6 @@ class SegFashionMNIST:
     @classmethod
     def from_default(cls, split: str = "train", root: str | Path | None = None, **kwargs: Any):
         """Built on a Fashion-MNIST split of the Debian package (``unmask.data.fashion_mnist``)."""
-        from unmask.data import fashion_mnist
 
         images, labels = fashion_mnist.load(split, root or fashion_mnist.DEFAULT_ROOT)
         return cls(images, labels, **kwargs)

@@ -28,7 +28,25 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from unmask.config import load_params
+from unmask.data.shards import TokenShards
 from unmask.errors import user_errors
+from unmask.metrics import (
+    MeanIoU,
+    MetricResult,
+    as_mlflow_metrics,
+    as_mlflow_params,
+    compute_clip_score,
+    compute_fidelity,
+    compute_fvd,
+    per_frame_fid,
+)
+from unmask.runtime import git_commit
+from unmask.stages import run
+from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.evaluate import nelbo_bits
+from unmask.tracking import Tracker
+from unmask.training import load_checkpoint
 
 __all__ = ["evaluate_app", "load_array"]
 
@@ -83,8 +101,6 @@ def _report(
     track: bool,
     extra_params: dict[str, Any] | None = None,
 ) -> None:
-    from unmask.metrics import as_mlflow_metrics, as_mlflow_params
-
     params = {**as_mlflow_params(results), **(extra_params or {})}
     metrics = as_mlflow_metrics(results)
     out = {
@@ -92,9 +108,6 @@ def _report(
         for k, r in results.items()
     }
     if track:
-        from unmask.runtime import git_commit
-        from unmask.tracking import Tracker
-
         tr = Tracker()
         with tr.start_run(
             experiment,
@@ -123,8 +136,6 @@ def stage(
     FID against the held-out split); writes metrics/metrics.json."""
     if ctx.invoked_subcommand is not None:
         return
-    from unmask.config import load_params
-    from unmask.stages import run
 
     with user_errors():
         out = run("evaluate", load_params(params, set_ or []))
@@ -142,8 +153,6 @@ def _fidelity(
     experiment: str,
     track: bool,
 ) -> None:
-    from unmask.metrics import compute_fidelity
-
     with user_errors():
         res = compute_fidelity(
             load_array(samples),
@@ -217,7 +226,6 @@ def fvd(
 ) -> None:
     """FVD on I3D features (unavailable without the I3D checkpoint); --per-frame adds
     ``fid_per_frame`` under its own name."""
-    from unmask.metrics import compute_fvd, per_frame_fid
 
     with user_errors():
         v, ref = load_array(videos), _reference(reference)
@@ -249,7 +257,6 @@ def miou(
     """mIoU of predicted label maps PRED against TARGET (integer arrays of equal shape)."""
     import torch
 
-    from unmask.metrics import MeanIoU
 
     with user_errors():
         p, t = load_array(pred), load_array(target)
@@ -276,12 +283,6 @@ def ppl(
     its standard error (stratified Monte-Carlo times; ``evaluate.*`` params)."""
     import math
 
-    from unmask.config import load_params
-    from unmask.data.shards import TokenShards
-    from unmask.metrics import MetricResult
-    from unmask.stages.common import PATHS, load_tokenizer
-    from unmask.stages.evaluate import nelbo_bits
-    from unmask.training import load_checkpoint
 
     over = [
         *([f"evaluate.n_sequences={n_sequences}"] if n_sequences else []),
@@ -328,7 +329,6 @@ def clip(
 ) -> None:
     """CLIP score of IMAGES with the CAPTIONS file (one per line); unavailable without a local
     open_clip checkpoint."""
-    from unmask.metrics import compute_clip_score
 
     with user_errors():
         imgs = load_array(images)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from unmask.metrics import MetricResult
+from unmask.metrics.fidelity import to_uint8_nchw
 from unmask.metrics.inception import file_sha256
 
 __all__ = ["CLIP_SCORE", "CLIP_SCORE_SCALE", "clip_score"]
@@ -57,7 +58,6 @@ def clip_score(
     Uses ``open_clip.create_model_and_transforms(model_name, pretrained=checkpoint_path)`` and its
     own preprocessing (resize, centre crop, CLIP normalisation) and tokenizer.
     """
-    from unmask.metrics.fidelity import to_uint8_nchw
 
     x = to_uint8_nchw(images)
     if len(texts) != x.shape[0]:

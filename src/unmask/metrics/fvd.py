@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from unmask.metrics import MetricResult
+from unmask.metrics.fidelity import compute_fidelity
 from unmask.metrics.frechet import frechet_distance_from_features
 from unmask.metrics.inception import cache_dir, file_sha256
 
@@ -245,7 +246,6 @@ def per_frame_fid(
     cache key (the key is suffixed ``-frames<stride>`` so it never collides with an image set).
     Extra keyword arguments go to :func:`~unmask.metrics.fidelity.compute_fidelity`.
     """
-    from unmask.metrics.fidelity import compute_fidelity
 
     def frames(v: Any) -> torch.Tensor:
         x = _as_uint8_videos(v)

@@ -37,6 +37,21 @@ from typing import Any
 
 import numpy as np
 
+from unmask.metrics import _param_str
+from unmask.metrics.fidelity import (
+    fidelity_from_features,
+    image_features,
+    reference_features,
+    reference_key,
+)
+from unmask.metrics.frechet import frechet_distance_from_features, frechet_std
+from unmask.metrics.inception import (
+    file_sha256,
+    find_fid_torchscript,
+    find_standard_weights,
+    resolve_inception_weights,
+)
+
 __all__ = ["FEATURE_EXTRACTOR_NAME", "UNAVAILABLE_REASON", "fid_params", "fid_weights_available",
            "heldout_fidelity", "kid_subset_size"]
 
@@ -48,7 +63,6 @@ KID_SUBSETS = 100
 
 def fid_weights_available() -> bool:
     """Whether the offline FID Inception weights are here."""
-    from unmask.metrics.inception import find_fid_torchscript, find_standard_weights
 
     return find_fid_torchscript() is not None or find_standard_weights()[0] is not None
 
@@ -56,7 +70,6 @@ def fid_weights_available() -> bool:
 def fid_params(settings: dict[str, Any]) -> dict[str, str]:
     """``fid.<key>`` MLflow params of :func:`heldout_fidelity`'s settings (both callers log
     these names)."""
-    from unmask.metrics import _param_str
 
     return {f"fid.{k}": _param_str(v) for k, v in settings.items()}
 
@@ -70,8 +83,6 @@ def kid_subset_size(requested: int, n: int, n_ref: int) -> int:
 
 
 def _load_real(prepared_dir: Path, split: str) -> tuple[np.ndarray, str]:
-    from unmask.metrics.inception import file_sha256
-
     npz, manifest = prepared_dir / f"{split}.npz", prepared_dir / "manifest.json"
     for f in (npz, manifest):
         if not f.is_file():
@@ -114,14 +125,6 @@ def heldout_fidelity(
         ``(metrics, settings)``: the numbers, and what defines them (``available: False`` and
         ``unavailable_reason`` without the Inception weights; then ``metrics`` is empty).
     """
-    from unmask.metrics.fidelity import (
-        fidelity_from_features,
-        image_features,
-        reference_features,
-        reference_key,
-    )
-    from unmask.metrics.frechet import frechet_distance_from_features, frechet_std
-    from unmask.metrics.inception import resolve_inception_weights
 
     real, manifest = _load_real(Path(prepared_dir), ev.split)
     n_ref = min(ev.fid_reference, len(real))

@@ -29,11 +29,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from unmask.config import ConfigError, load_params
+from unmask.data.shards import TokenShards
+from unmask.orchestration import runs
+from unmask.orchestration.cluster import stage_planned
+from unmask.orchestration.env import ray_init
 from unmask.orchestration.grid import GridPoint, expand, grid_key, resolve_overrides, write_csv
+from unmask.orchestration.runs import run_link
 from unmask.orchestration.settings import AblationSettings, load_settings
 from unmask.orchestration.trials import RELEVANT_SECTIONS, TrialSpec
 from unmask.orchestration.tune_grid import TrialBoard, TrialOutcome, run_grid
 from unmask.paths import project_root, require, resolve
+from unmask.reporting.build import build_report
+from unmask.tracking import Tracker, tracking_uri
 
 __all__ = ["AblationRequest", "PlannedPoint", "SweepSummary", "Ablation", "dotted_overrides"]
 
@@ -43,7 +51,6 @@ def refresh_report(tracking_uri: str, out_dir: Path) -> Path | None:
     """Rebuild the MLflow report (``unmask.reporting.build_report``) over every run of the store
     into ``out_dir/index.html`` after a sweep, so its runs appear next to the earlier ones. A
     report failure is a warning: the sweep's runs and CSV are already safe in MLflow."""
-    from unmask.reporting.build import build_report
 
     try:
         return build_report(tracking_uri, out_dir, title="unmask — ablations")
@@ -148,7 +155,6 @@ class SweepSummary:
     def table(self, uri: str, experiment_id: str) -> list[dict[str, Any]]:
         """One row per grid point for a Prefect table artifact: point, status, the primary
         metric and its value, the other headline metrics present, the MLflow run link."""
-        from unmask.orchestration.runs import run_link
 
         rows = []
         for r in self.rows:
@@ -170,7 +176,6 @@ class SweepSummary:
         """The sweep in a few lines (Prefect markdown artifact): what ran, where its runs and
         table are, the best point by the primary metric (lower is better for every primary
         metric a trial reports: FID, histogram TV), and the errors of failed points."""
-        from unmask.orchestration.runs import run_link
 
         done = [r for r in self.rows if r["status"] in ("completed", "skipped")
                 and isinstance(r.get("primary"), int | float)]
@@ -281,7 +286,6 @@ class Ablation:
         one error naming the first missing file and the DVC stage that writes it). Sets the
         tracking URI (the params' ``tracking.root`` store, or the server serving it). Returns
         the base params."""
-        from unmask.tracking import tracking_uri
 
         require([(self.params_path, "the params file")], self.root)
         base = self._load_params(self.base_overrides)  # the base params must be valid
@@ -291,7 +295,6 @@ class Ablation:
 
     def _identity(self) -> dict[str, Any]:
         """What, besides the params, a trial result depends on."""
-        from unmask.data.shards import TokenShards
 
         ident: dict[str, Any] = {"kind": self.spec.kind,
                                  "eval": self.settings.eval.model_dump(mode="json")}
@@ -305,14 +308,10 @@ class Ablation:
         return ident
 
     def _load_params(self, overrides: Mapping[str, Any]) -> Any:
-        from unmask.config import load_params
-
         return load_params(self.params_path, overrides)
 
     def plan(self) -> list[PlannedPoint]:
         """Keys, specs and finished runs of every point (needs the tracking store)."""
-        from unmask.config import ConfigError
-        from unmask.orchestration import runs
 
         ident = self._identity()
         self.experiment_id = runs.ensure_experiment(self.uri, self.experiment)
@@ -339,7 +338,6 @@ class Ablation:
                 tags=dict(r.tags))
             self.planned.append(PlannedPoint(p, key, spec, finished.get(key)))
         if s.ray.shared_storage:  # trials read their inputs from there, not this project
-            from unmask.orchestration.cluster import stage_planned
 
             stage_planned(self.planned, s.ray.shared_storage)
         return self.planned
@@ -348,8 +346,6 @@ class Ablation:
 
     def run(self, board: TrialBoard | None = None) -> SweepSummary:
         """Run the sweep (plans first if needed). Trial events go to ``board``."""
-        from unmask.orchestration.env import ray_init
-        from unmask.tracking import Tracker
 
         start = time.perf_counter()
         if not self.planned:
@@ -408,7 +404,6 @@ class Ablation:
     def _summarise(self, parent: str, outcomes: Mapping[int, TrialOutcome]) -> SweepSummary:
         """The grid's table from the MLflow runs (this sweep's children and skipped points'
         runs), plus the points that have no run; written as CSV."""
-        from unmask.orchestration import runs
 
         c = runs.client(self.uri)
         children = {run.data.tags.get(runs.GRID_KEY): run for run in c.search_runs(

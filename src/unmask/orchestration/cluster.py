@@ -39,8 +39,10 @@ from typing import Any
 
 import psutil
 
+from unmask.config import ConfigError, load_params
 from unmask.orchestration import procs
 from unmask.orchestration.env import ensure_ray_bootstrap, free_port, service_env
+from unmask.paths import project_root, resolve
 
 __all__ = [
     "AUTOSCALING_ENV",
@@ -447,8 +449,6 @@ def stage_planned(planned: Sequence[Any], shared: str | Path) -> None:
     training axes, ``evaluate.split`` always), the VQ tokenizer and, when trials score FID, the
     prepared held-out images — so a trial on a node without the project's outputs finds them.
     Specs are replaced in place."""
-    from unmask.config import ConfigError, load_params
-    from unmask.paths import project_root, resolve
 
     shared = Path(shared)
     if not shared.is_absolute():

@@ -30,6 +30,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from unmask.data.shards import TokenShards
+from unmask.models import ModelConfig, Transformer
+from unmask.orchestration.cluster import node_tags, require_resources, train_bundles
+from unmask.orchestration.env import free_port
+from unmask.orchestration.runs import RunLogger, client
+from unmask.training import TrainConfig, train
+
 __all__ = ["TrainJob", "TrainOutcome", "train_with_ray", "train_spawned", "run_rank"]
 
 
@@ -79,8 +86,6 @@ class _Loggers:
     def __init__(self, job: TrainJob) -> None:
         self.sinks: list[Any] = []
         if job.tracking_uri and job.run_id:
-            from unmask.orchestration.runs import RunLogger
-
             self.sinks.append(RunLogger(job.tracking_uri, job.run_id, job.metric_prefix,
                                         spool_dir=Path(job.work_dir) / "mlflow-spool"))
         self.history = Path(job.history_file) if job.history_file else None
@@ -115,9 +120,6 @@ def run_rank(job: TrainJob, rank: int, world: int, report: Any = None) -> Any:
     """
     import torch
 
-    from unmask.data.shards import TokenShards
-    from unmask.models import ModelConfig, Transformer
-    from unmask.training import TrainConfig, train
 
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -155,8 +157,6 @@ def _ray_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if job.tracking_uri and job.run_id:  # the node of each rank (of the last attempt)
-        from unmask.orchestration.cluster import node_tags
-        from unmask.orchestration.runs import client
 
         for k, v in node_tags(f"ray.train.rank{rank}.node").items():
             client(job.tracking_uri).set_tag(job.run_id, k, v)
@@ -203,7 +203,6 @@ def train_with_ray(job: TrainJob, *, name: str, storage_path: str | Path, num_wo
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from unmask.orchestration.cluster import require_resources, train_bundles
 
     # Fail fast instead of waiting forever for workers no node can host (e.g. use_gpu).
     require_resources(train_bundles(num_workers, cpus_per_worker, use_gpu),
@@ -256,7 +255,6 @@ def train_spawned(job: TrainJob, world_size: int) -> None:
     the loop's DDP path without the Ray machinery, for tests and benchmarks."""
     import torch.multiprocessing as mp
 
-    from unmask.orchestration.env import free_port
 
     mp.start_processes(_spawn_entry, args=(world_size, free_port(), job.model_dump()),
                        nprocs=world_size, join=True, start_method="spawn")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from unmask.runtime import TELEMETRY_OFF, service_env
 
 __all__ = [
     "TELEMETRY_OFF",
@@ -23,25 +24,6 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-
-#: Environment that turns telemetry off for every tool the stack starts.
-TELEMETRY_OFF: dict[str, str] = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-}
-
-
-def service_env(extra: Mapping[str, str] | None = None,
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default ``os.environ``) + telemetry off + ``extra``."""
-    env = dict(os.environ if base is None else base)
-    env.update(TELEMETRY_OFF)
-    env.update(extra or {})
-    return env
-
 
 def port_is_free(port: int, host: str = HOST) -> bool:
     """Whether a TCP port can be bound on ``host`` right now."""
@@ -62,19 +44,9 @@ def free_port(preferred: int | None = None, host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
-#: Ray ``worker_process_setup_hook`` of :func:`ray_init`.
-WARM_HOOK = "unmask.orchestration.env.warm_worker"
-
-
-def warm_worker() -> None:
-    """Import what every trial and training worker needs (run once per Ray worker process)."""
-    import mlflow  # noqa: F401
-    import torch  # noqa: F401
-
-    import unmask.orchestration.evaluation  # noqa: F401
-    import unmask.orchestration.trials  # noqa: F401
-    import unmask.stages.sample  # noqa: F401
-    import unmask.training  # noqa: F401
+#: Ray ``worker_process_setup_hook`` of :func:`ray_init` (a name, not an import: the hook module
+#: sits above the trial code, which itself uses this module)
+WARM_HOOK = "unmask.orchestration.warm.warm_worker"
 
 
 def ensure_ray_bootstrap(home: str | Path | None = None) -> Path:

@@ -30,7 +30,17 @@ from typing import Any
 
 import numpy as np
 
+from unmask.data.shards import TokenShards
+from unmask.metrics.heldout import (
+    UNAVAILABLE_REASON,
+    fid_params,
+    fid_weights_available,
+    heldout_fidelity,
+)
 from unmask.orchestration.settings import EvalSettings
+from unmask.stages.evaluate import nelbo_bits, sample_statistics
+from unmask.stages.sample import generate
+from unmask.training import load_checkpoint
 
 __all__ = ["Evaluation", "fid_available", "evaluate_checkpoint"]
 
@@ -48,7 +58,6 @@ class Evaluation:
 
 def fid_available() -> tuple[bool, str]:
     """(whether FID can run offline here, reason when not)."""
-    from unmask.metrics.heldout import UNAVAILABLE_REASON, fid_weights_available
 
     return (True, "") if fid_weights_available() else (False, UNAVAILABLE_REASON)
 
@@ -73,11 +82,6 @@ def evaluate_checkpoint(checkpoint: str | Path, params: Any, settings: EvalSetti
     """
     import torch
 
-    from unmask.data.shards import TokenShards
-    from unmask.metrics.heldout import fid_params, heldout_fidelity
-    from unmask.stages.evaluate import nelbo_bits, sample_statistics
-    from unmask.stages.sample import generate
-    from unmask.training import load_checkpoint
 
     out_dir = Path(out_dir)
     prepared = Path(prepared_dir if prepared_dir is not None

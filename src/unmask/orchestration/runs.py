@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unmask.tracking import flatten
+from unmask.tracking import Tracker, flatten
 
 __all__ = [
     "KIND",
@@ -108,8 +108,6 @@ class RunLogger:
 
     def __init__(self, uri: str, run_id: str, prefix: str = "",
                  spool_dir: str | Path | None = None) -> None:
-        from unmask.tracking import Tracker
-
         self.uri, self.run_id, self.prefix = uri, run_id, prefix
         self._tracker = Tracker(uri, spool_dir=spool_dir)
         self._tracker._push(run_id)

@@ -45,6 +45,7 @@ import yaml
 from unmask.errors import UserError
 from unmask.orchestration import procs
 from unmask.orchestration.env import HOST, free_port, service_env
+from unmask.paths import resolve
 from unmask.tracking import announce_server, withdraw_server
 
 __all__ = [
@@ -136,7 +137,6 @@ class StackConfig:
 def project_store(repo: str | Path) -> Path:
     """The project's MLflow store folder: ``tracking.root`` of ``<repo>/params.yaml`` resolved
     against ``repo`` (:func:`unmask.paths.resolve`); ``<repo>/mlruns`` without a readable one."""
-    from unmask.paths import resolve
 
     root = "mlruns"
     with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, yaml.YAMLError):

@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
+from unmask.config import load_params, parse_overrides
 from unmask.dicts import deep_merge
+from unmask.stages import run as run_stage
 
 __all__ = ["TINY", "TINY_EVAL", "shrink", "clone_project", "make_project"]
 
@@ -55,7 +57,6 @@ def shrink(project: str | Path, overrides: Mapping[str, Any] | None = None,
     """Apply :data:`TINY` (+ ``overrides``, dotted keys) to ``<project>/params.yaml`` and
     :data:`TINY_EVAL` (+ ``settings``, nested) to ``<project>/flows/ablations.yaml``, in place;
     the result is validated (:func:`unmask.config.load_params`). Returns ``project``."""
-    from unmask.config import load_params, parse_overrides
 
     project = Path(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -110,8 +111,6 @@ def make_project(root: str | Path, *, overrides: Mapping[str, Any] | None = None
     """The repo's ``params.yaml``, ``dvc.yaml`` and ``flows/ablations.yaml`` copied to ``root``
     and :func:`shrink` -ed, then ``stages`` run in-process in ``root`` (drop ``train`` for a
     project without a checkpoint). Returns ``root``."""
-    from unmask.config import load_params
-    from unmask.stages import run as run_stage
 
     root, repo = Path(root).resolve(), Path(repo) if repo else _repo()
     for f in ("params.yaml", "dvc.yaml", "flows/ablations.yaml"):

@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from unmask.config import load_params
+from unmask.orchestration.cluster import node_tags
+from unmask.orchestration.ddp import TrainJob, train_with_ray
+from unmask.orchestration.evaluation import evaluate_checkpoint
+from unmask.orchestration.runs import TrialRun
 from unmask.orchestration.settings import EvalSettings, RaySettings
+from unmask.paths import project_root, resolve_params
+from unmask.runtime import git_commit
 
 __all__ = ["TrialSpec", "run_trial", "tune_trainable", "RELEVANT_SECTIONS"]
 
@@ -63,8 +70,6 @@ class TrialSpec(BaseModel):
 
 
 def _train(spec: TrialSpec, params: Any, run: Any) -> Path:
-    from unmask.orchestration.ddp import TrainJob, train_with_ray
-
     tok = params.tokenizer.build()
     job = TrainJob(
         model_cfg=params.model.model_dump(mode="json"),
@@ -90,7 +95,6 @@ def _run_metadata() -> dict[str, str]:
 
     import torch
 
-    from unmask.runtime import git_commit
 
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
               else f"cpu ({platform.processor() or platform.machine()})")
@@ -101,10 +105,6 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
     """Run one grid point (see the module docstring). Returns its metrics plus
     ``primary_metric`` / ``primary`` and ``mlflow_run_id``. Raises on failure (the MLflow run
     is then FAILED with the error)."""
-    from unmask.config import load_params
-    from unmask.orchestration.evaluation import evaluate_checkpoint
-    from unmask.orchestration.runs import TrialRun
-    from unmask.paths import project_root, resolve_params
 
     tags = {**spec.tags, "unmask.grid_index": str(spec.index), "unmask.point": spec.label,
             "unmask.ablation": spec.axis, "unmask.axis_kind": spec.kind, **_run_metadata(),
@@ -143,7 +143,6 @@ def tune_trainable(config: dict[str, Any], specs: list[dict[str, Any]]) -> None:
     from ray import tune
 
     spec = TrialSpec(**specs[config["index"]])
-    from unmask.orchestration.cluster import node_tags
 
     ctx = tune.get_context()
     out = run_trial(spec, {"ray.trial_id": ctx.get_trial_id() or "", **node_tags()})

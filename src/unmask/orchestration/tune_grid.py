@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unmask.orchestration.cluster import require_resources, train_bundles
 from unmask.orchestration.settings import RaySettings
 from unmask.orchestration.trials import TrialSpec, tune_trainable
 
@@ -176,7 +177,6 @@ def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
     else:
         resources = {"cpu": ray.cpus_per_trial, "gpu": ray.gpus_per_trial}
     # Fail fast: Tune would wait forever for a node that can hold a trial (or its workers).
-    from unmask.orchestration.cluster import require_resources, train_bundles
 
     if kinds == {"training"}:
         require_resources(train_bundles(ray.num_workers, ray.cpus_per_worker, ray.use_gpu),

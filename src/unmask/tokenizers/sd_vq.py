@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unmask.tokenizers.vq import images_to_tensor, sha256_files, tensor_to_images
+from unmask.tokenizers.vq import images_to_tensor, sha256_files, sha256_state_dict, tensor_to_images
 
 __all__ = ["SDVQTokenizer", "WEIGHT_SUFFIXES", "model_dir_sha256"]
 
@@ -55,8 +55,6 @@ class SDVQTokenizer:
     """
 
     def __init__(self, model, weights_sha256: str | None = None, name: str = "sd-vq-f8"):
-        from unmask.tokenizers.vq import sha256_state_dict
-
         self.model = model.eval()
         self.name = name
         self.weights_sha256 = weights_sha256 or sha256_state_dict(model.state_dict())

@@ -35,6 +35,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from unmask.data.shards import file_sha256
 from unmask.models import ModelConfig, Transformer
 
 __all__ = [
@@ -96,7 +97,6 @@ class OpenCLIPTextEncoder:
             raise ImportError(
                 "open_clip is not installed (pip install open_clip_torch); use text.encoder: bow"
             ) from None
-        from unmask.data.shards import file_sha256
 
         model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=str(path))
         self.model = model.to(device).eval()
