@@ -277,3 +277,40 @@ def test_link_cells_render_as_links_and_everything_else_is_escaped():
     assert "<td>&lt;b&gt;</td>" in out
     assert "<td>no url</td>" in out  # escaped once, not a link
     assert "javascript:" not in out and "<td>js</td>" in out
+
+
+# x of each claim's compared points → the transcribed number the paper reports there
+_PAPER_POINTS = {
+    "schedule_linear_vs_cosine": {"linear": "di_tab_s8/Linear (ETM)",
+                                  "cosine": "di_tab_s8/Cosine (ETM)"},
+    "schedule_linear_best": {"linear": "di_tab_s8/Linear (ETM)", "cosine": "di_tab_s8/Cosine (ETM)",
+                             "cubic": "di_tab_s8/Cubic (ETM)"},
+    "emigm_exp_schedule": {"exp": "emigm_tab9/Exp, 400 epochs",
+                           "linear": "emigm_tab9/Linear, 400 epochs"},
+    "emigm_cosine_schedule": {"cosine": "emigm_tab9/Cosine, 400 epochs",
+                              "linear": "emigm_tab9/Linear, 400 epochs"},
+    "emigm_logexp_schedule": {"logexp": "emigm_tab9/Log-Exp, 400 epochs",
+                              "exp": "emigm_tab9/Exp, 400 epochs"},
+    "emigm_dpm_solver": {
+        "dpm_solver": "emigm_dpm_solver/DPM-Solver, 8 mask prediction steps",
+        "ddpm": "emigm_dpm_solver/DDPM (temperature 1.0), 8 mask prediction steps",
+    },
+    "prime_l_improves_ppl": {1: "prime_tab2_ppl/MDLM (ℓ = 1)",
+                             2: "prime_tab2_ppl/MDLM-Prime (ℓ = 2)",
+                             4: "prime_tab2_ppl/MDLM-Prime (ℓ = 4)",
+                             8: "prime_tab2_ppl/MDLM-Prime (ℓ = 8)"},
+    "prime_isr_falls": {1: "prime_tab2_isr/MDLM (ℓ = 1)", 8: "prime_tab2_isr/MDLM-Prime (ℓ = 8)"},
+    "prime_pixels_fid": {1: "prime_tab3_cifar10/MDM FID", 2: "prime_tab3_cifar10/MDM-Prime FID"},
+}
+
+
+@pytest.mark.parametrize("claim_id", sorted(_PAPER_POINTS))
+def test_the_papers_own_numbers_reproduce_their_claims(claim_id):
+    """A claim pointing the wrong way (or at the wrong rows) fails on the paper's own numbers."""
+    claim = next(c for c in load_claims() if c.id == claim_id)
+    values = resolve_values(references())
+    points = [(x, values[ref].value) for x, ref in _PAPER_POINTS[claim_id].items()]
+    assert check_claim(claim, _t(points, metric=claim.metrics[0]))[0] == "reproduced"
+    # and the same points swapped pairwise do not
+    swapped = [(x, v) for (x, _), (_, v) in zip(points, reversed(points), strict=True)]
+    assert check_claim(claim, _t(swapped, metric=claim.metrics[0]))[0] == "not reproduced"
