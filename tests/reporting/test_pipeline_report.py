@@ -302,3 +302,18 @@ def test_experiment_without_runs_is_an_empty_page(store, tmp_path):
     page = _build(store[0], "not-run-yet", tmp_path)
     assert page.paras["meta"][0].startswith("0 finished runs in experiment not-run-yet")
     assert "pipeline" not in page.ids
+
+
+def test_stage_figures_on_top_are_not_repeated_under_their_run(store, tmp_path):
+    cfg, files = store
+    png = files["emigm-default/evaluate/discrete.png"]
+    other = _png(tmp_path / "local.png", 999)  # a figure the run did not log
+    path = write_pipeline_report(tmp_path / "r", title="t", tracking=cfg,
+                                 experiment="emigm-default",
+                                 figures={"discrete samples": png, "local": other},
+                                 notes={"FID": "100 samples"})
+    page = Page(path.read_text())
+    data = {p: f"data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"
+            for p in (png, other)}
+    assert page.imgs == [data[png], data[other]]  # on top only, in the order given
+    assert page.kv("t")["FID"] == "100 samples"  # notes: under the title

@@ -147,6 +147,10 @@ def _figures(figures: Mapping[str, str | os.PathLike[str]] | None) -> str:
     )
 
 
+def _uris(figures: Mapping[str, str | os.PathLike[str]] | None) -> frozenset[str]:
+    return frozenset(png_data_uri(p) for p in (figures or {}).values())
+
+
 def _header(title: str, runs: pd.DataFrame, meta: pd.DataFrame, store: str,
             experiment: str | None) -> list[str]:
     exps = sorted(set(runs["experiment"].dropna())) if not runs.empty else []
@@ -240,7 +244,8 @@ def _write(out: Path, *, title: str, uri: str | None, store: str, runs: pd.DataF
     if not (own and fidelity.empty):
         body.append(_fidelity(fidelity))
     with tempfile.TemporaryDirectory(prefix="unmask-report-") as tmp:
-        runs_html, flat, shown = runs_section(runs, uri=uri, tmp=Path(tmp), own=own)
+        runs_html, flat, table = runs_section(runs, uri=uri, tmp=Path(tmp), own=own,
+                                              shown=_uris(figures))
         if own:
             body.append(runs_html)
         for spec in present if own else ABLATIONS:
@@ -258,7 +263,7 @@ def _write(out: Path, *, title: str, uri: str | None, store: str, runs: pd.DataF
         + params_section(runs)
     )
     if own:
-        _metrics_csv(out, shown)
+        _metrics_csv(out, table)
     else:
         _write_tables(out, runs, {**tables, **other_tables}, fidelity, meta, flat)
     plots = not own or bool(present)  # plotly.js (~4 MB) only on a page with plots

@@ -158,9 +158,10 @@ def params_section(runs: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def _run_files(uri: str, run_id: str, tmp: Path) -> str:
-    """The run's PNG artifacts as figures and its text samples (``*samples*.txt``, first
-    characters) as ``<pre>``; at most :data:`MAX_RUN_FILES`, in path order."""
+def _run_files(uri: str, run_id: str, tmp: Path, shown: set[str]) -> str:
+    """The run's PNG artifacts as figures (those already on the page, ``shown`` data URIs,
+    skipped) and its text samples (``*samples*.txt``, first characters) as ``<pre>``; at most
+    :data:`MAX_RUN_FILES`, in path order."""
     files = [p for p in list_artifacts(uri, run_id)
              if p.endswith(".png") or (p.endswith(".txt") and "samples" in Path(p).name)]
     parts = []
@@ -169,8 +170,10 @@ def _run_files(uri: str, run_id: str, tmp: Path) -> str:
         if local is None:
             continue
         if path.endswith(".png"):
-            parts.append(f'<figure><img src="{png_data_uri(local)}" alt="{esc(path)}">'
-                         f"<figcaption>{esc(path)}</figcaption></figure>")
+            data = png_data_uri(local)
+            if data not in shown:
+                parts.append(f'<figure><img src="{data}" alt="{esc(path)}">'
+                             f"<figcaption>{esc(path)}</figcaption></figure>")
         else:
             text = local.read_text(errors="replace")
             more = " …" if len(text) > _TEXT_CHARS else ""
@@ -194,7 +197,8 @@ def _why_missing(r: pd.Series) -> str:
 
 
 def runs_section(
-    runs: pd.DataFrame, *, uri: str | None, tmp: Path, own: bool
+    runs: pd.DataFrame, *, uri: str | None, tmp: Path, own: bool,
+    shown: frozenset[str] = frozenset(),
 ) -> tuple[str, dict[str, float], pd.DataFrame]:
     """The runs of the pipeline stages, newest per (experiment, run name), each with its metrics
     (wall clock left out), the reasons a metric is missing and its ``verdict`` tag.
@@ -203,6 +207,7 @@ def runs_section(
         own: a pipeline's own page — every stage run of its experiment, ablation runs too
             (MDM-Prime's ℓ runs), with the runs' sample images / texts from MLflow; else (the
             store's page) only runs outside ablations, metrics only.
+        shown: data URIs of images already on the page (the stage's own figures): not repeated.
 
     Returns:
         (html, the evaluate runs' metrics as ``{experiment}/{metric}``, the metrics shown as a
@@ -221,7 +226,7 @@ def runs_section(
         metrics = {k[len("metrics."):]: float(v) for k, v in r.items()
                    if k.startswith("metrics.") and pd.notna(v)
                    and not is_wall_clock(k[len("metrics."):])}
-        files = _run_files(uri, str(r["run_id"]), tmp) if own and uri else ""
+        files = _run_files(uri, str(r["run_id"]), tmp, set(shown)) if own and uri else ""
         missing = _why_missing(r)
         if not (metrics or files or missing):
             continue
