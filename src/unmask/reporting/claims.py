@@ -65,10 +65,11 @@ class PaperValue:
     value: float
     upper: bool = False
     where: str = ""
+    unit: str = ""
 
     @property
     def display(self) -> str:
-        return ("≤" if self.upper else "") + f"{self.value:g}"
+        return ("≤" if self.upper else "") + f"{self.value:g}{self.unit}"
 
 
 def resolve_values(refs: dict[str, Any]) -> dict[str, PaperValue]:
@@ -78,7 +79,7 @@ def resolve_values(refs: dict[str, Any]) -> dict[str, PaperValue]:
         upper = v.get("bound") == "upper"
         for label, x in v["entries"].items():
             out[f"{v['id']}/{label}"] = PaperValue(
-                float(x), upper and label not in v.get("exact", []), v["where"])
+                float(x), upper and label not in v.get("exact", []), v["where"], v.get("unit", ""))
     return out
 
 
