@@ -44,7 +44,7 @@ from unmask import schedules
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.diffusion_head import DiffusionHead
 from unmask.emigm.mae import MAEBackbone, MAEBase
-from unmask.emigm.objective import emigm_cfg_weights, emigm_guided_steps
+from unmask.emigm.objective import emigm_cfg_weights, sampler_setup
 from unmask.losses import loss_weight
 from unmask.sampling.common import Evaluator
 from unmask.sampling.grid import unmask_probability
@@ -158,16 +158,9 @@ def sample_continuous(
             ``model.cfg.head``.
     """
     cfg, hc = model.cfg, model.cfg.head
-    if isinstance(schedule, str):
-        schedule = schedules.get(schedule)
-    if y is not None:
-        batch_size = y.shape[0]
-    if batch_size is None:
-        raise ValueError("give labels y or batch_size")
+    schedule, batch_size, guided_ks = sampler_setup(cfg.num_classes, y, batch_size, schedule,
+                                                    steps, cfg_scale, cfg_interval)
     dev = next(model.parameters()).device
-    guided_ks = set(emigm_guided_steps(*cfg_interval, steps)) if cfg_scale else set()
-    if cfg_scale and cfg.num_classes == 0:
-        raise ValueError("classifier-free guidance needs a class-conditional model")
     y = y.to(dev) if y is not None else None
     null = torch.full((batch_size,), cfg.num_classes, dtype=torch.long, device=dev)
     x = torch.zeros(batch_size, cfg.length, cfg.token_dim, device=dev)

@@ -37,11 +37,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from unmask import schedules
 from unmask.corruption import emigm_time_range
 from unmask.training import TrainConfig
 
 __all__ = ["EMIGM_SCHEDULES", "emigm_train_config", "emigm_guided_steps", "emigm_cfg_interval",
-           "EMIGM_CFG_SCHEDULES", "emigm_cfg_weights", "expected_nfe"]
+           "EMIGM_CFG_SCHEDULES", "emigm_cfg_weights", "sampler_setup", "expected_nfe"]
 
 #: eMIGM ``mask_strategy`` → foundation schedule name.
 EMIGM_SCHEDULES: dict[str, str] = {"linear": "linear", "cosine": "cosine", "exp": "exp",
@@ -112,6 +113,25 @@ def emigm_cfg_weights(w: float, schedule: str, masked_after: Tensor) -> Tensor:
         return float(w) * (~masked_after).float().mean(-1)
     raise ValueError(f"unknown eMIGM cfg schedule {schedule!r}; valid: "
                      f"{', '.join(EMIGM_CFG_SCHEDULES)}")
+
+
+def sampler_setup(
+    num_classes: int, y: Tensor | None, batch_size: int | None,
+    schedule: schedules.Schedule | str, steps: int, cfg_scale: float,
+    cfg_interval: tuple[float, float],
+) -> tuple[schedules.Schedule, int, set[int]]:
+    """What both eMIGM samplers check first: (κ schedule, batch size — from ``y`` when given —,
+    the guided step indices k, empty without guidance)."""
+    if isinstance(schedule, str):
+        schedule = schedules.get(schedule)
+    if y is not None:
+        batch_size = y.shape[0]
+    if batch_size is None:
+        raise ValueError("give labels y or batch_size")
+    if cfg_scale and (y is None or num_classes == 0):
+        raise ValueError("classifier-free guidance needs labels y and a class-conditional model")
+    guided = set(emigm_guided_steps(*cfg_interval, steps)) if cfg_scale else set()
+    return schedule, batch_size, guided
 
 
 def expected_nfe(steps: int, guided: int) -> int:

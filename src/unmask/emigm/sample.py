@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from unmask import schedules
 from unmask.emigm.continuous import ContinuousMAE, nfe_label, sample_continuous
 from unmask.emigm.mae import MAE
-from unmask.emigm.objective import emigm_cfg_weights, emigm_guided_steps
+from unmask.emigm.objective import emigm_cfg_weights, sampler_setup
 from unmask.emigm.params import EMIGMParams
 from unmask.models import ConditionedDenoiser
 from unmask.sampling.grid import grid_step, jump_sets, unmask_probabilities
@@ -70,19 +70,12 @@ def sample_discrete(
             ``linear``. cfg_interval: eMIGM's mask-time interval (a, b] of guided step ends.
     """
     cfg = model.cfg
-    if isinstance(schedule, str):
-        schedule = schedules.get(schedule)
-    if y is not None:
-        batch_size = y.shape[0]
-    if batch_size is None:
-        raise ValueError("give labels y or batch_size")
-    if cfg_scale and (y is None or cfg.num_classes == 0):
-        raise ValueError("classifier-free guidance needs labels y and a class-conditional model")
+    schedule, batch_size, guided_ks = sampler_setup(cfg.num_classes, y, batch_size, schedule,
+                                                    steps, cfg_scale, cfg_interval)
     dev = next(model.parameters()).device
     den = ConditionedDenoiser(model, y.to(dev) if y is not None else None)
     x = torch.full((batch_size, cfg.length), cfg.mask_id, dtype=torch.long, device=dev)
     probs = unmask_probabilities("mdm", schedule, steps)  # π = 1 at the last step
-    guided_ks = set(emigm_guided_steps(*cfg_interval, steps)) if cfg_scale else set()
     tt = torch.empty(batch_size, device=dev)
     nfe = evals = guided = 0
     for k in tqdm(range(steps), disable=not progress, desc="eMIGM sample", leave=False):
