@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from unmask.config import ReportConfig, Section, TrackingConfig
 from unmask.prime.model import PrimeConfig
-from unmask.training import TrainConfig
+from unmask.training.config import TrainConfig
 
 __all__ = ["PrimeParams", "DataSection", "PrimeSection", "EvaluateSection", "SampleSection"]
 
