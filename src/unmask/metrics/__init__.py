@@ -23,11 +23,12 @@ when first used):
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from unmask.runtime import lazy_exports
 
 __all__ = [
     "MetricResult",
@@ -136,28 +137,15 @@ def as_mlflow_params(
     return out
 
 
+# submodules load on first use (unmask.runtime.lazy_exports): torch-fidelity, open_clip and
+# the I3D code only when a metric of theirs is asked for
 _LAZY = {
-    "compute_fidelity": "fidelity",
-    "reference_key": "fidelity",
-    "reference_features": "fidelity",
-    "frechet_distance": "frechet",
-    "gaussian_statistics": "frechet",
-    "compute_fvd": "fvd",
-    "load_i3d": "fvd",
-    "per_frame_fid": "fvd",
-    "MeanIoU": "segmentation",
-    "mean_iou": "segmentation",
-    "confusion_matrix": "segmentation",
-    "CITYSCAPES_CATEGORIES": "segmentation",
-    "compute_clip_score": "clip_score:clip_score",
-    "CostMeter": "cost",
-    "measure_cost": "cost",
+    "unmask.metrics.fidelity": ("compute_fidelity", "reference_key", "reference_features"),
+    "unmask.metrics.frechet": ("frechet_distance", "gaussian_statistics"),
+    "unmask.metrics.fvd": ("compute_fvd", "load_i3d", "per_frame_fid"),
+    "unmask.metrics.segmentation": ("MeanIoU", "mean_iou", "confusion_matrix",
+                                    "CITYSCAPES_CATEGORIES"),
+    "unmask.metrics.clip_score": ("compute_clip_score",),
+    "unmask.metrics.cost": ("CostMeter", "measure_cost"),
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module_name, _, attr = _LAZY[name].partition(":")
-        module = importlib.import_module(f"{__name__}.{module_name}")
-        return getattr(module, attr or name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -27,7 +27,7 @@ from unmask.metrics import MetricResult
 from unmask.metrics.fidelity import to_uint8_nchw
 from unmask.metrics.inception import file_sha256
 
-__all__ = ["CLIP_SCORE", "CLIP_SCORE_SCALE", "clip_score"]
+__all__ = ["CLIP_SCORE", "CLIP_SCORE_SCALE", "clip_score", "compute_clip_score"]
 
 CLIP_SCORE = "clip_score"
 CLIP_SCORE_SCALE = 100.0
@@ -91,3 +91,8 @@ def clip_score(
         e_t = torch.nn.functional.normalize(model.encode_text(tok).float(), dim=-1)
         scores.append((CLIP_SCORE_SCALE * (e_i * e_t).sum(-1).clamp_min(0)).cpu())
     return MetricResult.ok(CLIP_SCORE, float(torch.cat(scores).mean()), **params)
+
+
+#: the package-level name (``unmask.metrics.compute_clip_score``): ``unmask.metrics.clip_score`` is
+#: this module
+compute_clip_score = clip_score

@@ -281,6 +281,28 @@ def _build_extractor(weights: InceptionWeights, layers: list[str], dev: torch.de
     return fe
 
 
+def _weights_and_device(
+    inception_weights: str | os.PathLike[str] | None, root: Path,
+    device: str | torch.device | None,
+) -> tuple[InceptionWeights, torch.device]:
+    """The Inception weights to use (:func:`resolve_inception_weights`) and the device (default:
+    CUDA if present) — what every Inception pass starts from."""
+    weights = resolve_inception_weights(inception_weights, root)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    return weights, dev
+
+
+def _cache_reference(root: Path, name: str, ds: Dataset, feats: torch.Tensor,
+                     weights: InceptionWeights) -> None:
+    """Store a reference set's pool3 features with what identifies them (count, resolution,
+    feature set, weights), as :func:`cached_features` reads them back."""
+    meta = {"key": name, "num_samples": len(ds),  # type: ignore[arg-type]
+            "resolution": _resolution(ds), "features": _FEATURES_TAG, "weights": weights.source}
+    atomic_torch_save({"features": feats, "meta": meta}, _cache_file(root, name))
+
+
 @torch.no_grad()
 def _extract(
     fe: Any, ds: Dataset, batch_size: int, dev: torch.device, verbose: bool, desc: str
@@ -346,10 +368,7 @@ def compute_fidelity(
 
     groups = _parse_metrics(metrics)
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    weights: InceptionWeights = resolve_inception_weights(inception_weights, root)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    weights, dev = _weights_and_device(inception_weights, root, device)
     sample_ds = _as_dataset(samples, layout)
     n = len(sample_ds)
     base_params: dict[str, Any] = {
@@ -390,15 +409,7 @@ def compute_fidelity(
                 FEATURE_LAYER
             ]
             if ref_name is not None:
-                meta = {
-                    "key": ref_name,
-                    "num_samples": len(ref_ds),  # type: ignore[arg-type]
-                    "resolution": _resolution(ref_ds),
-                    "features": _FEATURES_TAG,
-                    "weights": weights.source,
-                }
-                entry = {"features": ref_feats, "meta": meta}
-                atomic_torch_save(entry, _cache_file(root, ref_name))
+                _cache_reference(root, ref_name, ref_ds, ref_feats, weights)
 
     if binary:
         assert ref_feats is not None
@@ -484,10 +495,7 @@ def image_features(
     """The pool3 features ``float32 [N, 2048]`` of uint8 images (not cached: generated samples;
     a reference set goes through :func:`reference_features`)."""
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    weights = resolve_inception_weights(inception_weights, root)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    weights, dev = _weights_and_device(inception_weights, root, device)
     fe = _make_extractor(weights, [FEATURE_LAYER], dev)
     return _extract(fe, _as_dataset(images, layout), batch_size, dev, verbose,
                     "Inception (samples)")[FEATURE_LAYER]
@@ -516,15 +524,10 @@ def reference_features(
     if feats is not None:
         return feats
     assert ds is not None and name is not None
-    weights = resolve_inception_weights(inception_weights, root)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    weights, dev = _weights_and_device(inception_weights, root, device)
     fe = _make_extractor(weights, [FEATURE_LAYER], dev)
     feats = _extract(fe, ds, batch_size, dev, verbose, "Inception (reference)")[FEATURE_LAYER]
-    meta = {"key": name, "num_samples": len(ds),  # type: ignore[arg-type]
-            "resolution": _resolution(ds), "features": _FEATURES_TAG, "weights": weights.source}
-    atomic_torch_save({"features": feats, "meta": meta}, _cache_file(root, name))
+    _cache_reference(root, name, ds, feats, weights)
     return feats
 
 
