@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from unmask import schedules
 from unmask.config import ReportConfig, Section, TrackingConfig
@@ -42,6 +43,7 @@ __all__ = [
     "FIDSection",
     "ReportSection",
     "StageParams",
+    "check_model",
     "fit_tokenizer",
     "load_tokenizer",
     "save_model",
@@ -97,7 +99,7 @@ class TokenizerSection(Section):
         # typo fails at load time, not after the data are read
         unknown = sorted(set(v) - set(_VQ_KEYS))
         if unknown:
-            raise ValueError(f"'vq': unknown key {unknown[0]!r}; valid: {', '.join(_VQ_KEYS)}")
+            raise ValueError(f"{unknown[0]!r}: unknown VQ-VAE key; valid: {', '.join(_VQ_KEYS)}")
         return v
 
 
@@ -165,6 +167,22 @@ class StageParams(Section):
             raise ValueError(f"{unknown[0]!r}: unknown model config key; valid: "
                              f"{', '.join(sorted(ModelConfig.model_fields))}")
         return v
+
+
+def check_model(model: dict[str, Any], build: Callable[[dict[str, Any]], ModelConfig]
+                ) -> dict[str, Any]:
+    """Validate the values of a ``model`` section now, through ``build`` (the family's
+    ``model_config`` on a stand-in token shape): the real shape comes from the tokens, but a
+    bad value should fail when params are read, not after ``tokenize``. A problem is a
+    ``ValueError`` ``"'key': message"`` (the loader shows it as ``model.key: message``)."""
+    try:
+        build(model)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"'{loc}': {msg}" if loc else msg) from None
+    return model
 
 
 def _gray_or_rgb(images: np.ndarray) -> int:

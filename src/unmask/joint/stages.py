@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from unmask import pretokenized as tp
@@ -92,6 +92,11 @@ class JointParams(tp.StageParams):
     report: tp.ReportSection = tp.ReportSection(
         title="Joint image + segmentation-mask model")
 
+    @field_validator("model")
+    @classmethod
+    def _model_values(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return tp.check_model(v, lambda m: model_config(m, _PROBE))
+
 
 # -- tokenize -------------------------------------------------------------------------------------
 def _load_pairs(d: DataSection, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -152,11 +157,17 @@ def _layout(meta: dict[str, Any]) -> JointLayout:
                        meta["num_classes"])
 
 
-def model_config(p: JointParams, layout: JointLayout) -> ModelConfig:
-    m = {**p.model, "vocab_size": layout.vocab_size, "seq_len": layout.seq_len,
+def model_config(model: dict[str, Any], layout: JointLayout) -> ModelConfig:
+    """The ``model`` section completed with the shape of ``layout`` (one sequence of image
+    then mask tokens, their modalities and id ranges)."""
+    m = {**model, "vocab_size": layout.vocab_size, "seq_len": layout.seq_len,
          "modalities": layout.modalities(), "num_classes": 0}
     m.pop("grid", None)
     return ModelConfig(**m)
+
+
+#: a stand-in shape to check the ``model`` section against when params are read
+_PROBE = JointLayout((1, 1), 2, (1, 1), 2)
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -166,7 +177,7 @@ def run_train(p: JointParams) -> dict[str, Any]:
     meta, (image, mask) = tp.load_tokens("train_image", "train_mask")
     layout = _layout(meta)
     x = layout.combine(torch.from_numpy(image), torch.from_numpy(mask))
-    cfg = model_config(p, layout)
+    cfg = model_config(p.model, layout)
     seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
     return tp.train_stage(p, model, x, tp.RUNS / "joint", meta, TASK_TAG,

@@ -183,14 +183,15 @@ def _remove(path: Path) -> None:
 def stage_guard(name: str, root: str | Path = ".") -> Iterator[None]:
     """Run the body as stage ``name`` under the protocol of the module docstring."""
     root = Path(root)
-    if _find(_pipeline(root), name) is None:
+    key = _find(_pipeline(root), name)
+    if key is None:
         yield
         return
     _check_upstream(name, root)
     outputs = stage_outputs(name, root)
-    marker = _marker(name, root)
+    marker = _marker(key, root)  # by dvc.yaml key (joint.train runs `train`): what upstream reads
     state = {
-        "stage": name,
+        "stage": key,
         "status": "running",
         "pid": os.getpid(),
         "started": time.time(),

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from unmask import pretokenized as tp
@@ -105,6 +105,11 @@ class VideoParams(tp.StageParams):
     tracking: tp.TrackingSection = tp.TrackingSection(experiment="video")
     report: tp.ReportSection = tp.ReportSection(title="Video model")
 
+    @field_validator("model")
+    @classmethod
+    def _model_values(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return tp.check_model(v, lambda m: model_config(m, _PROBE))
+
 
 # -- tokenize -------------------------------------------------------------------------------------
 def _resize(clips: np.ndarray, size: int | None) -> np.ndarray:
@@ -183,11 +188,17 @@ def run_tokenize(p: VideoParams) -> dict[str, Any]:
     return meta
 
 
-def model_config(p: VideoParams, meta: dict[str, Any]) -> ModelConfig:
-    m = {"pos": "spacetime", **p.model, "vocab_size": meta["vocab_size"],
+def model_config(model: dict[str, Any], meta: dict[str, Any]) -> ModelConfig:
+    """The ``model`` section completed with the tokens' shape (``meta``: vocab_size, grid,
+    frames); space + time positions unless ``model.pos`` says otherwise."""
+    m = {"pos": "spacetime", **model, "vocab_size": meta["vocab_size"],
          "grid": tuple(meta["grid"]), "frames": meta["frames"], "num_classes": 0}
     m.pop("seq_len", None)
     return ModelConfig(**m)
+
+
+#: a stand-in shape to check the ``model`` section against when params are read
+_PROBE = {"vocab_size": 2, "grid": (1, 1), "frames": 2}
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -196,7 +207,7 @@ def run_train(p: VideoParams) -> dict[str, Any]:
     """Train the video transformer on the clips' tokens (DI §4.3)."""
     meta, (train_tokens,) = tp.load_tokens("train")
     x = torch.from_numpy(train_tokens).long()
-    cfg = model_config(p, meta)
+    cfg = model_config(p.model, meta)
     seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
     return tp.train_stage(p, model, x, tp.RUNS / "video", meta, TASK_TAG,

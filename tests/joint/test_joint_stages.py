@@ -1,0 +1,112 @@
+"""The joint stages on the one stage framework (``python -m unmask.stages joint.<stage>``):
+bad params are one ``error:`` line naming the key before any work (the checks live in
+:class:`~unmask.joint.stages.JointParams`, read by :func:`unmask.config.load_params`), and an
+interrupted ``joint.tokenize`` in a pipeline folder stops ``joint.train`` (the stage guard finds
+the ``dvc.yaml`` stage ``tokenize`` by its command)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from unmask import pretokenized, stages
+from unmask.config import load_params
+from unmask.data import fashion_mnist
+
+REPO = Path(__file__).resolve().parents[2]
+SEG = REPO / "pipelines" / "seg-default"
+
+
+def _params(tmp_path: Path, edit: dict[str, dict[str, Any]]) -> Path:
+    """seg-default's params.yaml with the sections of ``edit`` merged in, tracking off."""
+    raw = yaml.safe_load((SEG / "params.yaml").read_text())
+    for section, values in {**edit, "tracking": {"enabled": False}}.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as e:
+        stages.main(argv)
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines  # one line, no traceback
+    return lines[0]
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"model": {"dimm": 64}}, "model.dimm: unknown model config key; valid: attention, "),
+    ({"model": {"dim": "wide"}}, "model.dim: Input should be a valid integer"),
+    ({"model": {"heads": 3}}, "model: 'dim' (128) must be divisible by 'heads' (3)"),
+    ({"model": {"attention": "factorized"}},
+     "model: 'attention' = 'factorized' needs 'frames' (video)"),
+    ({"tokenizer": {"vq": {"stepz": 10}}}, "tokenizer.vq.stepz: unknown VQ-VAE key; valid: "),
+    ({"sample": {"schedule": "cosin"}}, "sample.schedule: unknown schedule 'cosin'; valid: "),
+    ({"data": {"kind": "cityscapes", "root": None}},
+     "data.root: set it to the Cityscapes folder (leftImg8bit/, gtFine/)"),
+])
+def test_bad_params_are_one_line_naming_the_key(tmp_path, monkeypatch, capsys, edit, message):
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path, edit)
+    # joint.train: without the check it would get past the params and fail on tokens/ instead
+    line = _error(capsys, ["joint.train", "--params", str(params)])
+    assert line.startswith(f"error: {params}: {message}"), line
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("exp, experiment", [("seg-default", "joint-seg"),
+                                             ("cityscapes", "cityscapes")])
+def test_the_joint_pipelines_params_load(exp, experiment):
+    schema = stages.resolve("joint.train").schema  # what the runner validates them with
+    p = load_params(REPO / "pipelines" / exp / "params.yaml", schema=schema)
+    assert p.tracking.experiment == experiment and p.model["preset"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not fashion_mnist.DEFAULT_ROOT.is_dir(),
+                    reason="apt-get install dataset-fashion-mnist")
+def test_interrupted_tokenize_stops_train_in_the_pipeline_folder(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "seg"
+    work.mkdir()
+    shutil.copy(SEG / "dvc.yaml", work / "dvc.yaml")
+    params = _params(work, {
+        "data": {"max_train": 16, "max_test": 4},
+        "tokenizer": {"kind": "pixel", "levels": 4},
+        "model": {"dim": 32, "depth": 1, "heads": 2},
+        "train": {"steps": 2, "batch_size": 4, "warmup_steps": 1, "ckpt_every": 2},
+    })
+    monkeypatch.chdir(work)
+    argv = ["--params", str(params)]
+    threads = torch.get_num_threads()
+    try:
+        def interrupted(*a: Any, **kw: Any) -> Any:
+            raise KeyboardInterrupt  # as a killed stage would stop mid-way
+
+        with monkeypatch.context() as m:
+            m.setattr(pretokenized, "fit_tokenizer", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                stages.main(["joint.tokenize", *argv])
+        marker = json.loads((work / ".unmask/stages/tokenize.json").read_text())
+        assert marker["status"] == "failed" and marker["outputs"] == ["tokens"]
+
+        line = _error(capsys, ["joint.train", *argv])
+        assert "stage 'tokenize' failed, so its outputs (tokens) may be half-written" in line
+        assert not (work / "models").exists()
+
+        # rerun tokenize: the marker says complete and train goes ahead
+        meta = stages.main(["joint.tokenize", *argv])
+        assert meta["counts"] == {"train": 16, "test": 4} and meta["image_vocab"] == 4
+        assert json.loads((work / ".unmask/stages/tokenize.json").read_text())["status"] == \
+            "complete"
+        assert stages.main(["joint.train", *argv])["step"] == 2
+        assert (work / "models" / "model.pt").is_file()
+    finally:
+        torch.set_num_threads(threads)
