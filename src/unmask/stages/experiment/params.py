@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from unmask import schedules
-from unmask.config import Section, TrackingConfig, _describe
+from unmask.config import Section, TrackingConfig
 from unmask.errors import ConfigError
 from unmask.models import ModelConfig
+from unmask.paramsfile import describe_error
 from unmask.training import TrainConfig
 
 __all__ = ["ExperimentParams", "ExpData", "ExpTokenizer", "ExpText", "ExpSample", "ExpHeldout",
@@ -146,7 +147,7 @@ class ExperimentParams(Section):
         try:  # the values now, on a stand-in shape (the real one is the shard's)
             ModelConfig(**{"vocab_size": 2, "grid": (2, 2), "num_classes": 1, **v})
         except ValidationError as e:
-            key, msg = _describe(e.errors()[0], ModelConfig)
+            key, msg = describe_error(e.errors()[0], ModelConfig)
             msg = msg.removeprefix(f"{key}: ").removeprefix(f"{key} ")
             raise ValueError(f"'{key}': {msg}" if key else msg) from None
         return v
@@ -175,4 +176,4 @@ class ExperimentParams(Section):
         try:
             return ModelConfig(**{**self.model, **derived})
         except ValidationError as e:
-            raise ConfigError(f"model: {_describe(e.errors()[0], ModelConfig)[1]}") from None
+            raise ConfigError(f"model: {describe_error(e.errors()[0], ModelConfig)[1]}") from None
