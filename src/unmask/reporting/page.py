@@ -31,7 +31,7 @@ figcaption { font-size: 0.8em; color: #555; }
 pre { background: #f6f6f6; padding: 1em; font-size: 0.75em; overflow-x: auto; }
 .meta, .no-runs { color: #666; font-size: 0.9em; }
 .reproduced { background: #e3f6e3; } .not-reproduced { background: #fbe3e3; }
-.not-covered { color: #888; }
+.within-noise { background: #fdf5d8; } .not-covered { color: #888; }
 details { margin: 0.3em 0 1em; } summary { cursor: pointer; color: #335; }
 """
 
