@@ -317,3 +317,17 @@ def test_stage_figures_on_top_are_not_repeated_under_their_run(store, tmp_path):
             for p in (png, other)}
     assert page.imgs == [data[png], data[other]]  # on top only, in the order given
     assert page.kv("t")["FID"] == "100 samples"  # notes: under the title
+
+
+def test_a_server_that_does_not_answer_is_one_clear_error(tmp_path, monkeypatch):
+    import socket
+
+    from unmask.tracking import TrackingUnavailableError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    with pytest.raises(TrackingUnavailableError, match=f"127.0.0.1:{port} does not answer"):
+        write_pipeline_report(tmp_path, title="t", tracking=TrackingConfig(), experiment="x")
+    assert not (tmp_path / "index.html").exists()

@@ -56,6 +56,7 @@ from unmask.reporting.sections import (
     params_section,
     runs_section,
 )
+from unmask.tracking import Tracker
 from unmask.tracking import tracking_uri as store_uri
 
 __all__ = ["build_report", "write_pipeline_report", "MAX_IMAGES"]
@@ -121,12 +122,16 @@ def write_pipeline_report(
 
     Returns:
         The path of ``index.html``.
+
+    Raises:
+        TrackingUnavailableError: the configured MLflow server does not answer.
     """
     out = Path(out_dir)
     if not tracking.enabled:
         return _write(out, title=title, uri=None, store="", runs=None, figures=figures,
                       notes=notes, experiment=experiment)
     uri = store_uri(tracking.root)
+    Tracker(uri).check()  # a server that went away: one clear error, not a traceback
     # the store as params name it (not an absolute path): two checkouts write the same page
     store = os.environ.get("MLFLOW_TRACKING_URI") or str(tracking.root)
     try:
