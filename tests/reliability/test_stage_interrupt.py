@@ -129,3 +129,32 @@ def test_outputs_come_from_dvc_yaml_and_persist_is_kept(tmp_path, monkeypatch):
     with stage_guard("a"):
         pass
     assert stage_status("b") == "complete"
+
+
+def test_foreach_stages_are_guarded_per_option(tmp_path, monkeypatch):
+    """`python -m unmask.stages fam.train --ell 2` is the dvc stage `train@2` of a foreach over
+    params.yaml: it gets its own marker, and only `evaluate@2` depends on it."""
+    (tmp_path / "params.yaml").write_text("fam:\n  ells: [1, 2]\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  train:\n    foreach: ${fam.ells}\n    do:\n"
+        "      cmd: python -m unmask.stages fam.train --ell ${item}\n"
+        "      outs:\n        - models/l${item}\n"
+        "  evaluate:\n    foreach: ${fam.ells}\n    do:\n"
+        "      cmd: python -m unmask.stages fam.evaluate --ell ${item}\n"
+        "      deps:\n        - models/l${item}\n      outs:\n        - eval/l${item}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for ell in (1, 2):
+        Path(f"models/l{ell}").mkdir(parents=True)
+    assert stage_outputs("fam.evaluate", tmp_path, {"ell": 2}) == [(tmp_path / "eval/l2", False)]
+    with stage_guard("fam.train", options={"ell": 2}):
+        assert not Path("models/l2").exists() and Path("models/l1").exists()
+        with (
+            pytest.raises(IncompleteStageError, match="stage 'train@2' is still running"),
+            stage_guard("fam.evaluate", options={"ell": 2}),
+        ):
+            pass
+        with stage_guard("fam.evaluate", options={"ell": 1}):  # other ℓ: not its upstream
+            pass
+    assert stage_status("train@2") == "complete" and stage_status("evaluate@1") == "complete"

@@ -131,7 +131,7 @@ def run(name: str, params: BaseModel, **options: Any) -> Any:
     tracking = getattr(params, "tracking", None)
     if tracking is not None and getattr(tracking, "enabled", False):
         make_tracker(tracking).check()
-    with stage_guard(name):
+    with stage_guard(name, options=options):
         return st.fn(params, **options)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,18 +42,71 @@ class IncompleteStageError(ValueError):
     """An upstream stage was interrupted or failed: its outputs are not to be trusted."""
 
 
-def _pipeline(root: Path) -> dict[str, dict[str, Any]]:
-    path = root / "dvc.yaml"
-    if not path.is_file():
-        return {}
+_VAR = re.compile(r"\$\{\s*([\w.-]+)\s*\}")
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            raise KeyError(dotted)
+        tree = tree[part]
+    return tree
+
+
+def _interpolate(node: Any, scope: dict[str, Any]) -> Any:
+    """``${a.b}`` in the strings of ``node`` replaced from ``scope`` (DVC's templating, the
+    subset this project's dvc.yaml files use); an unknown name is left as written."""
+    if isinstance(node, str):
+        whole = _VAR.fullmatch(node.strip())
+        if whole:
+            try:
+                return _lookup(scope, whole.group(1))
+            except KeyError:
+                return node
+
+        def sub(m: re.Match[str]) -> str:
+            try:
+                return str(_lookup(scope, m.group(1)))
+            except KeyError:
+                return m.group(0)
+
+        return _VAR.sub(sub, node)
+    if isinstance(node, list):
+        return [_interpolate(v, scope) for v in node]
+    if isinstance(node, dict):
+        return {_interpolate(k, scope): _interpolate(v, scope) for k, v in node.items()}
+    return node
+
+
+def _load_yaml(path: Path) -> Any:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
     except yaml.YAMLError:
-        return {}
+        return None
+
+
+def _pipeline(root: Path) -> dict[str, dict[str, Any]]:
+    """The stages of ``root/dvc.yaml`` with ``foreach`` expanded (``name@item`` for a list,
+    ``name@key`` for a mapping) and ``${...}`` taken from ``root/params.yaml``."""
+    doc = _load_yaml(root / "dvc.yaml")
     stages = doc.get("stages") if isinstance(doc, dict) else None
-    return (
-        {k: v for k, v in stages.items() if isinstance(v, dict)} if isinstance(stages, dict) else {}
-    )
+    if not isinstance(stages, dict):
+        return {}
+    params = _load_yaml(root / "params.yaml")
+    params = params if isinstance(params, dict) else {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, st in stages.items():
+        if not isinstance(st, dict):
+            continue
+        if "foreach" not in st or not isinstance(st.get("do"), dict):
+            out[name] = _interpolate(st, params)
+            continue
+        items = _interpolate(st["foreach"], params)
+        pairs = items.items() if isinstance(items, dict) else (
+            ((str(i), i) for i in items) if isinstance(items, list) else ())
+        for key, item in pairs:
+            out[f"{name}@{key}"] = _interpolate(st["do"], {**params, "item": item, "key": key})
+    return out
 
 
 def _paths(entries: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -66,24 +120,36 @@ def _paths(entries: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _find(stages: dict[str, dict[str, Any]], name: str) -> str | None:
-    """The dvc.yaml stage that runs stage ``name``: the one so named, else the one stage whose
-    ``cmd`` is ``python -m unmask.stages <name> …`` (several, e.g. one per option: none)."""
+def _find(
+    stages: dict[str, dict[str, Any]], name: str, options: dict[str, Any] | None = None
+) -> str | None:
+    """The dvc.yaml stage that runs stage ``name`` with ``options``: the one so named, else the
+    one stage whose ``cmd`` is ``python -m unmask.stages <name>`` with these ``--option value``
+    words (``foreach`` stages expanded); none when that is ambiguous."""
     if name in stages:
         return name
+    want = {(f"--{k.replace('_', '-')}", str(v)) for k, v in (options or {}).items()}
     hits = []
     for key, st in stages.items():
         words = str(st.get("cmd", "")).split()
-        if any(a == "unmask.stages" and b == name for a, b in zip(words, words[1:], strict=False)):
-            hits.append(key)
+        for i in range(len(words) - 1):
+            if words[i] == "unmask.stages" and words[i + 1] == name:
+                args = words[i + 2:]
+                given = set(zip(args, args[1:], strict=False))
+                given |= {tuple(a.split("=", 1)) for a in args if a.startswith("--") and "=" in a}
+                if want <= given:
+                    hits.append(key)
     return hits[0] if len(hits) == 1 else None
 
 
-def stage_outputs(name: str, root: str | Path = ".") -> list[tuple[Path, bool]]:
-    """[(path, persist)] of the outputs of stage ``name`` in ``root/dvc.yaml``."""
+def stage_outputs(
+    name: str, root: str | Path = ".", options: dict[str, Any] | None = None
+) -> list[tuple[Path, bool]]:
+    """[(path, persist)] of the outputs of stage ``name`` (with ``options``) in
+    ``root/dvc.yaml``."""
     root = Path(root)
     stages = _pipeline(root)
-    key = _find(stages, name)
+    key = _find(stages, name, options)
     if key is None:
         return []
     st = stages[key]
@@ -94,10 +160,12 @@ def stage_outputs(name: str, root: str | Path = ".") -> list[tuple[Path, bool]]:
     ]
 
 
-def _upstream(name: str, root: Path) -> list[tuple[str, list[str]]]:
+def _upstream(
+    name: str, root: Path, options: dict[str, Any] | None = None
+) -> list[tuple[str, list[str]]]:
     """[(stage, [its outputs this stage reads])] for the stages upstream of ``name``."""
     stages = _pipeline(root)
-    key = _find(stages, name)
+    key = _find(stages, name, options)
     if key is None:
         return []
     deps = [Path(p) for p, _ in _paths(stages[key].get("deps"))]
@@ -149,8 +217,8 @@ def stage_status(name: str, root: str | Path = ".") -> str | None:
     return status if isinstance(status, str) else None
 
 
-def _check_upstream(name: str, root: Path) -> None:
-    for other, used in _upstream(name, root):
+def _check_upstream(name: str, root: Path, options: dict[str, Any] | None = None) -> None:
+    for other, used in _upstream(name, root, options):
         status = stage_status(other, root)
         if status in (None, "complete"):
             continue
@@ -180,15 +248,18 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def stage_guard(name: str, root: str | Path = ".") -> Iterator[None]:
-    """Run the body as stage ``name`` under the protocol of the module docstring."""
+def stage_guard(
+    name: str, root: str | Path = ".", options: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Run the body as stage ``name`` (with its command-line ``options``, which pick one stage
+    of a ``foreach``) under the protocol of the module docstring."""
     root = Path(root)
-    key = _find(_pipeline(root), name)
+    key = _find(_pipeline(root), name, options)
     if key is None:
         yield
         return
-    _check_upstream(name, root)
-    outputs = stage_outputs(name, root)
+    _check_upstream(name, root, options)
+    outputs = stage_outputs(name, root, options)
     marker = _marker(key, root)  # by dvc.yaml key (joint.train runs `train`): what upstream reads
     state = {
         "stage": key,
