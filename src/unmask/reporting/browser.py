@@ -162,7 +162,7 @@ def network_requests(
 
 
 def _record(port: int, url: str, settle: float, timeout: float) -> list[str]:
-    from websockets.sync.client import connect
+    from websockets.sync.client import connect  # optional: only the headless-browser check
 
     deadline = time.monotonic() + timeout
     while True:  # the blank file page must be the current document before we navigate

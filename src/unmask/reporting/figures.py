@@ -45,7 +45,7 @@ def _paper_lines(spec: AblationSpec, metric: str) -> list[tuple[str, float]]:
 
 
 def _pipeline_traces(fig: Any, spec: AblationSpec, p: PipelinePoint, row: int) -> None:
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # heavy: only when a figure is drawn
 
     label = (f"pipeline run {p.run_id[:8]} ({p.experiment}"
              f"{', ' + p.group if p.group else ''}"
@@ -81,8 +81,8 @@ def ablation_figure(spec: AblationSpec, table: pd.DataFrame,
     """The plotly figure of one ablation's tidy table (see
     :func:`unmask.reporting.ablations.ablation_table`), with the pipeline's own run when
     given."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go  # heavy: only when a figure is drawn
+    from plotly.subplots import make_subplots  # heavy: as above
 
     metrics = list(dict.fromkeys(str(m) for m in table["metric"]))
     y2 = spec.y2 if spec.y2 and table["y2"].notna().any() else None

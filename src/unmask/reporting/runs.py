@@ -106,7 +106,7 @@ def load_runs(
         ValueError: an experiment name that does not exist in the store.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy (~1 s): only when the store is read
 
     uri = tracking_uri or default_uri()
     client = MlflowClient(tracking_uri=uri)
@@ -123,7 +123,7 @@ def load_runs(
     names = {e.experiment_id: e.name for e in exps}
     if not names:
         return no_runs()
-    import mlflow
+    import mlflow  # heavy (~1 s): only when the store is read
 
     # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI: restore both, or every later
     # unmask.tracking.tracking_uri() in this process would silently follow this store.
@@ -161,7 +161,7 @@ def no_runs() -> pd.DataFrame:
 def download_artifact(uri: str, run_id: str, candidates: Sequence[str],
                       dst: Path) -> Path | None:
     """The first artifact of ``candidates`` the run has, downloaded; None if it has none."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy (~1 s): only when the store is read
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=uri)
@@ -181,7 +181,7 @@ def download_artifact(uri: str, run_id: str, candidates: Sequence[str],
 def list_artifacts(uri: str, run_id: str) -> list[str]:
     """Every artifact file of the run (paths relative to its artifact root), sorted; empty when
     the artifact store cannot be read (the report still builds)."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy (~1 s): only when the store is read
 
     client = MlflowClient(tracking_uri=uri)
     out, todo = [], [None]
@@ -198,7 +198,7 @@ def list_artifacts(uri: str, run_id: str) -> list[str]:
 
 def fetch_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path | None:
     """Download the run's artifact ``path`` under ``dst/<run_id>``; None if that fails."""
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy (~1 s): only when the store is read
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     out = dst / run_id

@@ -23,6 +23,7 @@ from typing import Any
 
 from unmask.config import Params
 from unmask.reporting.build import build_report
+from unmask.reporting.runs import no_runs
 from unmask.stages import stage
 from unmask.stages.common import PATHS, load_tokenizer
 from unmask.tracking import tracking_uri
@@ -91,9 +92,7 @@ def run(params: Params) -> Path:
         uri: str | None = tracking_uri(params.tracking.root)
         runs = None
     else:
-        import pandas as pd
-
-        uri, runs = None, pd.DataFrame(columns=["run_id", "experiment", "status", "ablation"])
+        uri, runs = None, no_runs()
     path = build_report(
         uri, PATHS.reports, title=params.report.title, figures=figures, notes=notes, runs=runs
     )
