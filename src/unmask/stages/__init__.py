@@ -86,22 +86,51 @@ def stage(
             p.name: (hints.get(p.name, str), p.default)
             for p in list(inspect.signature(fn).parameters.values())[1:]
         }
-        doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
+        module_doc = inspect.getdoc(sys.modules.get(fn.__module__)) or ""
+        doc = " ".join((inspect.getdoc(fn) or module_doc).split("\n\n")[0].split())
         REGISTRY[name] = Stage(name, fn, params, opts, doc)
         return fn
 
     return deco
 
 
+_SRC = Path(__file__).resolve().parents[2]  # the folder holding the unmask package
+
+
+def _exists(module: str) -> bool:
+    """Whether ``module`` has a source file (no import: a package's ``__init__`` may be heavy)."""
+    base = _SRC.joinpath(*module.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
 def module_of(name: str) -> str:
-    """The module that registers stage ``name`` (no import: used by ``unmask dvc deps``)."""
-    prefix, dot, _ = name.partition(".")
-    if dot:
-        if prefix not in FAMILIES:
-            raise ConfigError(f"stage {name!r}: unknown family {prefix!r}; "
-                              f"valid: {', '.join(FAMILIES)}")
-        return FAMILIES[prefix]
-    return f"unmask.stages.{name.replace('-', '_')}"
+    """The module that registers stage ``name`` — found without importing anything, so that
+    ``unmask dvc deps`` gives each stage the code of its own module only. A family is a module
+    or a package (:data:`FAMILIES`); in a package, stage ``fam.tokenize-discrete`` lives in
+    ``<package>.tokenize_discrete``, else ``<package>.tokenize``, else the package itself.
+    A bare name is a default-pipeline stage: ``unmask.stages.<name>``."""
+    prefix, dot, rest = name.partition(".")
+    if not dot:
+        return f"unmask.stages.{name.replace('-', '_')}"
+    if prefix not in FAMILIES:
+        raise ConfigError(f"stage {name!r}: unknown family {prefix!r}; "
+                          f"valid: {', '.join(FAMILIES)}")
+    base = FAMILIES[prefix]
+    for stem in (rest.replace("-", "_"), rest.split("-")[0].replace("-", "_")):
+        if stem.isidentifier() and _exists(f"{base}.{stem}"):
+            return f"{base}.{stem}"
+    return base
+
+
+def _family_modules() -> list[str]:
+    """Every module that may register stages (for ``--list``)."""
+    mods = [module_of(n) for n in DEFAULT]
+    for base in FAMILIES.values():
+        mods.append(base)
+        pkg = _SRC.joinpath(*base.split("."))
+        if (pkg / "__init__.py").is_file():
+            mods += [f"{base}.{f.stem}" for f in sorted(pkg.glob("*.py")) if f.stem != "__init__"]
+    return mods
 
 
 def resolve(name: str) -> Stage:
@@ -157,13 +186,14 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--list"):
-        for module in [*map(module_of, DEFAULT), *FAMILIES.values()]:
+        for module in _family_modules():
             importlib.import_module(module)
         width = max(len(n) for n in REGISTRY)
         print("usage: python -m unmask.stages NAME [--params FILE] [--set KEY=VALUE ...]\n")
         for n, st in sorted(REGISTRY.items()):
             opts = " ".join(f"--{o.replace('_', '-')}" for o in st.options)
-            print(f"  {n:<{width}}  {opts + ' ' if opts else ''}{st.doc}")
+            line = f"{opts + ' ' if opts else ''}{st.doc}"
+            print(f"  {n:<{width}}  {line[:100] + '…' if len(line) > 100 else line}")
         return None
     with user_errors():
         st = resolve(argv[0])
