@@ -3,10 +3,10 @@
 Time convention: t = 0 is all [MASK], t = 1 is data; a token is clean at t with probability κ_t.
 The mask token id is V (clean ids are 0..V−1).
 
-* :func:`sample_time` draws t ~ U[t_min, t_max] (DI §4 uses [1e-3, 1 − 1e-3]). eMIGM's time
+* :func:`sample_time` draws t ~ U[t_min, t_max] (DI §4.1 uses [1e-3, 1 − 1e-3]). eMIGM's time
   truncation (its t ∈ [t_min, 1], t = mask time) is our t ∈ [0, 1 − t_min]: see
   :func:`emigm_time_range`.
-* :func:`mask_independent` masks each token independently with probability 1 − κ_t (DI eq. 3).
+* :func:`mask_independent` masks each token independently with probability 1 − κ_t (DI eq. 1).
 * :func:`mask_exact_count` masks exactly ⌈L (1 − κ_t)⌉ tokens chosen uniformly (MaskGIT).
 * :func:`keep_clean` draws the positions of the "C coupling" (DI Table 1): a fixed ratio of
   positions is always given clean and is neither masked nor scored.
@@ -61,8 +61,8 @@ def sample_time(
 
 
 def emigm_time_range(t_min: float, t_max: float = 1.0) -> tuple[float, float]:
-    """Map eMIGM's truncated time interval [t_min, t_max] (t = masking time, eMIGM §3.1)
-    to this package's convention (t = clean time): [1 − t_max, 1 − t_min]."""
+    """Map eMIGM's truncated time interval [t_min, t_max] (t = masking time; eMIGM eq. 7 and
+    §4 "Time Truncation") to this package's convention (t = clean time): [1 − t_max, 1 − t_min]."""
     if not 0.0 <= t_min < t_max <= 1.0:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     return 1.0 - t_max, 1.0 - t_min
