@@ -5,7 +5,7 @@ Convention (shared by the whole package): t = 0 is all [MASK], t = 1 is data, an
 κ_0 = e^{-5}, exactly as eMIGM defines it). The forward (corruption) process keeps each
 token of x_1 independently with probability κ_t:
 
-    p_t(x_t^i | x_1^i) = κ_t δ_{x_1^i}(x_t^i) + (1 − κ_t) δ_{[M]}(x_t^i)        (DI eq. 3)
+    p_t(x_t^i | x_1^i) = κ_t δ_{x_1^i}(x_t^i) + (1 − κ_t) δ_{[M]}(x_t^i)        (DI eq. 1)
 
 eMIGM writes the mask ratio γ_s with s = 1 − t; the two are related by κ_t = 1 − γ_{1−t}.
 
@@ -57,8 +57,8 @@ class Schedule:
         return self.dkappa_fn(_as_tensor(t))
 
     def elbo_weight(self, t: Tensor) -> Tensor:
-        """κ̇_t / (1 − κ_t): the continuous-time ELBO weight of the masked CE (MDLM eq. 10,
-        DI eq. 9) and the jump rate of a masked token in the reverse process."""
+        """κ̇_t / (1 − κ_t): the continuous-time ELBO weight of the masked CE (MDLM eq. 10;
+        w(t) of DI eq. 3 / eq. 10) and the jump rate of a masked token in the reverse process."""
         t = _as_tensor(t)
         return self.dkappa(t) / (1.0 - self.kappa(t)).clamp_min(1e-12)
 
@@ -127,7 +127,7 @@ def _quadratic() -> Schedule:
 
 
 def _cubic(a: float = 0.0, b: float = 0.0) -> Schedule:
-    """Cubic Hermite κ with κ_0 = 0, κ_1 = 1, κ̇_0 = a, κ̇_1 = b (DI §3.2)."""
+    """Cubic Hermite κ with κ_0 = 0, κ_1 = 1, κ̇_0 = a, κ̇_1 = b (DI Table 1)."""
 
     def kappa(t: Tensor) -> Tensor:
         t2, t3 = t * t, t * t * t
