@@ -1,5 +1,5 @@
-"""Likelihood bounds: the continuous-time negative ELBO of a masked model (MDLM eq. 10,
-DI eq. 9) and the perplexity / bits per token derived from it.
+"""Likelihood bounds: the continuous-time negative ELBO of a masked model (MDLM eq. 10;
+DI eq. 3 / eq. 10 with w(t) = κ̇_t / (1 − κ_t)) and the perplexity / bits per token derived from it.
 
 For a clean sequence x (L tokens) and schedule κ,
 
