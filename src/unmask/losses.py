@@ -1,4 +1,4 @@
-"""Training losses: the unified masked cross-entropy of eMIGM eq. 4 / DI eq. 9.
+"""Training losses: the unified masked cross-entropy of eMIGM eq. 7 / DI eq. 3 (eq. 10).
 
     L = E_{t ~ U[t_min, t_max]} E_{x_t ~ p_t(·|x_1)} [ w(t) Σ_{i: x_t^i=[M]} −log p_θ(x_1^i | x_t) ]
 
@@ -6,7 +6,7 @@ Weightings ``w(t)``:
 
 * ``constant``: w = 1 (MaskGIT / eMIGM's choice);
 * ``elbo``: w = κ̇_t / (1 − κ_t). With t_min = 0, t_max = 1 this is exactly the continuous-time
-  negative ELBO (MDLM eq. 10, DI eq. 9), an upper bound on −log p_θ(x_1).
+  negative ELBO (MDLM eq. 10; DI eq. 3 / eq. 10), an upper bound on −log p_θ(x_1).
 
 Normalisation (``normalize``):
 
@@ -133,7 +133,7 @@ def diffusion_loss(
     stratified: bool = True,
     generator: torch.Generator | None = None,
 ) -> LossOutput:
-    """One Monte-Carlo sample of the unified objective (eMIGM eq. 4) for a batch ``x0`` (B, ...).
+    """One Monte-Carlo sample of the unified objective (eMIGM eq. 7) for a batch ``x0`` (B, ...).
 
     Draws t ~ U[t_min, t_max] (stratified over the batch), masks x0 (``masking``), calls
     ``denoiser(x_t, t)`` and scores the masked positions. ``keep_ratio`` > 0 (or an explicit
