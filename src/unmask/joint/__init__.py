@@ -1,4 +1,4 @@
-"""Joint image + segmentation-mask models (Discrete Interpolants §4.2).
+"""Joint image + segmentation-mask models (Discrete Interpolants §3.4, eq. 4; Table 6).
 
 One masked model over ``[image tokens | mask tokens]`` (:class:`JointLayout`), trained once by
 masking both modalities, is used three ways through :func:`unmask.sampling.sample`'s ``x_init``

@@ -1,4 +1,4 @@
-"""The joint image + segmentation-mask token sequence (DI §4.2, Cityscapes).
+"""The joint image + segmentation-mask token sequence (DI §3.4, eq. 4; Cityscapes, Table 6).
 
 DI trains one model "just once" on the concatenation of image tokens and mask tokens and then
 uses it for joint generation, segmentation (image → mask) and mask-conditioned generation

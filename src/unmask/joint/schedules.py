@@ -8,7 +8,7 @@ a position of modality m is masked independently with probability 1 − κ_m(t):
     p_t(x_t^i | x_1^i) = κ_{m(i)}(t) δ_{x_1^i}(x_t^i) + (1 − κ_{m(i)}(t)) δ_{[M]}(x_t^i).
 
 This is a product of independent per-token masking processes, each with its own schedule, so the
-continuous-time NELBO (MDLM eq. 10, DI eq. 9) becomes a sum over tokens of each token's own
+continuous-time NELBO (MDLM eq. 10, DI eq. 4) becomes a sum over tokens of each token's own
 weight: w_i(t) = κ̇_{m(i)}(t) / (1 − κ_{m(i)}(t)) for the ``elbo`` weighting (``constant``:
 w = 1 as before). :class:`ModalitySchedules` exposes ``kappa`` / ``dkappa`` / ``elbo_weight``
 mapping t (B,) to (B, L), which :func:`unmask.corruption.mask_independent`,

@@ -173,7 +173,7 @@ _PROBE = JointLayout((1, 1), 2, (1, 1), 2)
 # -- train ----------------------------------------------------------------------------------------
 @stage("joint.train", params=JointParams)
 def run_train(p: JointParams) -> dict[str, Any]:
-    """Train one model over [image tokens | mask tokens] (DI §4.2)."""
+    """Train one model over [image tokens | mask tokens] (DI §3.4, eq. 4)."""
     meta, (image, mask) = tp.load_tokens("train_image", "train_mask")
     layout = _layout(meta)
     x = layout.combine(torch.from_numpy(image), torch.from_numpy(mask))
