@@ -27,7 +27,7 @@ whose support respects the observed digits and ids < C.
 
 *ELBO.* For a masked (absorbing) CTMC the path-space KL between the true and model reverse
 processes reduces, per jump, to the cross-entropy of the jumping coordinate (MDLM eq. 10,
-DI eq. 9, applied to the N coordinates of y):
+DI eq. 3 / eq. 10, applied to the N coordinates of y):
 
     −log p_θ(x) ≤ NELBO(x)
                 = ∫_0^1 λ_t E_{q(y_t | y)} [ Σ_{(i,j): y_t^{i,j} = m} −log p_θ(y^{i,j} | y_t) ] dt

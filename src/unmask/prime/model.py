@@ -3,7 +3,7 @@ embedding in front and the validity-filtered joint over full tokens behind.
 
     y_t (B, L, ℓ) ∈ {0..b}          ℓ sub-tokens per position, b = their mask id
       │  e^i = [E_1(y_t^{i,1}) ‖ … ‖ E_ℓ(y_t^{i,ℓ})] ∈ R^D      E_j: (b+1) × D_j, Σ D_j = D
-      ▼                                                        (MDM-Prime §3.2, Fig. 3)
+      ▼                                                        (MDM-Prime §3.2, Fig. 6)
     trunk: positions + adaLN-Zero blocks + final layer of :class:`unmask.models.Transformer`
       ▼
     f_θ(y_t) (B, L, C)  →  filter (MDM-Prime eq. 7)  →  p_θ(x^i | y_t)  (joint over the token)

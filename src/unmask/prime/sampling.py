@@ -25,9 +25,9 @@ sub-tokens at t, the next unmasking time has κ_s = 1 − (1 − κ_t) u^{1/m}; 
 masked sub-token (i, j) is revealed with a digit from its marginal p_θ(y^{i,j} | y_t) (digit j of
 a full token drawn from the filtered joint at time s).
 
-Idle-step ratio (MDM-Prime §1, Fig. 1): the fraction of sampling steps in which the sequence
-fed to the network does not change, y_s = y_t, so the next step re-processes an identical input.
-It is recorded per row (``idle_steps``) and averaged over the batch, as
+Idle-step ratio (MDM-Prime §1, Fig. 1; eq. (A6), App. A.1.1): the fraction of sampling steps in
+which the sequence fed to the network does not change, y_s = y_t, so the next step re-processes an
+identical input. It is recorded per row (``idle_steps``) and averaged over the batch, as
 :attr:`unmask.sampling.SampleResult.idle_step_ratio` does for plain MDM. ``idle_steps_token``
 also records steps in which no *token* becomes fully revealed (the decoded sequence, partially
 revealed tokens shown as masked, does not change); for ℓ = 1 both coincide.
