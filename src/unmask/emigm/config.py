@@ -8,7 +8,7 @@ One :class:`MAEConfig` describes both eMIGM variants:
   position and a small MLP diffusion head models the continuous token (KL-16 latents), as in
   MAR / eMIGM.
 
-Presets (``preset="emigm-b"`` etc.) reproduce eMIGM's ImageNet-256 models (eMIGM Table 2 /
+Presets (``preset="emigm-b"`` etc.) reproduce eMIGM's ImageNet-256 models (eMIGM Table 6 /
 its code ``models/emigm.py``; the B/L/H backbones are MAR-B/L/H): KL-16 tokens (16 channels,
 16×16 grid), 64 buffer tokens, 1000 classes, CFG with the mask token, dropout 0.1:
 

@@ -5,7 +5,7 @@ as for discrete tokens (the foundation's κ_t schedules, independent masking, t_
 :func:`unmask.training.noise.objective_noise`). The MAE encoder–decoder (:mod:`unmask.emigm.mae`)
 maps the visible tokens W_in x_i to one condition vector z_i per position (plus eMIGM's learned
 ``diffusion_pos``), and the MLP diffusion head (:mod:`unmask.emigm.diffusion_head`) models
-p_θ(x_i | z_i) at the masked positions. The unified objective (eMIGM eq. 4 with the masked CE
+p_θ(x_i | z_i) at the masked positions. The unified objective (eMIGM eq. 7 with the masked CE
 replaced by the head's denoising loss, as in MAR):
 
     L = E_t [ w(t) Σ_{i ∈ M_t} ℓ_head(x_i | z_i) ] / N

@@ -10,7 +10,7 @@ this package writes t = 1 − s and κ_t = 1 − γ_{1−t} (``unmask.schedules`
     exp                       1 − e^{−5s}                  exp      (κ = e^{−5(1−t)})
     log                       log(1 + (e⁵ − 1) s) / 5      logexp
 
-Unified objective (eMIGM eq. 4): L = ∫_{t_min}^{t_max} w(t) E[Σ_{masked} −log p_θ] dt with
+Unified objective (eMIGM eq. 7): L = ∫_{t_min}^{t_max} w(t) E[Σ_{masked} −log p_θ] dt with
 w = 1 (``constant``: MaskGIT / eMIGM's choice) or the MDM weight γ'_s/γ_s = κ̇_t/(1 − κ_t)
 (``elbo``: ``unmask.losses.loss_weight``).
 
