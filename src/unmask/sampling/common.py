@@ -1,7 +1,7 @@
 """Helpers shared by every sampler: logit processing, categorical draws, and the guided,
 cached denoiser evaluation that counts network function evaluations (NFE).
 
-Classifier-free guidance (DI §3.4, eMIGM §3.2):
+Classifier-free guidance (DI §3.5, eq. 5; eMIGM §4 "CFG with Mask"):
 
     logits = (1 + w_t) · cond − w_t · uncond,
 

@@ -5,8 +5,8 @@ unmasked with probability π(t, s) and, if so, drawn from the denoiser's p_θ(·
 clean tokens never change (the reverse process of a masked path cannot re-mask).
 
 * ``euler``: the first-order Euler step of the CTMC with rate u_t = κ̇_t/(1 − κ_t)(p_θ − δ_{[M]})
-  (DI eq. 12): π = h κ̇_t / (1 − κ_t), clipped to [0, 1]. Tokens still masked after the last
-  step take the argmax of p_θ (DI Algorithm 1, final line).
+  (DI §3.2, Algorithm 1): π = h κ̇_t / (1 − κ_t), clipped to [0, 1]. Tokens still masked after
+  the last step take the argmax of p_θ (DI Algorithm 1, final line).
 * ``mdm``: the exact marginal of the masked path, π = (κ_s − κ_t)/(1 − κ_t) (eMIGM eq. 6,
   the MDLM/ReMDM ancestral step); π = 1 at s = 1, so nothing is left masked.
 
