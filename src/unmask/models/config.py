@@ -13,7 +13,7 @@ __all__ = ["ModelConfig", "Modality"]
 
 
 class Modality(BaseModel):
-    """One segment of a multi-modal token sequence (DI §4.2: image + segmentation mask).
+    """One segment of a multi-modal token sequence (DI §3.4: image + segmentation mask).
 
     Positions ``[offset, offset + length)`` of the sequence belong to this modality, where the
     offset is the summed length of the modalities before it; their clean ids are restricted to
@@ -43,11 +43,11 @@ class ModelConfig(BaseModel):
         dim, depth, heads, mlp_ratio, dropout: transformer width, blocks, attention heads,
             MLP hidden = mlp_ratio·dim, dropout on attention and residual branches.
         timestep: ``explicit`` (ETM: the network sees t) or ``implicit`` (ITM: it ignores t and
-            infers the noise level from the number of [MASK] tokens, DI §3).
+            infers the noise level from the number of [MASK] tokens, DI §3.2).
         cond_dropout: probability that a training label is replaced by the null class (CFG).
         null_cond: the unconditional input of CFG: ``learned`` = a learned null-class
             embedding (DI, DiT); ``mask`` = the [MASK] token's embedding stands in for the
-            class (eMIGM §3.2 "CFG with the mask token"), so no extra parameters are learned.
+            class (eMIGM §4 "CFG with Mask"), so no extra parameters are learned.
         pos: ``learned1d`` = one learned vector per position (L·dim); ``learned2d`` = separable
             row + column tables, pos[i, j] = row[i] + col[j] ((h + w)·dim; needs ``grid``),
             which shares statistics across rows/columns of the grid.

@@ -12,9 +12,9 @@ never assigns probability to [MASK]. adaLN-Zero initialises every W and the head
 at initialisation each block is the identity and the logits are 0 (uniform over the V tokens).
 
 ETM ("explicit timestep") adds a sinusoidal embedding of t to c; ITM ("implicit") ignores t:
-the fraction of [MASK] tokens in x_t already determines the noise level (DI §3).
+the fraction of [MASK] tokens in x_t already determines the noise level (DI §3.2).
 
-Multi-modal sequences (``cfg.modalities``, DI §4.2 joint image + segmentation mask): h_0 also
+Multi-modal sequences (``cfg.modalities``, DI §3.4 joint image + segmentation mask): h_0 also
 gets a learned modality embedding, and the logits of a position of modality m are −inf outside
 m's id range (:data:`MASKED_LOGIT`, finite so that CFG's (1 + w)ℓ_c − wℓ_u stays defined; its
 softmax weight is exactly 0 in float32/64), so p_θ(x_1^i | x_t) puts no mass on the other
