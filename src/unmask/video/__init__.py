@@ -1,4 +1,4 @@
-"""Video models (Discrete Interpolants §4.3: FaceForensics, DMLab).
+"""Video models (Discrete Interpolants §4.2.1, Table 5: FaceForensics, DMLab).
 
 A clip of T frames is tokenised frame by frame with an image tokenizer into a (T, h, w) grid,
 flattened frame-major; the :class:`~unmask.models.Transformer` with ``frames = T`` attends fully
