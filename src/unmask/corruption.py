@@ -1,4 +1,4 @@
-"""Forward corruption: time sampling and masking (the "probability path" of DI §3).
+"""Forward corruption: time sampling and masking (the "probability path" of DI §3.1, eq. 1).
 
 Time convention: t = 0 is all [MASK], t = 1 is data; a token is clean at t with probability κ_t.
 The mask token id is V (clean ids are 0..V−1).

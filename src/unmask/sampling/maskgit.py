@@ -1,4 +1,4 @@
-"""MaskGIT confidence-ordered sampling (Chang et al. 2022; DI §3.3 "MaskGIT-style sampling").
+"""MaskGIT confidence-ordered sampling (Chang et al. 2022; DI §3.3, MGM-style sampling).
 
 At step k of N (ratio r = (k+1)/N), every masked token is drawn from p_θ(· | x_t); the drawn
 tokens are ranked by confidence
