@@ -1,6 +1,6 @@
 """What the pipelines over pre-extracted image tokens share — the joint image + mask stages
-(``joint.*``, :mod:`unmask.joint.stages`, DI §4.2) and the video stages (``video.*``,
-:mod:`unmask.video.stages`, DI §4.3): their params sections, the image tokenizer (fitted or
+(``joint.*``, :mod:`unmask.joint.stages`, DI §3.4) and the video stages (``video.*``,
+:mod:`unmask.video.stages`, DI Table 5): their params sections, the image tokenizer (fitted or
 loaded by ``tokenize``), model save / load, and the bodies of ``train`` and of the ends of
 ``tokenize`` / ``evaluate``. Running, params loading and tracking checks are the stage
 framework's (``python -m unmask.stages joint.train`` from the pipeline folder).
@@ -48,7 +48,6 @@ __all__ = [
     "load_tokenizer",
     "save_model",
     "load_model",
-    "fid_available",
     "fid_result",
     "write_json",
     "finish_tokenize",
@@ -247,20 +246,14 @@ def load_model(path: Path) -> tuple[Transformer, dict[str, Any]]:
     return model.eval(), state
 
 
-def fid_available() -> tuple[bool, str]:
-    """(whether the offline FID Inception weights are here, the reason when not)."""
-    return (True, "") if fid_weights_available() else (False, UNAVAILABLE_REASON)
-
-
 def fid_result(samples: np.ndarray, reference: np.ndarray, key: str, *, enabled: bool = True,
                batch_size: int = 50, name: str = "fid") -> MetricResult:
     """FID of ``samples`` against ``reference`` with the standard offline Inception, or an
     *unavailable* result naming why (weights absent, or disabled in params)."""
     if not enabled:
         return MetricResult.unavailable(name, "disabled in params (evaluate.fid: false)")
-    ok, reason = fid_available()
-    if not ok:
-        return MetricResult.unavailable(name, reason, num_samples=len(samples))
+    if not fid_weights_available():
+        return MetricResult.unavailable(name, UNAVAILABLE_REASON, num_samples=len(samples))
     digest = hashlib.sha256(np.ascontiguousarray(reference).tobytes()).hexdigest()[:12]
     res = compute_fidelity(samples, reference, metrics=("fid",), reference_key=f"{key}-{digest}",
                            batch_size=batch_size, verbose=False)["fid"]

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,6 +19,7 @@ import yaml
 from unmask import pretokenized, stages
 from unmask.config import load_params
 from unmask.data import fashion_mnist
+from unmask.metrics.heldout import UNAVAILABLE_REASON
 
 REPO = Path(__file__).resolve().parents[2]
 SEG = REPO / "pipelines" / "seg-default"
@@ -110,3 +112,13 @@ def test_interrupted_tokenize_stops_train_in_the_pipeline_folder(tmp_path, monke
         assert (work / "models" / "model.pt").is_file()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_fid_without_inception_weights_is_unavailable_with_the_reason(monkeypatch):
+    images = np.zeros((4, 8, 8), np.uint8)
+    off = pretokenized.fid_result(images, images, "k", enabled=False, name="fid_mask_to_image")
+    assert (off.name, off.value, off.available) == ("fid_mask_to_image", None, False)
+    assert "evaluate.fid: false" in off.reason
+    monkeypatch.setattr(pretokenized, "fid_weights_available", lambda: False)
+    res = pretokenized.fid_result(images, images, "k", name="fid_mask_to_image")
+    assert res.value is None and not res.available and res.reason == UNAVAILABLE_REASON

@@ -33,6 +33,7 @@ from unmask.config import Section
 from unmask.data import dmlab, faceforensics, moving_fmnist
 from unmask.metrics import MetricResult, as_mlflow_metrics
 from unmask.metrics.fvd import compute_fvd, per_frame_fid
+from unmask.metrics.heldout import UNAVAILABLE_REASON, fid_weights_available
 from unmask.models import ModelConfig, Transformer
 from unmask.runtime import seed_everything, write_timings
 from unmask.stages import stage
@@ -204,7 +205,7 @@ _PROBE = {"vocab_size": 2, "grid": (1, 1), "frames": 2}
 # -- train ----------------------------------------------------------------------------------------
 @stage("video.train", params=VideoParams)
 def run_train(p: VideoParams) -> dict[str, Any]:
-    """Train the video transformer on the clips' tokens (DI §4.3)."""
+    """Train the video transformer on the clips' tokens (DI §4.2.1, Table 5)."""
     meta, (train_tokens,) = tp.load_tokens("train")
     x = torch.from_numpy(train_tokens).long()
     cfg = model_config(p.model, meta)
@@ -275,11 +276,10 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
         print(f"evaluate: MP4 export skipped ({type(e).__name__}: {e})")
 
     results = []
-    ok, reason = tp.fid_available()
     if not p.evaluate.fid:
         results.append(MetricResult.unavailable("fid_per_frame", "disabled in params"))
-    elif not ok:
-        results.append(MetricResult.unavailable("fid_per_frame", reason))
+    elif not fid_weights_available():
+        results.append(MetricResult.unavailable("fid_per_frame", UNAVAILABLE_REASON))
     else:
         results.append(per_frame_fid(unc, te_raw, batch_size=p.evaluate.fid_batch_size,
                                      verbose=False))
