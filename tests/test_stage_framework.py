@@ -71,8 +71,10 @@ def test_options_come_from_the_signature_and_errors_are_one_line(tmp_path, monke
 def test_unknown_names_are_one_line_errors():
     with pytest.raises(ConfigError, match="unknown family 'nope'"):
         stages.module_of("nope.train")
-    with pytest.raises(ConfigError, match="unknown stage 'no-such-stage'"):
+    with pytest.raises(ConfigError, match="unknown stage 'no-such-stage'; valid: .*tokenizer"):
         stages.resolve("no-such-stage")
+    with pytest.raises(ConfigError, match="unknown stage 'prime.trian'; valid: .*prime.train"):
+        stages.resolve("prime.trian")
 
 
 def test_routing_finds_a_stage_module_without_importing():

@@ -13,7 +13,7 @@ from unmask.config import load_params
 from unmask.data.cifar10 import CIFAR10
 from unmask.data.fixtures import run_dvc, scratch_pipeline, write_cifar10
 from unmask.data.shards import TokenShards
-from unmask.stages.experiment import ExperimentParams
+from unmask.stages.experiment.params import ExperimentParams
 from unmask.tokenizers import PixelTokenizer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import yaml
 from unmask.config import load_params
 from unmask.data.fixtures import run_dvc, write_coco
 from unmask.data.shards import TokenShards
-from unmask.stages.experiment import ExperimentParams
+from unmask.stages.experiment.params import ExperimentParams
 from unmask.tokenizers.text import HashedBagOfWords
 
 pytest.importorskip("diffusers")

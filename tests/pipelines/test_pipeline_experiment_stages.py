@@ -19,7 +19,7 @@ from unmask.data.cifar10 import CIFAR10
 from unmask.data.fixtures import write_cifar10
 from unmask.data.shards import TokenShards
 from unmask.errors import ConfigError
-from unmask.stages.experiment import ExperimentParams
+from unmask.stages.experiment.params import ExperimentParams
 
 REPO = Path(__file__).resolve().parents[2]
 S8 = REPO / "pipelines" / "cifar10-s8" / "params.yaml"

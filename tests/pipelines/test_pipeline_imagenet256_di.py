@@ -17,7 +17,7 @@ from unmask.data.fixtures import WNIDS, run_dvc, write_imagenet
 from unmask.data.shards import TokenShards
 from unmask.data.transforms import center_crop_arr
 from unmask.models import Transformer
-from unmask.stages.experiment import ExperimentParams
+from unmask.stages.experiment.params import ExperimentParams
 
 pytest.importorskip("diffusers")
 REPO = Path(__file__).resolve().parents[2]

@@ -122,10 +122,13 @@ def module_of(name: str) -> str:
     return base
 
 
-def _family_modules() -> list[str]:
-    """Every module that may register stages (for ``--list``)."""
-    mods = [module_of(n) for n in DEFAULT]
-    for base in FAMILIES.values():
+def _family_modules(family: str | None = "*") -> list[str]:
+    """The modules that may register stages of ``family`` (None: the default pipeline's;
+    ``"*"``: all), for ``--list`` and error messages."""
+    mods = [module_of(n) for n in DEFAULT] if family in (None, "*") else []
+    for fam, base in FAMILIES.items():
+        if family not in ("*", fam):
+            continue
         mods.append(base)
         pkg = _SRC.joinpath(*base.split("."))
         if (pkg / "__init__.py").is_file():
@@ -143,10 +146,12 @@ def resolve(name: str) -> Stage:
     except ModuleNotFoundError as e:
         if e.name != module:
             raise
-        raise ConfigError(f"unknown stage {name!r} (no module {module})") from None
     if name not in REGISTRY:
-        here = sorted(s for s in REGISTRY if module_of(s) == module)
-        raise ConfigError(f"unknown stage {name!r}; {module} has: {', '.join(here) or 'none'}")
+        prefix = name.partition(".")[0] + "." if "." in name else ""
+        for mod in _family_modules(prefix[:-1] or None):
+            importlib.import_module(mod)
+        here = sorted(s for s in REGISTRY if s.startswith(prefix) and ("." in s) == bool(prefix))
+        raise ConfigError(f"unknown stage {name!r}; valid: {', '.join(here) or 'none'}")
     return REGISTRY[name]
 
 

@@ -8,15 +8,8 @@ Run from the pipeline's folder, its own DVC project (``cd pipelines/<exp> && dvc
     python -m unmask.stages experiment.evaluate [--schedule NAME]
 
 One module per stage (:mod:`.tokenize`, :mod:`.train`, :mod:`.sample`, :mod:`.evaluate`), the
-params schema in :mod:`.params` and the dataset / tokenizer builders in :mod:`.data`. Importing
-this package registers all four stages.
+params schema in :mod:`.params` and the dataset / tokenizer builders in :mod:`.data`. This
+``__init__`` imports nothing: the runner imports only the module of the stage it runs
+(:func:`unmask.stages.module_of`), so each stage's DVC deps are its own code.
 """
 
-from __future__ import annotations
-
-from unmask.stages.experiment import evaluate, sample, tokenize, train
-from unmask.stages.experiment.data import build_dataset, build_tokenizer
-from unmask.stages.experiment.params import ExperimentParams
-
-__all__ = ["ExperimentParams", "build_dataset", "build_tokenizer", "tokenize", "train", "sample",
-           "evaluate"]
