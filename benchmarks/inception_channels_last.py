@@ -2,7 +2,7 @@
 
 The evaluate stage's FID spends most of its time in the standard Inception-v3 (every image is
 resized to 299×299, ~5.7 GFLOP each). This times, in one process and interleaved, separate
-extractors (``unmask.metrics.fidelity._build_extractor``: the cached ``_make_extractor`` would
+extractors (``unmask.metrics.inception.build_extractor``: the cached ``extractor`` would
 hand every variant the same module) in contiguous and channels-last layout, at batch sizes 50
 and 200, each at 1 and 2 torch threads, and prints per image:
 
@@ -25,26 +25,32 @@ import torch
 
 
 def main(n: int = 100) -> list[dict]:
-    from unmask.metrics.fidelity import FEATURE_LAYER, UInt8Images, _build_extractor, _extract
-    from unmask.metrics.inception import cache_dir, resolve_inception_weights
+    from unmask.metrics.images import UInt8Images
+    from unmask.metrics.inception import (
+        FEATURE_LAYER,
+        build_extractor,
+        cache_dir,
+        extract,
+        resolve_inception_weights,
+    )
 
     dev = torch.device("cpu")
     weights = resolve_inception_weights(None, cache_dir())
     images = UInt8Images(np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    plain = _build_extractor(weights, [FEATURE_LAYER], dev).to(
+    plain = build_extractor(weights, [FEATURE_LAYER], dev).to(
         memory_format=torch.contiguous_format)
-    cl = _build_extractor(weights, [FEATURE_LAYER], dev)  # channels-last on the CPU
+    cl = build_extractor(weights, [FEATURE_LAYER], dev)  # channels-last on the CPU
     variants = [(layout, fe, batch, threads) for threads in (1, 2) for batch in (50, 200)
                 for layout, fe in (("contiguous", plain), ("channels_last", cl))]
     old = torch.get_num_threads()
     for _, fe, _, _ in variants[:2]:  # warm-up both layouts (oneDNN primitive caches)
-        _extract(fe, UInt8Images(images.images[:4]), 4, dev, False, "warm-up")
+        extract(fe, UInt8Images(images.images[:4]), 4, dev, False, "warm-up")
     rows, ref = [], None
     try:
         for layout, fe, batch, threads in variants:
             torch.set_num_threads(threads)
             c0, t0 = time.process_time(), time.perf_counter()
-            feats = _extract(fe, images, batch, dev, False, layout)[FEATURE_LAYER]
+            feats = extract(fe, images, batch, dev, False, layout)[FEATURE_LAYER]
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             ref = feats if ref is None else ref
             rows.append(dict(layout=layout, batch=batch, threads=threads, cpu_s=cpu / n,

@@ -144,8 +144,8 @@ def cycle_report(src: Path) -> list[str]:
 
 
 def _is_stage_module(name: str) -> bool:
-    return name == "unmask.stages" or name.startswith("unmask.stages.") or \
-        name.endswith(".stages")
+    """``unmask.stages[.*]`` and a family's ``unmask.<family>.stages[.*]`` (module or package)."""
+    return "stages" in name.split(".")[1:3]
 
 
 def _within(name: str, package: str) -> bool:
@@ -270,10 +270,14 @@ def test_planted_layer_violations_are_named(tmp_path):
         "orchestration/sweep.py": "from unmask.stages import run\n",
         "stages/__init__.py": "",
         "prime/stages.py": "import unmask.stages\n",
+        "emigm/stages/train.py": "from unmask.stages import stage\n",
+        "emigm/stage_helpers.py": "from unmask.stages import stage\n",
         "tracking.py": "import importlib\nimportlib.import_module('unmask.stages')\n",
         "cli.py": "from unmask.orchestration import sweep\n",
     })
     assert layer_violations(src) == [
+        "unmask.emigm.stage_helpers imports unmask.stages: only stage modules, orchestration "
+        "and cli may",
         "unmask.errors is a bottom module but imports unmask.paths",
         "unmask.metrics imports unmask.orchestration.sweep: only orchestration, cli and "
         "stages may",

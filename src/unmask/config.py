@@ -134,7 +134,8 @@ class TokenizerConfig(Section):
 
     ``kind: pixel``: the per-pixel quantiser (:class:`~unmask.tokenizers.PixelTokenizer`,
     ``levels`` intensity bins at ``size``). ``kind: vq``: the small VQ-VAE of the ``vq``
-    section, trained by the ``tokenizer`` stage and loaded from ``path``. ``flip``: the
+    section, trained by the ``train-tokenizer`` stage and loaded from ``path``
+    (:func:`unmask.tokenizers.build_tokenizer` builds either). ``flip``: the
     ``tokenize`` stage also pre-extracts the tokens of horizontally flipped training images
     (DI / MAR), and training draws from originals and flips alike.
     """
@@ -166,35 +167,6 @@ class TokenizerConfig(Section):
         if self.size is None:
             return image_size
         return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
-
-    def build(self, path: str | Path | None = None) -> Any:
-        """The tokenizer: a :class:`~unmask.tokenizers.PixelTokenizer`, or the trained VQ-VAE
-        loaded from ``path`` (default ``self.path``), checked against the ``vq`` section."""
-        if self.kind == "pixel":
-            from unmask.tokenizers import PixelTokenizer  # why: torch; params readers stay light
-
-            return PixelTokenizer(levels=self.levels, size=self.size)
-        from unmask.tokenizers.vq import VQTokenizer  # why: torch; params readers stay light
-
-        path = Path(path if path is not None else self.path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: no trained VQ tokenizer (run the 'train-tokenizer' stage: "
-                "dvc repro train-tokenizer)"
-            )
-        tok = VQTokenizer.load(path)
-        want = self.vq.vq_config(tok.cfg.in_channels)
-        arch = tok.cfg.architecture()
-        diff = {k: (arch[k], want[k]) for k in arch if arch[k] != want[k]}
-        if diff:
-            raise ValueError(
-                f"{path}: the VQ tokenizer was trained with "
-                + ", ".join(f"{k}={a}" for k, (a, _) in diff.items())
-                + " but tokenizer.vq says "
-                + ", ".join(f"{k}={b}" for k, (_, b) in diff.items())
-                + " (re-run the 'train-tokenizer' stage)"
-            )
-        return tok
 
 
 class SampleConfig(Section):

@@ -1,10 +1,7 @@
 """Thin MLflow helper: one place that decides where runs go and how they are logged.
 
-* :func:`tracking_uri` — ``$MLFLOW_TRACKING_URI`` when set (e.g. a local ``mlflow server``),
-  else the URL of the MLflow server ``unmask stack up`` started on this store (recorded in
-  ``<root>/server.json`` while it runs), else a sqlite store ``<root>/mlflow.db`` with artifacts
-  in ``<root>/artifacts`` (root defaults to ``./mlruns``). One store, one writer: the stack's
-  server and the sqlite file never take writes at the same time from our code.
+* :func:`tracking_uri` — where runs go (:mod:`unmask.tracking_store`: ``$MLFLOW_TRACKING_URI``,
+  else the server ``unmask stack up`` runs on this store, else ``./mlruns/mlflow.db``).
 * :class:`Tracker` — ``start_run(...)`` / ``log_metrics`` / ``log_params`` / ``log_artifact``
   through :class:`mlflow.tracking.MlflowClient` (no fluent global state, so nested runs and
   several trackers coexist). Use as a context manager; a run left by an exception is FAILED.
@@ -31,15 +28,22 @@ import re
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from unmask.errors import UserError
+from unmask.tracking_store import (
+    SERVER_FILE,
+    TrackingUnavailableError,
+    announce_server,
+    artifact_root,
+    check_server,
+    serving,
+    tracking_uri,
+    withdraw_server,
+)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -49,72 +53,6 @@ __all__ = ["tracking_uri", "serving", "announce_server", "withdraw_server", "SER
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # MLflow's limit on params per log_batch
-
-
-class TrackingUnavailableError(UserError, RuntimeError):
-    """The configured MLflow tracking server does not answer."""
-
-
-#: File beside a store's ``mlflow.db`` naming the live MLflow server that serves the store
-#: (written by ``unmask stack up``, removed by ``unmask stack down``).
-SERVER_FILE = "server.json"
-
-
-def tracking_uri(root: str | Path | None = None) -> str:
-    """Where runs go: ``$MLFLOW_TRACKING_URI`` if set; else, when a live MLflow server serves
-    the store under ``root`` (:func:`serving`), that server's URL — so a store has one writer
-    while ``unmask stack up`` runs; else ``sqlite:///<root>/mlflow.db`` (root: ./mlruns)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = Path(root if root is not None else "mlruns").resolve()
-    return serving(root) or f"sqlite:///{root / 'mlflow.db'}"
-
-
-def serving(root: str | Path) -> str | None:
-    """URL of the live MLflow server recorded in ``<root>/server.json`` (pid and start time
-    still match a running process), else None. A stale file (server gone) is ignored."""
-    path = Path(root) / SERVER_FILE
-    try:
-        info = json.loads(path.read_text())
-        url, pid, created = str(info["url"]), int(info["pid"]), float(info["create_time"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    import psutil
-
-    try:
-        alive = abs(psutil.Process(pid).create_time() - created) <= 1.0
-    except (psutil.Error, OSError):
-        alive = False
-    return url if alive else None
-
-
-def announce_server(root: str | Path, url: str, pid: int, create_time: float) -> Path:
-    """Record that the MLflow server ``url`` (process ``pid`` started at ``create_time``)
-    serves the store under ``root``; :func:`tracking_uri` then sends clients there."""
-    path = Path(root) / SERVER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": pid, "create_time": create_time}) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def withdraw_server(root: str | Path, url: str | None = None) -> None:
-    """Remove ``<root>/server.json`` (only if it names ``url``, when given)."""
-    path = Path(root) / SERVER_FILE
-    try:
-        if url is None or json.loads(path.read_text()).get("url") == url:
-            path.unlink()
-    except (OSError, ValueError):
-        pass
-
-
-def _artifact_root(uri: str) -> Path | None:
-    """Artifacts of a local sqlite store live beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent / "artifacts"
-    return None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -127,22 +65,6 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)[:_MAX_PARAM_LEN]
     return out
-
-
-def _check_server(uri: str, timeout: float = 5.0) -> None:
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
-            r.read()
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} does not answer ({reason}); start one with "
-            "`mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db "
-            "--default-artifact-root mlruns/artifacts --host 127.0.0.1 --port 5000` "
-            "or unset MLFLOW_TRACKING_URI to log to a local sqlite store"
-        ) from None
 
 
 class _RunStack:
@@ -255,7 +177,7 @@ class Tracker(_RunStack):
     def client(self):
         """The :class:`mlflow.tracking.MlflowClient` (created on first use)."""
         if self._client is None:
-            _check_server(self.uri)
+            check_server(self.uri)
             if self.uri.startswith(("http://", "https://")):
                 _http_defaults()
             from mlflow.tracking import MlflowClient
@@ -266,7 +188,7 @@ class Tracker(_RunStack):
     def check(self) -> None:
         """Raise :class:`TrackingUnavailableError` (one line: how to start one) if the
         configured server does not answer."""
-        _check_server(self.uri)
+        check_server(self.uri)
 
     # -- buffering -----------------------------------------------------------------------------
 
@@ -282,7 +204,7 @@ class Tracker(_RunStack):
 
     def _reachable(self) -> bool:
         try:
-            _check_server(self.uri, timeout=2.0)
+            check_server(self.uri, timeout=2.0)
         except TrackingUnavailableError:
             return False
         return True
@@ -358,7 +280,7 @@ class Tracker(_RunStack):
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        art = _artifact_root(self.uri)
+        art = artifact_root(self.uri)
         location = (art / re.sub(r"[^\w.-]+", "_", name)).as_uri() if art else None
         return self.client.create_experiment(name, artifact_location=location)
 
@@ -377,7 +299,7 @@ class Tracker(_RunStack):
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if nested and self._runs:
             tags["mlflow.parentRunId"] = self._runs[-1]
-        _check_server(self.uri)  # a new run needs the server (an id): one clear error
+        check_server(self.uri)  # a new run needs the server (an id): one clear error
         self.flush(force=True)
         run = self.client.create_run(self._experiment_id(experiment), tags=tags,
                                      run_name=run_name)

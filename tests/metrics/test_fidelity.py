@@ -14,12 +14,8 @@ import pytest
 import torch
 
 from unmask.metrics import as_mlflow_metrics, as_mlflow_params
-from unmask.metrics.fidelity import (
-    cached_features,
-    compute_fidelity,
-    reference_key,
-    to_uint8_nchw,
-)
+from unmask.metrics.fidelity import cached_features, compute_fidelity, reference_key
+from unmask.metrics.images import to_uint8_nchw
 
 N = 32
 NOISE_STDS = (8.0, 24.0, 64.0)  # Gaussian noise std in uint8 units
@@ -165,20 +161,20 @@ def test_extractor_is_built_once_per_process_and_layers_are_restored(
         metrics_cache: Path, converted_weights: Path, fmnist: np.ndarray) -> None:
     """Ablation trials share a worker process: the Inception extractor is loaded once, and a
     caller narrowing its layer list (the reference pass) does not leak into the next call."""
-    from unmask.metrics import fidelity
+    from unmask.metrics import inception
     from unmask.metrics.inception import resolve_inception_weights
 
     weights = resolve_inception_weights(None, metrics_cache)
-    layers = [fidelity.FEATURE_LAYER, "768"]  # the converted FID weights have no classifier
+    layers = [inception.FEATURE_LAYER, "768"]  # the converted FID weights have no classifier
     dev = torch.device("cpu")
-    fe = fidelity._make_extractor(weights, layers, dev)
-    fe.features_list = [fidelity.FEATURE_LAYER]  # what the reference pass does
-    again = fidelity._make_extractor(weights, layers, dev)
+    fe = inception.extractor(weights, layers, dev)
+    fe.features_list = [inception.FEATURE_LAYER]  # what the reference pass does
+    again = inception.extractor(weights, layers, dev)
     assert again is fe and again.features_list == layers
     x = torch.from_numpy(np.repeat(fmnist[:4, None], 3, axis=1))
-    fresh = fidelity._build_extractor(weights, layers, dev)
+    fresh = inception.build_extractor(weights, layers, dev)
     with torch.no_grad():
         for a, b in zip(again(x), fresh(x), strict=True):
             torch.testing.assert_close(a, b)
-    other = fidelity._make_extractor(weights, [fidelity.FEATURE_LAYER], dev)
-    assert other is not fe and len(fidelity._EXTRACTORS) == 1
+    other = inception.extractor(weights, [inception.FEATURE_LAYER], dev)
+    assert other is not fe and len(inception._EXTRACTORS) == 1

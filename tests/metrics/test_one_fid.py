@@ -16,6 +16,7 @@ import pytest
 import scipy.linalg
 
 from unmask.config import load_params
+from unmask.tokenizers import build_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 N_TEST = 24
@@ -51,7 +52,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, metrics_cache: Path,
     with contextlib.chdir(root):
         for stage in ("prepare", "tokenize"):
             run_stage(stage, params)
-    tok = params.tokenizer.build()
+    tok = build_tokenizer(params.tokenizer)
     with np.load(root / "data/prepared/test.npz") as z:
         real, labels = z["images"], z["labels"]
     rng = np.random.default_rng(0)

@@ -37,16 +37,14 @@ import yaml
 
 import unmask
 from unmask.orchestration import procs
-from unmask.orchestration.cluster import (
+from unmask.orchestration.cluster import NODE_MARK, LocalCluster, NodeSpec
+from unmask.orchestration.placement import (
     AUTOSCALING_ENV,
-    NODE_MARK,
-    LocalCluster,
-    NodeSpec,
     UnsatisfiableResources,
     require_resources,
-    stage_inputs,
     train_bundles,
 )
+from unmask.orchestration.staging import stage_inputs
 
 SRC = str(Path(unmask.__file__).resolve().parents[1])
 
@@ -330,7 +328,7 @@ def _slow_evaluation_trial(config, specs):
     """The real trial, with evaluation held back 3 s after a marker naming the node, so the
     test can lose that node while the trial's MLflow run is open."""
     import unmask.orchestration.evaluation as ev
-    from unmask.orchestration.cluster import node_tags
+    from unmask.orchestration.placement import node_tags
     from unmask.orchestration.trials import tune_trainable
 
     if not getattr(ev, "_held_back", False):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
-from unmask.tokenizers.kl import (  # noqa: E402
+from unmask.tokenizers.kl import KLTokenizer  # noqa: E402
+from unmask.tokenizers.mar_kl import (  # noqa: E402
     MAR_SCALE_FACTOR,
-    KLTokenizer,
     MARAutoencoderKL,
     infer_mar_config,
     mar_to_diffusers,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from unmask.metrics import MetricResult
-from unmask.metrics.fidelity import to_uint8_nchw
+from unmask.metrics.images import to_uint8_nchw
 from unmask.metrics.inception import file_sha256
 
 __all__ = ["CLIP_SCORE", "CLIP_SCORE_SCALE", "clip_score", "compute_clip_score"]

@@ -17,12 +17,14 @@ the weights from :mod:`unmask.metrics.inception` passed as ``feature_extractor_w
 - Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) ‖ p(y))) over 10 splits, from the
   1008-way logits. Only with the verified standard weights file; otherwise reported unavailable.
 
-How the pieces run: the images go through torch-fidelity's extractor once per call (both the
-2048-d features and, for IS, the logits in the same pass); KID, precision/recall and IS are
-torch-fidelity's own ``kid_features_to_metric`` / ``prc_features_to_metric`` /
-``isc_features_to_metric`` on those features; FID is ``frechet_distance_from_features`` from
-:mod:`unmask.metrics.frechet` — the same number as torch-fidelity's ``fid_statistics_to_metric``
-(tested equal), without its 2048×2048 non-symmetric eigen-decomposition (10–60 s per call on two
+Image inputs (any layout, uint8) are :mod:`unmask.metrics.images`; the weights and the
+extractor :mod:`unmask.metrics.inception`. How the pieces run: the images go through
+torch-fidelity's extractor once per call (both the 2048-d features and, for IS, the logits in
+the same pass); KID, precision/recall and IS are torch-fidelity's own
+``kid_features_to_metric`` / ``prc_features_to_metric`` / ``isc_features_to_metric`` on those
+features; FID is ``frechet_distance_from_features`` from :mod:`unmask.metrics.frechet` — the
+same number as torch-fidelity's ``fid_statistics_to_metric`` (tested equal), without its
+2048×2048 non-symmetric eigen-decomposition (10–60 s per call on two
 CPU cores; exact in milliseconds when N < 2048).
 
 Reference features are cached under ``<cache>/fidelity/<key>-inception-v3-compat-2048.pt``
@@ -38,18 +40,22 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from unmask.metrics import MetricResult
 from unmask.metrics.frechet import _one_blas_thread, frechet_distance_from_features
+from unmask.metrics.images import Layout, as_dataset, image_resolution
 from unmask.metrics.inception import (
+    FEATURE_EXTRACTOR,
+    FEATURE_LAYER,
     InceptionWeights,
     atomic_torch_save,
     cache_dir,
+    extract,
+    extractor,
     resolve_inception_weights,
 )
 
@@ -61,14 +67,12 @@ __all__ = [
     "KID_STD",
     "PRECISION",
     "RECALL",
-    "UInt8Images",
     "cached_features",
     "compute_fidelity",
     "fidelity_from_features",
     "image_features",
     "reference_features",
     "reference_key",
-    "to_uint8_nchw",
 ]
 
 FID = "fid"
@@ -88,111 +92,7 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "is": (INCEPTION_SCORE, INCEPTION_SCORE_STD),
     "isc": (INCEPTION_SCORE, INCEPTION_SCORE_STD),
 }
-FEATURE_EXTRACTOR = "inception-v3-compat"
-FEATURE_LAYER = "2048"
 _FEATURES_TAG = "inception-v3-2015-12-05-pool3-2048"
-
-Layout = Literal["auto", "nhwc", "nchw"]
-
-
-def _as_uint8_tensor(images: Any) -> torch.Tensor:
-    if torch.is_tensor(images):
-        x = images.detach().cpu()
-    else:
-        arr = np.asarray(images)
-        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-    if x.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8 (got {x.dtype}); quantise to [0, 255] first")
-    return x
-
-
-def _channel_layout(shape: tuple[int, ...], layout: Layout) -> Literal["nhw", "nhwc", "nchw"]:
-    """Which layout a uint8 image batch of ``shape`` is in (``nhw`` = grayscale without C)."""
-    if len(shape) == 3:
-        return "nhw"
-    if len(shape) != 4:
-        raise ValueError(f"images must be [N,H,W], [N,H,W,C] or [N,C,H,W]; got {shape}")
-    first, last = shape[1] in (1, 3), shape[3] in (1, 3)
-    if layout == "auto":
-        if first and last:
-            raise ValueError(f"ambiguous layout for shape {shape}: pass layout='nhwc' or 'nchw'")
-        if not (first or last):
-            raise ValueError(f"no channel dim of size 1 or 3 in shape {shape}")
-        return "nchw" if first else "nhwc"
-    channels = shape[1] if layout == "nchw" else shape[3]
-    if channels not in (1, 3):
-        raise ValueError(f"expected 1 or 3 channels, got shape {shape} ({layout})")
-    return layout
-
-
-def _to_chw3(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """One image in layout ``kind`` (without N) → contiguous ``uint8 [3, H, W]``."""
-    if kind == "nhw":
-        x = x.unsqueeze(0)
-    elif kind == "nhwc":
-        x = x.permute(2, 0, 1)
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    return x.contiguous()
-
-
-def to_uint8_nchw(images: Any, layout: Layout = "auto") -> torch.Tensor:
-    """uint8 images → contiguous ``uint8 [N, 3, H, W]`` CPU tensor.
-
-    Accepts numpy arrays or tensors shaped ``[N, H, W]`` (grayscale), ``[N, H, W, C]`` or
-    ``[N, C, H, W]`` with C ∈ {1, 3}; grayscale is replicated to 3 channels. ``layout`` resolves
-    the ambiguous case where both dim 1 and dim 3 could be channels. Non-uint8 input is refused:
-    quantising is the caller's decision (FID is defined on 8-bit images).
-    """
-    x = _as_uint8_tensor(images)
-    kind = _channel_layout(tuple(x.shape), layout)
-    if kind == "nhw":
-        x = x.unsqueeze(1)
-    elif kind == "nhwc":
-        x = x.permute(0, 3, 1, 2)
-    if x.shape[0] == 0:
-        raise ValueError("no images")
-    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
-
-
-class UInt8Images(Dataset):
-    """Dataset view of a uint8 image batch yielding ``uint8 [3, H, W]`` (torch-fidelity's input).
-
-    The batch is kept as given (no copy of the whole set); each item is permuted / replicated to
-    three channels on access.
-    """
-
-    def __init__(self, images: Any, layout: Layout = "auto") -> None:
-        self.images = _as_uint8_tensor(images)
-        self.kind = _channel_layout(tuple(self.images.shape), layout)
-        if self.images.shape[0] == 0:
-            raise ValueError("no images")
-        c_h_w = _to_chw3(self.images[0], self.kind).shape
-        self.height, self.width = int(c_h_w[1]), int(c_h_w[2])
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return _to_chw3(self.images[i], self.kind)
-
-
-def _as_dataset(images: Any, layout: Layout) -> Dataset:
-    """A torch Dataset yielding uint8 [3, H, W] is used as is; arrays are wrapped."""
-    if isinstance(images, Dataset):
-        first = images[0]
-        if not (torch.is_tensor(first) and first.dtype == torch.uint8 and first.dim() == 3
-                and first.shape[0] == 3):
-            raise TypeError("a Dataset input must yield uint8 [3, H, W] tensors")
-        return images
-    return UInt8Images(images, layout)
-
-
-def _resolution(ds: Dataset) -> str:
-    if isinstance(ds, UInt8Images):
-        return f"{ds.height}x{ds.width}"
-    first = ds[0]
-    return f"{first.shape[1]}x{first.shape[2]}"
 
 
 def _sanitize(s: str) -> str:
@@ -247,40 +147,6 @@ def _parse_metrics(metrics: Sequence[str] | str) -> list[str]:
     return groups
 
 
-#: Extractors built in this process, keyed by (weights file, its size and mtime, layers,
-#: device): an ablation's trials share one process (Ray Tune ``reuse_actors``) and would
-#: otherwise reload the 95 MB Inception weights for every grid point.
-_EXTRACTORS: dict[tuple[Any, ...], Any] = {}
-
-
-def _make_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
-    """torch-fidelity's own Inception extractor with the given weights file (never downloads),
-    built once per process (see ``_EXTRACTORS``).
-
-    On the CPU its weights are put in channels-last layout: the same features (to ~1e-5) in
-    about 2/3 of the time on two cores (see ``benchmarks/``)."""
-    st = Path(weights.path).stat()
-    key = (str(weights.path), st.st_size, st.st_mtime_ns, tuple(layers), str(dev))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS.clear()  # one extractor at a time: they hold ~100 MB each
-        _EXTRACTORS[key] = _build_extractor(weights, layers, dev)
-    fe = _EXTRACTORS[key]
-    fe.features_list = list(layers)  # a caller may have narrowed it
-    return fe
-
-
-def _build_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    fe = FeatureExtractorInceptionV3(
-        FEATURE_EXTRACTOR, layers, feature_extractor_weights_path=str(weights.path)
-    )
-    fe = fe.to(dev).eval()
-    if dev.type == "cpu":
-        fe = fe.to(memory_format=torch.channels_last)
-    return fe
-
-
 def _weights_and_device(
     inception_weights: str | os.PathLike[str] | None, root: Path,
     device: str | torch.device | None,
@@ -299,28 +165,9 @@ def _cache_reference(root: Path, name: str, ds: Dataset, feats: torch.Tensor,
     """Store a reference set's pool3 features with what identifies them (count, resolution,
     feature set, weights), as :func:`cached_features` reads them back."""
     meta = {"key": name, "num_samples": len(ds),  # type: ignore[arg-type]
-            "resolution": _resolution(ds), "features": _FEATURES_TAG, "weights": weights.source}
+            "resolution": image_resolution(ds), "features": _FEATURES_TAG,
+            "weights": weights.source}
     atomic_torch_save({"features": feats, "meta": meta}, _cache_file(root, name))
-
-
-@torch.no_grad()
-def _extract(
-    fe: Any, ds: Dataset, batch_size: int, dev: torch.device, verbose: bool, desc: str
-) -> dict[str, torch.Tensor]:
-    """Run the extractor over a dataset of uint8 [3, H, W]; ``{layer: float32 [N, D]}`` on CPU."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    loader = DataLoader(ds, batch_size=max(1, min(batch_size, len(ds))), shuffle=False,
-                        num_workers=0, drop_last=False)
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in fe.features_list}
-    with tqdm(total=len(ds), desc=desc, unit="img", disable=not verbose, leave=False) as bar:
-        for batch in loader:
-            out = fe(batch.to(dev, non_blocking=True))
-            for name, f in zip(fe.features_list, out, strict=True):
-                parts[name].append(f.float().cpu())
-            bar.update(int(batch.shape[0]))
-    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 def compute_fidelity(
@@ -369,11 +216,11 @@ def compute_fidelity(
     groups = _parse_metrics(metrics)
     root = Path(cache_root) if cache_root is not None else cache_dir()
     weights, dev = _weights_and_device(inception_weights, root, device)
-    sample_ds = _as_dataset(samples, layout)
+    sample_ds = as_dataset(samples, layout)
     n = len(sample_ds)
     base_params: dict[str, Any] = {
         "num_samples": n,
-        "resolution": _resolution(sample_ds),
+        "resolution": image_resolution(sample_ds),
         "features": _FEATURES_TAG,
         "weights": weights.source,
     }
@@ -396,8 +243,8 @@ def compute_fidelity(
     if not binary and not want_is:
         feats: dict[str, torch.Tensor] = {}
     else:
-        fe = _make_extractor(weights, layers, dev)
-        feats = _extract(fe, sample_ds, batch_size, dev, verbose, "Inception (samples)")
+        fe = extractor(weights, layers, dev)
+        feats = extract(fe, sample_ds, batch_size, dev, verbose, "Inception (samples)")
         if samples_key is not None:
             meta = dict(base_params, key=_sanitize(samples_key))
             entry = {"features": feats[FEATURE_LAYER], "meta": meta}
@@ -405,7 +252,7 @@ def compute_fidelity(
         if binary and ref_feats is None:
             assert ref_ds is not None
             fe.features_list = [FEATURE_LAYER]
-            ref_feats = _extract(fe, ref_ds, batch_size, dev, verbose, "Inception (reference)")[
+            ref_feats = extract(fe, ref_ds, batch_size, dev, verbose, "Inception (reference)")[
                 FEATURE_LAYER
             ]
             if ref_name is not None:
@@ -496,8 +343,8 @@ def image_features(
     a reference set goes through :func:`reference_features`)."""
     root = Path(cache_root) if cache_root is not None else cache_dir()
     weights, dev = _weights_and_device(inception_weights, root, device)
-    fe = _make_extractor(weights, [FEATURE_LAYER], dev)
-    return _extract(fe, _as_dataset(images, layout), batch_size, dev, verbose,
+    fe = extractor(weights, [FEATURE_LAYER], dev)
+    return extract(fe, as_dataset(images, layout), batch_size, dev, verbose,
                     "Inception (samples)")[FEATURE_LAYER]
 
 
@@ -525,8 +372,8 @@ def reference_features(
         return feats
     assert ds is not None and name is not None
     weights, dev = _weights_and_device(inception_weights, root, device)
-    fe = _make_extractor(weights, [FEATURE_LAYER], dev)
-    feats = _extract(fe, ds, batch_size, dev, verbose, "Inception (reference)")[FEATURE_LAYER]
+    fe = extractor(weights, [FEATURE_LAYER], dev)
+    feats = extract(fe, ds, batch_size, dev, verbose, "Inception (reference)")[FEATURE_LAYER]
     _cache_reference(root, name, ds, feats, weights)
     return feats
 
@@ -542,11 +389,11 @@ def _prepare_reference(
         return None, name, cached_features(name, root)["features"]
     if reference is None:
         raise ValueError("FID/KID/precision-recall need a reference (images or a cache key)")
-    ds = _as_dataset(reference, layout)
+    ds = as_dataset(reference, layout)
     name = _sanitize(key) if key is not None else None
     if name is not None and _cache_file(root, name).is_file():
         entry = cached_features(name, root)
-        meta, res = entry["meta"], _resolution(ds)
+        meta, res = entry["meta"], image_resolution(ds)
         if int(meta["num_samples"]) != len(ds) or meta.get("resolution") != res:
             raise ValueError(
                 f"reference key {name!r} is cached for {meta['num_samples']} images at "

@@ -32,11 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from unmask.config import ConfigError, load_params
 from unmask.data.shards import TokenShards
 from unmask.orchestration import runs
-from unmask.orchestration.cluster import stage_planned
 from unmask.orchestration.env import ray_init
 from unmask.orchestration.grid import GridPoint, expand, grid_key, resolve_overrides, write_csv
 from unmask.orchestration.runs import run_link
 from unmask.orchestration.settings import AblationSettings, load_settings
+from unmask.orchestration.staging import stage_planned
 from unmask.orchestration.trials import RELEVANT_SECTIONS, TrialSpec
 from unmask.orchestration.tune_grid import TrialBoard, TrialOutcome, run_grid
 from unmask.paths import project_root, require, resolve

@@ -1,20 +1,13 @@
-"""Ray beyond one node: a simulated multi-node cluster, resource checks, node tags, shared inputs.
+"""A simulated multi-node Ray cluster on this machine (:class:`LocalCluster`).
 
-- :class:`LocalCluster` — a Ray cluster of several nodes on this machine, started the way a
-  real one is: ``ray start --head --block`` and one ``ray start --address=<head> --block`` per
-  worker node, each with its own ``--num-cpus`` / ``--num-gpus`` / ``--resources``, temp dir and
-  agent port. Every node is one process we started (its own session) and stop by pid; its
-  raylet can be SIGKILLed by pid to lose the node mid-run (``ray start --block`` then takes the
-  node's other processes down, as a lost machine would). Drivers join it through
-  ``RAY_ADDRESS`` = :attr:`LocalCluster.address` — the same path as a real cluster.
-- :func:`require_resources` — fail fast, before submitting, when no set of alive nodes can
-  hold a request (e.g. ``use_gpu`` without a GPU node): Ray Tune and Ray Train would otherwise
-  wait forever for an autoscaler. ``UNMASK_RAY_AUTOSCALING=1`` turns the check off on a cluster
-  whose autoscaler adds nodes on demand.
-- :func:`node_tags` — which node ran a trial (MLflow tags ``ray.node_*``).
-- :func:`stage_inputs` — copy a sweep's inputs (params file, checkpoint, token shards) into a
-  storage path every node mounts (``ray.shared_storage``), content-addressed, so trials never
-  read the driver's local project.
+Started the way a real one is: ``ray start --head --block`` and one
+``ray start --address=<head> --block`` per worker node, each with its own ``--num-cpus`` /
+``--num-gpus`` / ``--resources``, temp dir and agent port. Every node is one process we started
+(its own session) and stop by pid; its raylet can be SIGKILLed by pid to lose the node mid-run
+(``ray start --block`` then takes the node's other processes down, as a lost machine would).
+Drivers join it through ``RAY_ADDRESS`` = :attr:`LocalCluster.address` — the same path as a
+real cluster. Placement checks and node tags are :mod:`unmask.orchestration.placement`; copying a
+sweep's inputs to shared storage is :mod:`unmask.orchestration.staging`.
 
 Note: ``ray start`` replaces a loopback ``--node-ip-address`` by the host's reachable address
 (:func:`ray._private.services.resolve_ip_for_localhost`), so the simulated nodes all register
@@ -24,7 +17,6 @@ under this host's IP and are told apart by node id and ``--node-name``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -39,28 +31,10 @@ from typing import Any
 
 import psutil
 
-from unmask.config import ConfigError, load_params
 from unmask.orchestration import procs
 from unmask.orchestration.env import ensure_ray_bootstrap, free_port, service_env
-from unmask.paths import project_root, resolve
 
-__all__ = [
-    "AUTOSCALING_ENV",
-    "NODE_MARK",
-    "NodeSpec",
-    "Node",
-    "LocalCluster",
-    "UnsatisfiableResources",
-    "alive_nodes",
-    "require_resources",
-    "train_bundles",
-    "node_tags",
-    "stage_inputs",
-    "stage_planned",
-]
-
-#: Set to 1 on a cluster with an autoscaler: resources may appear after the request.
-AUTOSCALING_ENV = "UNMASK_RAY_AUTOSCALING"
+__all__ = ["NODE_MARK", "NodeSpec", "Node", "LocalCluster"]
 
 #: Environment mark of every process of a simulated node: Ray workers leave the node's process
 #: group and are re-parented when the raylet dies, the mark still finds them (procs.marked).
@@ -318,187 +292,3 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-
-# -- resource checks ------------------------------------------------------------------------
-
-class UnsatisfiableResources(ValueError):
-    """No set of alive nodes can hold a resource request (one line naming what is missing)."""
-
-
-def alive_nodes() -> list[dict[str, Any]]:
-    """Alive nodes of the connected cluster: ``{"id", "name", "resources"}`` (totals)."""
-    import ray
-
-    return [{"id": r["NodeID"], "name": r.get("NodeName", ""), "resources": dict(r["Resources"])}
-            for r in ray.nodes() if r.get("Alive")]
-
-
-def train_bundles(num_workers: int, cpus_per_worker: float, use_gpu: bool,
-                  ) -> list[dict[str, float]]:
-    """The resource bundles of Ray Train's workers (one GPU each with ``use_gpu``)."""
-    return [{"CPU": cpus_per_worker, **({"GPU": 1.0} if use_gpu else {})}] * num_workers
-
-
-def _fmt(res: Mapping[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in res.items()
-                           if not k.startswith("node:") and k not in
-                           ("memory", "object_store_memory")) + "}"
-
-
-def require_resources(bundles: Sequence[Mapping[str, float]], what: str,
-                      nodes: Sequence[Mapping[str, Any]] | None = None) -> None:
-    """Raise :class:`UnsatisfiableResources` unless all ``bundles`` fit at once on the alive
-    nodes' total resources (first-fit decreasing; each bundle on one node). Only the resources
-    named in a bundle count; zero amounts are ignored. No-op when ``$UNMASK_RAY_AUTOSCALING``
-    is 1 (an autoscaler may add the nodes) or Ray is not initialised and ``nodes`` not given.
-    """
-    if os.environ.get(AUTOSCALING_ENV, "") in ("1", "true"):
-        return
-    if nodes is None:
-        import ray
-
-        if not ray.is_initialized():
-            return
-        nodes = alive_nodes()
-    wanted = [{k: float(v) for k, v in b.items() if v} for b in bundles]
-    free = [dict(n["resources"]) for n in nodes]
-    order = sorted(range(len(wanted)), key=lambda i: sorted(wanted[i].items()), reverse=True)
-    for i in order:
-        b = wanted[i]
-        for f in free:
-            if all(f.get(k, 0.0) + 1e-9 >= v for k, v in b.items()):
-                for k, v in b.items():
-                    f[k] -= v
-                break
-        else:
-            have = "; ".join(f"{n['name'] or n['id'][:8]} {_fmt(n['resources'])}"
-                             for n in nodes) or "no alive node"
-            n_same = sum(1 for w in wanted if w == b)
-            raise UnsatisfiableResources(
-                f"{what} needs {n_same} x {_fmt(b)} but the Ray cluster cannot hold it "
-                f"(alive nodes: {have}); add a node with these resources (e.g. `ray start "
-                f"--num-gpus`), lower the request, or set {AUTOSCALING_ENV}=1 if an "
-                "autoscaler adds nodes")
-
-
-# -- node tags ------------------------------------------------------------------------------
-
-def node_tags(prefix: str = "ray.node") -> dict[str, str]:
-    """The current Ray worker's node: ``{prefix}_id``, ``{prefix}_ip``, ``{prefix}_name``."""
-    import ray
-
-    ctx = ray.get_runtime_context()
-    node_id = ctx.get_node_id()
-    name = ""
-    with contextlib.suppress(Exception):
-        name = next((r.get("NodeName", "") for r in ray.nodes() if r["NodeID"] == node_id), "")
-    return {f"{prefix}_id": node_id, f"{prefix}_ip": ray.util.get_node_ip_address(),
-            f"{prefix}_name": name}
-
-
-# -- shared storage -------------------------------------------------------------------------
-
-def _tree_id(path: Path) -> str:
-    """Cheap identity of a file or folder: relative paths, sizes and mtimes (sha256, 16 hex)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(path) if f != path else f.name}:{st.st_size}:"
-                 f"{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def stage_inputs(paths: Mapping[str, str | Path], shared: str | Path) -> dict[str, Path]:
-    """Copy each input (file or folder) to ``<shared>/inputs/<id>/<name>`` unless that copy
-    exists (content-addressed by :func:`_tree_id`); returns {key: path in shared storage}.
-    Copies land under a temporary name and are renamed into place, so a node never sees a
-    half-written input and concurrent sweeps staging the same input do not collide."""
-    shared = Path(shared)
-    out: dict[str, Path] = {}
-    for key, src in paths.items():
-        src = Path(src)
-        if not src.exists():
-            raise FileNotFoundError(f"{key}: input {src} not found (cannot stage it to {shared})")
-        dst = shared / "inputs" / _tree_id(src) / src.name
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".stage-", dir=dst.parent)) / src.name
-            if src.is_dir():
-                shutil.copytree(src, tmp)
-            else:
-                shutil.copy2(src, tmp)
-                side = src.with_name(src.name + ".sha256")  # a checkpoint's recorded digest
-                if side.is_file():
-                    shutil.copy2(side, dst.with_name(side.name))
-            try:
-                os.replace(tmp, dst)
-            except OSError:  # staged concurrently by another sweep
-                if not dst.exists():
-                    raise
-            shutil.rmtree(tmp.parent, ignore_errors=True)
-        out[key] = dst
-    return out
-
-
-def stage_planned(planned: Sequence[Any], shared: str | Path) -> None:
-    """Point the trial specs of an ablation plan (:class:`~unmask.orchestration.ablation.
-    PlannedPoint`) at copies of their inputs in ``shared`` (``ray.shared_storage``): the params
-    file, the checkpoint (sampling axes), the token splits the trial reads (``train`` for
-    training axes, ``evaluate.split`` always), the VQ tokenizer and, when trials score FID, the
-    prepared held-out images — so a trial on a node without the project's outputs finds them.
-    Specs are replaced in place."""
-
-    shared = Path(shared)
-    if not shared.is_absolute():
-        raise ValueError(f"ray.shared_storage: {shared} must be an absolute path that every "
-                         "node mounts")
-    staged: dict[tuple[str, ...], dict[str, Path]] = {}
-    for pp in planned:
-        spec = pp.spec
-        try:
-            params = load_params(spec.params_path, spec.overrides)
-        except ConfigError:  # an invalid point fails as a trial; stage the base params' inputs
-            params = load_params(spec.params_path)
-        split = params.evaluate.split
-        # A learned tokenizer is a file the params name relative to the driver's project.
-        vq = (str(resolve(params.tokenizer.path, spec.root or project_root(spec.params_path)))
-              if params.tokenizer.kind == "vq" else "")
-        splits = tuple(sorted({split} | ({"train"} if spec.kind == "training" else set())))
-        # FID scores against the prepared real held-out images, which the trial finds beside
-        # the token folder (<tokens_dir>/../prepared, unmask.orchestration.evaluation).
-        fid = spec.eval.metric != "stats"
-        key = (spec.params_path, spec.checkpoint or "", spec.tokens_dir, vq, str(fid), *splits)
-        if key not in staged:
-            tokens = Path(spec.tokens_dir)
-            found = {f"tokens/{s}": tokens / s for s in splits if (tokens / s).exists()}
-            if fid:
-                prepared = tokens.parent / "prepared"
-                found.update({f"prepared/{n}": prepared / n
-                              for n in (f"{split}.npz", "manifest.json")
-                              if (prepared / n).exists()})
-            out = stage_inputs({"params": spec.params_path, **found,
-                                **({"checkpoint": spec.checkpoint} if spec.checkpoint else {}),
-                                **({"tokenizer": vq} if vq else {})}, shared)
-            # One folder laid out as the project's data/ (tokens/<split>, prepared/<file>),
-            # made of links to the content-addressed copies.
-            bundle = shared / "inputs" / ("data-" + hashlib.sha256("".join(
-                f"{k}={out[k]}" for k in sorted(found)).encode()).hexdigest()[:16])
-            for k in found:
-                link = bundle / k
-                if not link.is_symlink():
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    with contextlib.suppress(FileExistsError):
-                        link.symlink_to(out[k], target_is_directory=out[k].is_dir())
-            (bundle / "tokens").mkdir(parents=True, exist_ok=True)
-            out["tokens"] = bundle / "tokens"
-            staged[key] = out
-        out = staged[key]
-        overrides = dict(spec.overrides)
-        if "tokenizer" in out:  # absolute, so the driver's root no longer matters for it
-            overrides["tokenizer.path"] = str(out["tokenizer"])
-        pp.spec = spec.model_copy(update={
-            "params_path": str(out["params"]), "tokens_dir": str(out["tokens"]),
-            "overrides": overrides,
-            **({"checkpoint": str(out["checkpoint"])} if spec.checkpoint else {})})

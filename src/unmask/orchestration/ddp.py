@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict
 
 from unmask.data.shards import TokenShards
 from unmask.models import ModelConfig, Transformer
-from unmask.orchestration.cluster import node_tags, require_resources, train_bundles
 from unmask.orchestration.env import free_port
+from unmask.orchestration.placement import node_tags, require_resources, train_bundles
 from unmask.orchestration.runs import RunLogger, client
 from unmask.training import TrainConfig, train
 

@@ -40,6 +40,7 @@ from unmask.metrics.heldout import (
 from unmask.orchestration.settings import EvalSettings
 from unmask.stages.evaluate import nelbo_bits, sample_statistics
 from unmask.stages.sample import generate
+from unmask.tokenizers import build_tokenizer
 from unmask.training import load_checkpoint
 
 __all__ = ["Evaluation", "fid_available", "evaluate_checkpoint"]
@@ -86,7 +87,7 @@ def evaluate_checkpoint(checkpoint: str | Path, params: Any, settings: EvalSetti
     out_dir = Path(out_dir)
     prepared = Path(prepared_dir if prepared_dir is not None
                     else Path(tokens_dir).parent / "prepared")
-    tok = params.tokenizer.build()
+    tok = build_tokenizer(params.tokenizer)
     info = generate(checkpoint, params, out_dir, class_names=params.data.class_names)
     with np.load(out_dir / "samples.npz") as z:
         s_tokens, s_labels, s_images = z["tokens"].astype(np.int64), z["labels"], z["images"]

@@ -38,6 +38,7 @@ from unmask.orchestration.grid import grid_key
 from unmask.orchestration.settings import load_settings
 from unmask.paths import project_root, require, resolve, resolve_params
 from unmask.runtime import code_fingerprint
+from unmask.tokenizers import build_tokenizer
 from unmask.tracking import Tracker, tracking_uri
 
 __all__ = ["TrainRequest", "experiment_dir", "train_experiment"]
@@ -152,7 +153,7 @@ def train_experiment(req: TrainRequest) -> dict[str, Any]:
     if params.tokenizer.kind == "vq":
         need.insert(0, (resolve(params.tokenizer.path, root), "the trained VQ tokenizer"))
     require(need, root)
-    tok = resolve_params(params, root).tokenizer.build()
+    tok = build_tokenizer(resolve_params(params, root).tokenizer)
     shard = TokenShards(tokens, tokenizer_hash=tok.hash, verify=False)
     # the code is part of the key: a run of other code is never resumed (issue 17)
     key = grid_key({"model": params.model.model_dump(mode="json"),

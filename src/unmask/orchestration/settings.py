@@ -72,7 +72,7 @@ class RaySettings(_Strict):
     DDP workers (``use_gpu``: nccl, else gloo) of ``cpus_per_worker`` CPUs each, restarting from
     the last checkpoint up to ``max_failures`` times when a worker dies. ``shared_storage``
     (an absolute path every node mounts): trials read copies of their inputs there and write
-    trial folders and Ray storage there (:func:`unmask.orchestration.cluster.stage_planned`)."""
+    trial folders and Ray storage there (:func:`unmask.orchestration.staging.stage_planned`)."""
 
     address: str | None = None
     shared_storage: str | None = None

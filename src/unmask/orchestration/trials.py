@@ -28,13 +28,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from unmask.config import load_params
-from unmask.orchestration.cluster import node_tags
 from unmask.orchestration.ddp import TrainJob, train_with_ray
 from unmask.orchestration.evaluation import evaluate_checkpoint
+from unmask.orchestration.placement import node_tags
 from unmask.orchestration.runs import TrialRun
 from unmask.orchestration.settings import EvalSettings, RaySettings
 from unmask.paths import project_root, resolve_params
 from unmask.runtime import git_commit
+from unmask.tokenizers import build_tokenizer
 
 __all__ = ["TrialSpec", "run_trial", "tune_trainable", "RELEVANT_SECTIONS"]
 
@@ -70,7 +71,7 @@ class TrialSpec(BaseModel):
 
 
 def _train(spec: TrialSpec, params: Any, run: Any) -> Path:
-    tok = params.tokenizer.build()
+    tok = build_tokenizer(params.tokenizer)
     job = TrainJob(
         model_cfg=params.model.model_dump(mode="json"),
         train_cfg=params.train.model_dump(mode="json"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unmask.orchestration.cluster import require_resources, train_bundles
+from unmask.orchestration.placement import require_resources, train_bundles
 from unmask.orchestration.settings import RaySettings
 from unmask.orchestration.trials import TrialSpec, tune_trainable
 

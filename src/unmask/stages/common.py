@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from unmask.config import Params
+from unmask.tokenizers import build_tokenizer
 
 __all__ = ["PATHS", "load_tokenizer"]
 
@@ -40,4 +41,4 @@ def load_tokenizer(params: Params) -> Any:
     (tokenize, train, sample, evaluate, report) gets it from, so samples and held-out data are
     decoded through the same tokenizer; its ``hash`` is checked against the token shards'
     manifests."""
-    return params.tokenizer.build()
+    return build_tokenizer(params.tokenizer)

@@ -32,6 +32,7 @@ from unmask.config import Params
 from unmask.runtime import seed_everything, write_timings
 from unmask.stages import stage
 from unmask.stages.common import PATHS
+from unmask.tokenizers import build_tokenizer
 from unmask.tokenizers.vq import VQConfig, VQTokenizer, codebook_stats, psnr, train_vq
 
 PIXEL_FORMAT = "unmask.pixel/1"
@@ -77,10 +78,10 @@ def run(params: Params) -> dict:
         VQTokenizer(model).save(path)
         history = model.history
     else:
-        tok = tc.build()
+        tok = build_tokenizer(tc)
         torch.save({"format": PIXEL_FORMAT, "identity": tok.identity}, path)
     seconds = time.perf_counter() - start
-    tok = tc.build(path)  # exactly what the later stages will load
+    tok = build_tokenizer(tc, path)  # exactly what the later stages will load
     metrics = {
         "kind": tc.kind,
         **reconstruction_metrics(tok, held_out),
