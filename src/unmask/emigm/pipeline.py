@@ -14,6 +14,7 @@ Sampling is :func:`unmask.emigm.sample.sample_emigm`; the DVC stages
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -36,10 +37,17 @@ from unmask.tokenizers.vq import VQTokenizer
 from unmask.training import latest_checkpoint, read_checkpoint, train
 
 __all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "ablate_t_min", "load_discrete",
-           "fid_reference", "token_decoder", "Kind", "OUT"]
+           "fid_reference", "token_decoder", "write_json", "Kind", "OUT", "TIMINGS"]
 
 Kind = Literal["discrete", "continuous"]
 OUT = Path("out")  # a pipeline folder's outputs (the stages run there)
+TIMINGS = OUT / "runs" / "timings"  # wall-clock records: no stage declares them (git-ignored)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as sorted, indented JSON (a stable DVC output: same values, same bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass

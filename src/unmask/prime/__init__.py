@@ -9,10 +9,10 @@
 * :mod:`~unmask.prime.sampling` — partial-unmasking samplers and the idle-step ratio;
 * :mod:`~unmask.prime.exact` — the exact sub-token denoiser of a tiny distribution (tests);
 * :mod:`~unmask.prime.config`, :mod:`~unmask.prime.data` — params schema, data preparation;
-* :mod:`~unmask.prime.pipeline`, :mod:`~unmask.prime.compare`, :mod:`~unmask.prime.seeds` —
-  train / evaluate one ℓ, the ℓ comparison, seed repeats;
-* :mod:`~unmask.prime.stages` — the ``prime.*`` stages (``python -m unmask.stages prime.train
-  --ell 2``).
+* :mod:`~unmask.prime.pipeline`, :mod:`~unmask.prime.evaluation`, :mod:`~unmask.prime.compare`,
+  :mod:`~unmask.prime.seeds` — train / evaluate one ℓ, the ℓ comparison, seed repeats;
+* :mod:`~unmask.prime.stages` — the ``prime.*`` stages, one module each (``python -m
+  unmask.stages prime.train --ell 2``).
 """
 
 from unmask.prime.likelihood import SubTokenMarginals, flat_subtokens, prime_nelbo

@@ -32,7 +32,9 @@ from unmask.prime.config import DataSection
 from unmask.tokenizers.bpe import GPT2BPE
 from unmask.tokenizers.pixel import PixelTokenizer
 
-__all__ = ["prepare", "load_split", "read_imagenet32", "IMAGENET32_LAYOUT"]
+__all__ = ["DATA", "prepare", "load_split", "read_imagenet32", "IMAGENET32_LAYOUT"]
+
+DATA = Path("data")  # the prepared shards in a pipeline folder (the stages run there)
 
 IMAGENET32_LAYOUT = """
 <root>/ (Chrabaszcz et al. 2017, "Imagenet32_train_npz.zip" + "Imagenet32_val_npz.zip" unpacked)

@@ -2,7 +2,7 @@
 spread between training seeds?
 
 For every training seed s and every ℓ the pipeline's own training and evaluation
-(:func:`unmask.prime.pipeline.train_ell`, :func:`~unmask.prime.pipeline.evaluate_ell`) run in
+(:func:`unmask.prime.pipeline.train_ell`, :func:`~unmask.prime.evaluation.evaluate_ell`) run in
 ``<out>/s<s>/`` (with ``data`` linked to the pipeline's prepared data, so every run scores the
 *same* held-out sequences with the same Monte-Carlo times). The summary gives, per ℓ,
 
@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from unmask.prime.config import PrimeParams
-from unmask.prime.pipeline import ESTIMATOR, evaluate_ell, train_ell
+from unmask.prime.evaluation import evaluate_ell
+from unmask.prime.pipeline import ESTIMATOR, train_ell
 from unmask.runtime import configure_threads
 from unmask.tracking import make_tracker
 from unmask.tracking_tags import prime_l_tags
