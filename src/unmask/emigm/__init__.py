@@ -19,28 +19,19 @@
   flow's training axis).
 """
 
-from unmask.emigm.config import PAPER_PARAMS, HeadConfig, MAEConfig
-from unmask.emigm.continuous import ContinuousMAE, sample_continuous, train_continuous
-from unmask.emigm.diffusion_head import DiffusionHead
-from unmask.emigm.mae import MAE
-from unmask.emigm.objective import emigm_cfg_interval, emigm_train_config
-from unmask.emigm.pipeline import EMIGMTrainResult, TokenData, ablate_t_min, train_emigm
-from unmask.emigm.sample import sample_emigm
+from unmask.runtime import lazy_exports
 
-__all__ = [
-    "MAEConfig",
-    "HeadConfig",
-    "PAPER_PARAMS",
-    "MAE",
-    "ContinuousMAE",
-    "DiffusionHead",
-    "train_continuous",
-    "sample_continuous",
-    "emigm_train_config",
-    "emigm_cfg_interval",
-    "train_emigm",
-    "sample_emigm",
-    "ablate_t_min",
-    "EMIGMTrainResult",
-    "TokenData",
-]
+# loaded on first use, so that a stage importing one emigm module (e.g. emigm.prepare) does not
+# load — nor, in ``unmask dvc deps``, depend on — the models, samplers and training loops
+_LAZY = {
+    "unmask.emigm.config": ["MAEConfig", "HeadConfig", "PAPER_PARAMS"],
+    "unmask.emigm.mae": ["MAE"],
+    "unmask.emigm.continuous": ["ContinuousMAE", "train_continuous", "sample_continuous"],
+    "unmask.emigm.diffusion_head": ["DiffusionHead"],
+    "unmask.emigm.objective": ["emigm_train_config", "emigm_cfg_interval"],
+    "unmask.emigm.pipeline": ["train_emigm", "ablate_t_min", "EMIGMTrainResult", "TokenData"],
+    "unmask.emigm.sample": ["sample_emigm"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+__all__ = [name for names in _LAZY.values() for name in names]

@@ -15,37 +15,18 @@
   unmask.stages prime.train --ell 2``).
 """
 
-from unmask.prime.likelihood import SubTokenMarginals, flat_subtokens, prime_nelbo
-from unmask.prime.model import (
-    PRESETS,
-    JointView,
-    PrimeConfig,
-    PrimeTransformer,
-    load_prime_model,
-    save_prime_model,
-)
-from unmask.prime.sampling import (
-    PrimeSampleResult,
-    expected_isr,
-    expected_isr_token,
-    sample_prime,
-)
-from unmask.prime.subtokens import SubTokenCodec, SubTokenView
+from unmask.runtime import lazy_exports
 
-__all__ = [
-    "SubTokenCodec",
-    "SubTokenView",
-    "PrimeConfig",
-    "PrimeTransformer",
-    "JointView",
-    "PRESETS",
-    "save_prime_model",
-    "load_prime_model",
-    "SubTokenMarginals",
-    "flat_subtokens",
-    "prime_nelbo",
-    "PrimeSampleResult",
-    "sample_prime",
-    "expected_isr",
-    "expected_isr_token",
-]
+# loaded on first use, so that a stage importing one prime module (e.g. prime.prepare → data)
+# does not load — nor, in ``unmask dvc deps``, depend on — the model and samplers
+_LAZY = {
+    "unmask.prime.subtokens": ["SubTokenCodec", "SubTokenView"],
+    "unmask.prime.model": ["PrimeConfig", "PrimeTransformer", "JointView", "PRESETS",
+                           "save_prime_model", "load_prime_model"],
+    "unmask.prime.likelihood": ["SubTokenMarginals", "flat_subtokens", "prime_nelbo"],
+    "unmask.prime.sampling": ["PrimeSampleResult", "sample_prime", "expected_isr",
+                              "expected_isr_token"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+__all__ = [name for names in _LAZY.values() for name in names]
