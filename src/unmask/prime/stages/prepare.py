@@ -8,7 +8,7 @@ from typing import Any
 
 from unmask.prime import data
 from unmask.prime.config import PrimeParams
-from unmask.prime.pipeline import DATA
+from unmask.prime.data import DATA
 from unmask.stages import stage
 
 __all__ = ["prepare"]
