@@ -8,7 +8,6 @@ from typing import Any
 
 from unmask.prime import data
 from unmask.prime.config import PrimeParams
-from unmask.prime.data import DATA
 from unmask.stages import stage
 
 __all__ = ["prepare"]
@@ -18,7 +17,7 @@ __all__ = ["prepare"]
 def prepare(p: PrimeParams) -> dict[str, Any]:
     """Tokenize the data section's source into data/{train,valid} shards and data/meta.json."""
     t0 = time.perf_counter()
-    meta = data.prepare(p.data, DATA)
+    meta = data.prepare(p.data, data.DATA)
     print(f"prepare: {meta['counts']} sequences of shape {meta['shape']}, C = "
-          f"{meta['vocab_size']} ({time.perf_counter() - t0:.0f}s) → {DATA}")
+          f"{meta['vocab_size']} ({time.perf_counter() - t0:.0f}s) → {data.DATA}")
     return meta
