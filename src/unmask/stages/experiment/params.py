@@ -14,14 +14,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from unmask import schedules
-from unmask.config import Section, TrackingConfig
+from unmask.config import ReportConfig, Section, TrackingConfig
 from unmask.errors import ConfigError
 from unmask.models import ModelConfig
 from unmask.paramsfile import describe_error
 from unmask.training import TrainConfig
 
 __all__ = ["ExperimentParams", "ExpData", "ExpTokenizer", "ExpText", "ExpSample", "ExpHeldout",
-           "ExpEvaluate", "DATASETS", "CAPTIONED", "DERIVED"]
+           "ExpEvaluate", "ExpReport", "DATASETS", "CAPTIONED", "DERIVED"]
 
 DATASETS = ("imagenet", "coco", "cc12m", "cifar10")
 CAPTIONED = ("coco", "cc12m")  # text-to-image datasets: conditions are caption embeddings
@@ -110,6 +110,13 @@ class ExpEvaluate(Section):
     device: str | None = None
 
 
+class ExpReport(ReportConfig):
+    """The pipeline's page (``experiment.report``); an empty ``title`` names the pipeline:
+    ``Discrete Interpolants — <dataset> (<name>)``."""
+
+    title: str = ""
+
+
 class ExperimentParams(Section):
     """``pipelines/<exp>/params.yaml``. ``model`` holds :class:`ModelConfig` fields except
     ``vocab_size`` / ``grid`` / ``num_classes`` (derived from the shard at ``train``);
@@ -129,6 +136,7 @@ class ExperimentParams(Section):
     evaluate: ExpEvaluate = ExpEvaluate()
     out: str = "out"
     tracking: TrackingConfig = TrackingConfig()
+    report: ExpReport = ExpReport()
 
     @field_validator("model")
     @classmethod
