@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import BaseModel
+
 __all__ = ["MissingInputError", "project_root", "resolve", "is_path_field", "resolve_params",
            "producing_stage", "require"]
 
@@ -47,8 +50,6 @@ def is_path_field(name: str) -> bool:
 
 
 def _resolve_model(obj: Any, root: Path) -> Any:
-    from pydantic import BaseModel
-
     if not isinstance(obj, BaseModel):
         return obj
     update: dict[str, Any] = {}
@@ -75,7 +76,6 @@ def resolve_params(params: Any, root: str | Path) -> Any:
 def producing_stage(path: str | Path, root: str | Path) -> str | None:
     """The name of the stage of ``<root>/dvc.yaml`` whose ``outs`` contain ``path`` (or a folder
     above it), or None when no stage writes it (or there is no dvc.yaml)."""
-    import yaml
 
     root = Path(root).resolve()
     dvcfile = root / "dvc.yaml"

@@ -36,6 +36,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "THREADS_ENV",
     "DEFAULT_THREADS",
@@ -103,7 +105,7 @@ def threads() -> int:
 
 def configure_threads() -> int:
     """Set torch's intra-op threads to :func:`threads` (call once at a stage's entry)."""
-    import torch
+    import torch  # why: torch is slow to import
 
     n = threads()
     torch.set_num_threads(n)
@@ -113,8 +115,7 @@ def configure_threads() -> int:
 def seed_everything(seed: int) -> None:
     """Seed the global torch (CPU + CUDA), python and numpy RNGs — what ``nn.Module``
     initialisation and dropout draw from. Call right before building a model."""
-    import numpy as np
-    import torch
+    import torch  # why: torch is slow to import
 
     torch.manual_seed(seed)
     random.seed(seed)
@@ -288,7 +289,7 @@ def closure_files(entries: Iterable[str], src: Path | None = None) -> list[Path]
 
 @lru_cache(maxsize=64)
 def _fingerprint(entries: tuple[str, ...], stamp: tuple[tuple[str, float, int], ...]) -> str:
-    import torch
+    import torch  # why: torch is slow to import
 
     h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
     for path in closure_files(entries, _ROOT):

@@ -22,6 +22,7 @@ mlflow is imported lazily: importing this module costs nothing.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -110,7 +111,7 @@ class _RunStack:
 
 def _apply(client: Any, op: dict[str, Any]) -> None:
     """Send one recorded operation (see :class:`Tracker`) through an MlflowClient."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param, RunTag  # why: mlflow is slow to import
 
     kind, run_id = op["op"], op["run_id"]
     if kind == "metrics":
@@ -180,7 +181,7 @@ class Tracker(_RunStack):
             check_server(self.uri)
             if self.uri.startswith(("http://", "https://")):
                 _http_defaults()
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # why: mlflow is slow to import
 
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
@@ -407,7 +408,6 @@ def make_tracker(cfg: Any) -> _RunStack:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m unmask.tracking import FILE [--uri URI]``."""
-    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m unmask.tracking")
     sub = parser.add_subparsers(dest="cmd", required=True)

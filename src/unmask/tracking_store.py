@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from unmask.errors import UserError
 
 __all__ = ["SERVER_FILE", "TrackingUnavailableError", "tracking_uri", "serving",
@@ -53,7 +55,6 @@ def serving(root: str | Path) -> str | None:
         url, pid, created = str(info["url"]), int(info["pid"]), float(info["create_time"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    import psutil
 
     try:
         alive = abs(psutil.Process(pid).create_time() - created) <= 1.0

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from unmask.config import parse_overrides
@@ -210,7 +211,7 @@ NOT_A_VIDEO = b"\x00\x00\x00\x18ftypmp42 not a video"
 def write_mp4(path: str | Path, frames: int, seed: int = 0, size: int = 32) -> Path:
     """``frames`` frames of a bright square moving right on a noisy background, lossless h264
     (``imageio-ffmpeg``'s ffmpeg), ``size``×``size`` pixels. Returns ``path``."""
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # why: optional video codec
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,8 +341,8 @@ def write_owt(
 def write_random_vqmodel(path: str | Path, num_codes: int = 16384, seed: int = 0) -> Path:
     """A randomly initialised diffusers ``VQModel`` with SD-VQ-F8's structure (4 levels → f = 8,
     ``num_codes`` codes of dim 4) at tiny widths, saved with ``save_pretrained``."""
-    import torch
-    from diffusers import VQModel
+    import torch  # why: torch is slow to import
+    from diffusers import VQModel  # why: diffusers is heavy; its checkpoints only
 
     torch.manual_seed(seed)
     model = VQModel(
@@ -380,7 +381,6 @@ def scratch_pipeline(
     project there as in the repo, so ``dvc repro`` in it runs the pipeline on the fixture. With
     ``exp=None`` the repo-root ``dvc.yaml`` + ``params.yaml`` are copied to the root of ``dest``
     (plain ``dvc repro``). ``overrides`` are ``{"train.steps": 3}`` or ``["train.steps=3"]``."""
-    import yaml
 
 
     repo, dest = Path(repo), Path(dest)

@@ -68,7 +68,7 @@ def read_synset_mapping(path: str | Path) -> tuple[list[str], dict[str, str]]:
 
 def _devkit_id_to_wnid(meta_mat: Path) -> dict[int, str]:
     """ILSVRC2012_ID → WNID for the 1000 leaf synsets of the devkit's ``meta.mat``."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # why: scipy only for this format
 
     synsets = loadmat(str(meta_mat), squeeze_me=True)["synsets"]
     out: dict[int, str] = {}

@@ -22,6 +22,7 @@ it, and so is a corpus with no more than ``valid_docs`` documents (nothing left 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import lzma
 import tarfile
@@ -49,7 +50,6 @@ _NAME = "OpenWebText"
 
 def datasets_available() -> bool:
     """Whether the Hugging Face :mod:`datasets` package can be imported."""
-    import importlib.util
 
     return importlib.util.find_spec("datasets") is not None
 
@@ -104,7 +104,7 @@ def _is_hf_dataset(root: Path) -> bool:
 
 def _iter_arrow_texts(root: Path, hf_split: str, column: str) -> Iterator[tuple[str, str]]:
     """Documents of a save_to_disk folder read directly from its Arrow stream files."""
-    import pyarrow as pa
+    import pyarrow as pa  # why: optional: this format only
 
     if (root / "dataset_dict.json").is_file():
         splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
@@ -190,7 +190,7 @@ class OpenWebText(TextDocuments, SkipsCorruptFiles):
         if not self.use_datasets:
             yield from _iter_arrow_texts(self.root, self.hf_split, self.column)
             return
-        import datasets
+        import datasets  # why: optional: this format only
 
         ds = datasets.load_from_disk(str(self.root))
         if isinstance(ds, datasets.DatasetDict):

@@ -22,11 +22,13 @@ default ``metrics``; ``--no-track`` to skip): the available values as metrics, e
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
+from PIL import Image
 
 from unmask.config import load_params
 from unmask.data.shards import TokenShards
@@ -72,8 +74,6 @@ def load_array(path: str | Path) -> np.ndarray:
     if not p.exists():
         raise FileNotFoundError(f"{p} not found")
     if p.is_dir():
-        from PIL import Image
-
         files = sorted(p.glob("*.png"))
         if not files:
             raise ValueError(f"{p}: no .png images in the folder")
@@ -255,7 +255,7 @@ def miou(
     track: TrackOpt = True,
 ) -> None:
     """mIoU of predicted label maps PRED against TARGET (integer arrays of equal shape)."""
-    import torch
+    import torch  # why: torch is slow to import
 
 
     with user_errors():
@@ -281,7 +281,6 @@ def ppl(
 ) -> None:
     """ELBO perplexity exp(NELBO / tokens) of the pipeline's model on the held-out split, with
     its standard error (stratified Monte-Carlo times; ``evaluate.*`` params)."""
-    import math
 
 
     over = [

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from unmask.metrics import MetricResult
 from unmask.metrics.images import to_uint8_nchw
@@ -70,8 +71,7 @@ def clip_score(
     assert checkpoint_path is not None
     params["checkpoint_sha256"] = file_sha256(checkpoint_path)[:16]
 
-    import open_clip
-    from PIL import Image
+    import open_clip  # why: optional: CLIP checkpoints only
 
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu"

@@ -211,7 +211,9 @@ def compute_fidelity(
         ``{name: MetricResult}`` with names ``fid``, ``kid``, ``kid_std``, ``precision``,
         ``recall``, ``inception_score``, ``inception_score_std`` for the requested groups.
     """
-    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_isc import (
+        isc_features_to_metric,  # why: torch-fidelity loads torchvision
+    )
 
     groups = _parse_metrics(metrics)
     root = Path(cache_root) if cache_root is not None else cache_dir()
@@ -228,7 +230,9 @@ def compute_fidelity(
     want_is = "is" in groups and weights.has_classifier
     if want_is and n < isc_splits:
         raise ValueError(f"Inception Score with {isc_splits} splits needs >= {isc_splits} samples")
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import (
+        FeatureExtractorInceptionV3,  # why: torch-fidelity loads torchvision
+    )
 
     isc_layer = FeatureExtractorInceptionV3.get_default_feature_layer_for_metric("isc")
     layers = [FEATURE_LAYER] + ([isc_layer] if want_is else [])
@@ -298,8 +302,12 @@ def fidelity_from_features(
     """FID / KID / precision-recall from pool3 features ``[N, 2048]`` and ``[M, 2048]`` (what
     :func:`compute_fidelity` does after its Inception pass). ``kid_subset_size`` is capped at
     min(N, M); ``params`` are recorded in every result."""
-    from torch_fidelity.metric_kid import kid_features_to_metric
-    from torch_fidelity.metric_prc import prc_features_to_metric
+    from torch_fidelity.metric_kid import (
+        kid_features_to_metric,  # why: torch-fidelity loads torchvision
+    )
+    from torch_fidelity.metric_prc import (
+        prc_features_to_metric,  # why: torch-fidelity loads torchvision
+    )
 
     groups = _parse_metrics(metrics)
     if "is" in groups:

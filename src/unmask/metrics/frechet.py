@@ -187,7 +187,7 @@ def _one_blas_thread() -> Iterator[None]:
     """Single-threaded BLAS/LAPACK: a few-hundred-row eigen-problem is ~50x slower with threads
     that contend with other processes (measured on a loaded 2-core machine), never faster."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # why: optional (comes with scikit-learn)
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
         return

@@ -163,7 +163,9 @@ def _fidelity_skeleton() -> torch.nn.Module:
     Its ``__init__`` ends with ``torch.load(path)`` + ``load_state_dict``; an in-memory empty state
     dict and a no-op ``load_state_dict`` keep it from touching any file or the network.
     """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import (
+        FeatureExtractorInceptionV3,  # why: torch-fidelity loads torchvision
+    )
 
     class _Skeleton(FeatureExtractorInceptionV3):
         def load_state_dict(self, state_dict, strict=True, assign=False):  # type: ignore[override]
@@ -177,7 +179,9 @@ def _fidelity_skeleton() -> torch.nn.Module:
 
 def _fidelity_conv_prefixes(skeleton: torch.nn.Module) -> list[str]:
     """Prefixes of torch-fidelity's ``BasicConv2d`` blocks in definition order."""
-    from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d
+    from torch_fidelity.feature_extractor_inceptionv3 import (
+        BasicConv2d,  # why: torch-fidelity loads torchvision
+    )
 
     return [name for name, m in skeleton.named_modules() if isinstance(m, BasicConv2d)]
 
@@ -366,7 +370,9 @@ def extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -
 
 def build_extractor(weights: InceptionWeights, layers: list[str], dev: torch.device) -> Any:
     """A new extractor (uncached: :func:`extractor` is the one to use)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import (
+        FeatureExtractorInceptionV3,  # why: torch-fidelity loads torchvision
+    )
 
     fe = FeatureExtractorInceptionV3(
         FEATURE_EXTRACTOR, layers, feature_extractor_weights_path=str(weights.path)

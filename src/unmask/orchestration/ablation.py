@@ -373,7 +373,7 @@ class Ablation:
                                                 "tags": {**pp.spec.tags, "unmask.sweep": parent}})
                      for pp in todo]
             if specs:
-                import ray
+                import ray  # why: ray is slow to import; sweeps only
 
                 ours = not ray.is_initialized()
                 ray_init(s.ray.address, num_cpus=s.ray.num_cpus, num_gpus=s.ray.num_gpus)

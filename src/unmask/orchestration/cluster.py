@@ -97,8 +97,8 @@ def _ensure_auth_token() -> None:
     """Create Ray's auth token (``~/.ray/auth_token``) if there is none yet."""
     from ray._private.authentication.authentication_token_setup import (
         generate_and_save_token,
-    )
-    from ray._raylet import AuthenticationTokenLoader
+    )  # why: ray is slow to import; sweeps only
+    from ray._raylet import AuthenticationTokenLoader  # why: ray is slow to import; sweeps only
 
     if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
         generate_and_save_token()
@@ -147,7 +147,9 @@ class LocalCluster:
         """The GCS address drivers pass as ``RAY_ADDRESS`` / ``ray.init(address=...)``."""
         if self.port is None:
             raise RuntimeError("the cluster is not started")
-        from ray._private.services import resolve_ip_for_localhost
+        from ray._private.services import (
+            resolve_ip_for_localhost,  # why: ray is slow to import; sweeps only
+        )
 
         return f"{resolve_ip_for_localhost('127.0.0.1')}:{self.port}"
 
@@ -200,15 +202,15 @@ class LocalCluster:
 
     def node_table(self) -> list[dict[str, Any]]:
         """Every node the GCS knows (``ray.nodes()`` rows: NodeID, NodeName, Alive, Resources)."""
-        import ray
+        import ray  # why: ray is slow to import; sweeps only
 
         if ray.is_initialized():
             return list(ray.nodes())
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
-        )
-        from ray._private.state import GlobalState
-        from ray._raylet import GcsClientOptions
+        )  # why: ray is slow to import; sweeps only
+        from ray._private.state import GlobalState  # why: ray is slow to import; sweeps only
+        from ray._raylet import GcsClientOptions  # why: ray is slow to import; sweeps only
 
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         state = GlobalState()

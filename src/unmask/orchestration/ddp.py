@@ -118,7 +118,7 @@ def run_rank(job: TrainJob, rank: int, world: int, report: Any = None) -> Any:
 
     ``report(path_or_None, step, metrics)`` is called on every rank after each checkpoint.
     """
-    import torch
+    import torch  # why: torch is slow to import
 
 
     work = Path(job.work_dir)
@@ -151,7 +151,7 @@ def run_rank(job: TrainJob, rank: int, world: int, report: Any = None) -> Any:
 
 def _ray_worker(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the TorchTrainer."""
-    import ray.train
+    import ray.train  # why: ray is slow to import; sweeps only
 
     job = TrainJob(**config)
     ctx = ray.train.get_context()
@@ -160,10 +160,10 @@ def _ray_worker(config: dict[str, Any]) -> None:
 
         for k, v in node_tags(f"ray.train.rank{rank}.node").items():
             client(job.tracking_uri).set_tag(job.run_id, k, v)
-    import torch
+    import torch  # why: torch is slow to import
 
     if torch.cuda.is_available():  # use_gpu: the GPU Ray Train assigned to this worker
-        from ray.train.torch import get_device
+        from ray.train.torch import get_device  # why: ray is slow to import; sweeps only
 
         device = get_device()
         torch.cuda.set_device(device)
@@ -200,8 +200,13 @@ def train_with_ray(job: TrainJob, *, name: str, storage_path: str | Path, num_wo
     Raises:
         ray.train.TrainingFailedError: when the workers fail more than ``max_failures`` times.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train import (  # why: ray is slow to import; sweeps only
+        CheckpointConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
+    from ray.train.torch import TorchTrainer  # why: ray is slow to import; sweeps only
 
 
     # Fail fast instead of waiting forever for workers no node can host (e.g. use_gpu).
@@ -235,8 +240,8 @@ def train_with_ray(job: TrainJob, *, name: str, storage_path: str | Path, num_wo
 
 
 def _spawn_entry(rank: int, world: int, port: int, job: dict[str, Any]) -> None:
-    import torch
-    import torch.distributed as dist
+    import torch  # why: torch is slow to import
+    import torch.distributed as dist  # why: torch is slow to import
 
     # One process per core share: spinning OpenMP threads of oversubscribed ranks waiting in
     # all-reduce slow a step down by orders of magnitude.
@@ -253,7 +258,7 @@ def _spawn_entry(rank: int, world: int, port: int, job: dict[str, Any]) -> None:
 def train_spawned(job: TrainJob, world_size: int) -> None:
     """Run ``job`` on ``world_size`` local gloo processes (``torch.multiprocessing``, no Ray):
     the loop's DDP path without the Ray machinery, for tests and benchmarks."""
-    import torch.multiprocessing as mp
+    import torch.multiprocessing as mp  # why: torch is slow to import
 
 
     mp.start_processes(_spawn_entry, args=(world_size, free_port(), job.model_dump()),

@@ -64,7 +64,7 @@ def ray_init(address: str | None = None, num_cpus: int | None = None,
     else start a local instance with ``num_cpus``/``num_gpus``. Idempotent: returns the current
     context when Ray is already initialised."""
     os.environ.update(TELEMETRY_OFF)
-    import ray
+    import ray  # why: ray is slow to import; sweeps only
 
     if ray.is_initialized():
         return ray.get_runtime_context()

@@ -81,7 +81,7 @@ def evaluate_checkpoint(checkpoint: str | Path, params: Any, settings: EvalSetti
         prepared_dir: the prepared images (``<split>.npz``, ``manifest.json``); default the
             ``prepared`` folder beside ``tokens_dir`` (``data/prepared`` next to ``data/tokens``).
     """
-    import torch
+    import torch  # why: torch is slow to import
 
 
     out_dir = Path(out_dir)

@@ -27,7 +27,7 @@ class UnsatisfiableResources(ValueError):
 
 def alive_nodes() -> list[dict[str, Any]]:
     """Alive nodes of the connected cluster: ``{"id", "name", "resources"}`` (totals)."""
-    import ray
+    import ray  # why: ray is slow to import; sweeps only
 
     return [{"id": r["NodeID"], "name": r.get("NodeName", ""), "resources": dict(r["Resources"])}
             for r in ray.nodes() if r.get("Alive")]
@@ -55,7 +55,7 @@ def require_resources(bundles: Sequence[Mapping[str, float]], what: str,
     if os.environ.get(AUTOSCALING_ENV, "") in ("1", "true"):
         return
     if nodes is None:
-        import ray
+        import ray  # why: ray is slow to import; sweeps only
 
         if not ray.is_initialized():
             return
@@ -83,7 +83,7 @@ def require_resources(bundles: Sequence[Mapping[str, float]], what: str,
 
 def node_tags(prefix: str = "ray.node") -> dict[str, str]:
     """The current Ray worker's node: ``{prefix}_id``, ``{prefix}_ip``, ``{prefix}_name``."""
-    import ray
+    import ray  # why: ray is slow to import; sweeps only
 
     ctx = ray.get_runtime_context()
     node_id = ctx.get_node_id()

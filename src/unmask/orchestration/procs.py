@@ -15,6 +15,8 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,8 +156,6 @@ def poll(url: str, timeout: float, *, proc: ProcInfo | None = None, interval: fl
          accept=lambda body: True) -> bool:
     """GET ``url`` until it answers 200 (and ``accept(body)``), the process dies, or
     ``timeout`` s pass."""
-    import urllib.error
-    import urllib.request
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

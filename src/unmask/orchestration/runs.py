@@ -41,7 +41,7 @@ _MAX_TAG = 4900
 def client(uri: str):
     """An :class:`mlflow.tracking.MlflowClient` for ``uri``."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # why: mlflow is slow to import
 
     return MlflowClient(tracking_uri=uri)
 
@@ -173,7 +173,7 @@ class TrialRun:
         set_status(self.uri, self.run_id, "FAILED" if exc_type else "FINISHED", error)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # why: mlflow is slow to import
 
         items = [Param(k, v) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):

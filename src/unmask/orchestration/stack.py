@@ -34,12 +34,15 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import toml
 import yaml
 
 from unmask.errors import UserError
@@ -226,8 +229,6 @@ def _profiles_path(env: dict[str, str]) -> Path:
 
 
 def _activate_profile(api_url: str, env: dict[str, str]) -> dict[str, Any]:
-    import toml
-
     path = _profiles_path(env)
     doc = toml.loads(path.read_text()) if path.is_file() else {}
     previous = doc.get("active")
@@ -239,8 +240,6 @@ def _activate_profile(api_url: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def _restore_profile(profile: dict[str, Any]) -> None:
-    import toml
-
     path = Path(profile.get("path", ""))
     if not path.is_file():
         return
@@ -277,9 +276,6 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path, log: Path, what: str,
 
 
 def _workers_online(api_url: str, pool: str) -> bool:
-    import urllib.error
-    import urllib.request
-
     req = urllib.request.Request(f"{api_url}/work_pools/{pool}/workers/filter", data=b"{}",
                                  headers={"Content-Type": "application/json"}, method="POST")
     try:

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -92,9 +93,8 @@ def _train(spec: TrialSpec, params: Any, run: Any) -> Path:
 
 def _run_metadata() -> dict[str, str]:
     """Tags the report's run-metadata table reads: the commit and the device of the trial."""
-    import platform
 
-    import torch
+    import torch  # why: torch is slow to import
 
 
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
@@ -141,7 +141,7 @@ def run_trial(spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> dict
 
 def tune_trainable(config: dict[str, Any], specs: list[dict[str, Any]]) -> None:
     """Ray Tune function trainable: ``config["index"]`` picks the spec; reports the metrics."""
-    from ray import tune
+    from ray import tune  # why: ray is slow to import; sweeps only
 
     spec = TrialSpec(**specs[config["index"]])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,6 @@ class TrialBoard:
             return self._events.setdefault(index, threading.Event())
 
     def started(self, index: int) -> None:
-        import time
-
         with self._lock:
             first = index not in self.started_at
             self.started_at.setdefault(index, time.time())
@@ -70,8 +69,6 @@ class TrialBoard:
             self._retries[index] = self._retries.get(index, 0) + 1
 
     def finish(self, outcome: TrialOutcome) -> None:
-        import time
-
         with self._lock:
             if outcome.index in self._outcomes:
                 return
@@ -120,7 +117,7 @@ def _get_board(board_id: str) -> TrialBoard:
 
 
 def _callback(board_id: str, indices: Sequence[int]) -> Any:
-    from ray import tune
+    from ray import tune  # why: ray is slow to import; sweeps only
 
     class _Events(tune.Callback):
         """Forwards trial events of the driver's Tune loop to the board ``board_id``."""
@@ -167,7 +164,7 @@ def run_grid(specs: Sequence[TrialSpec], *, name: str, storage_path: str | Path,
     tune_trainable` (``config["index"]`` picks the spec dict), e.g. for tests."""
     if not specs:
         return
-    from ray import tune
+    from ray import tune  # why: ray is slow to import; sweeps only
 
     kinds = {s.kind for s in specs}
     if kinds == {"training"}:

@@ -69,7 +69,7 @@ class KLTokenizer:
         name: str = "kl-16",
     ) -> KLTokenizer:
         """Load a local diffusers ``AutoencoderKL`` folder (never touches the network)."""
-        from diffusers import AutoencoderKL
+        from diffusers import AutoencoderKL  # why: diffusers is heavy; its checkpoints only
 
         path = Path(path)
         folder = path / subfolder if subfolder else path

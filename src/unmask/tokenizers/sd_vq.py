@@ -72,7 +72,7 @@ class SDVQTokenizer:
         name: str = "sd-vq-f8",
     ) -> SDVQTokenizer:
         """Load a local diffusers ``VQModel`` folder (never touches the network)."""
-        from diffusers import VQModel
+        from diffusers import VQModel  # why: diffusers is heavy; its checkpoints only
 
         path = Path(path)
         folder = path / subfolder if subfolder else path

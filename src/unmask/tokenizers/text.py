@@ -92,7 +92,7 @@ class OpenCLIPTextEncoder:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no open_clip checkpoint (CLIP cannot be downloaded)")
         try:
-            import open_clip
+            import open_clip  # why: optional: CLIP checkpoints only
         except ImportError:
             raise ImportError(
                 "open_clip is not installed (pip install open_clip_torch); use text.encoder: bow"
