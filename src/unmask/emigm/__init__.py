@@ -13,7 +13,7 @@
   a pipeline folder's inputs; :mod:`~unmask.emigm.sample` — eMIGM's MDM sampler with interval
   CFG (:func:`sample_emigm`);
 * :mod:`~unmask.emigm.stages` — the DVC stages, one module each, ``python -m unmask.stages
-  emigm.<stage>``;
+  emigm.<stage>``; :mod:`~unmask.emigm.layout` — where they read and write (``out/``);
 * :mod:`~unmask.emigm.t_min` — the t_min ablation of the MAE with FID per point and MLflow
   runs (library functions; the Prefect deployment ``ablations/t_min`` is the common ablation
   flow's training axis).

@@ -9,17 +9,17 @@
   :func:`fid_reference`, :func:`token_decoder`.
 
 Sampling is :func:`unmask.emigm.sample.sample_emigm`; the DVC stages
-(``python -m unmask.stages emigm.<stage>``) are :mod:`unmask.emigm.stages`.
+(``python -m unmask.stages emigm.<stage>``) are :mod:`unmask.emigm.stages`; the folder layout
+they share is :mod:`unmask.emigm.layout`.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from unmask.data.shards import TokenShards
 from unmask.emigm.config import MAEConfig
 from unmask.emigm.continuous import ContinuousMAE, train_continuous
 from unmask.emigm.kl_ae import KLAETokenizer
+from unmask.emigm.layout import OUT, Kind
 from unmask.emigm.mae import MAE
 from unmask.emigm.params import EMIGMParams
 from unmask.runtime import seed_everything
@@ -37,17 +38,8 @@ from unmask.tokenizers.vq import VQTokenizer
 from unmask.training import latest_checkpoint, read_checkpoint, train
 
 __all__ = ["EMIGMTrainResult", "TokenData", "train_emigm", "ablate_t_min", "load_discrete",
-           "fid_reference", "token_decoder", "write_json", "Kind", "OUT", "TIMINGS"]
+           "fid_reference", "token_decoder", "Kind", "OUT"]
 
-Kind = Literal["discrete", "continuous"]
-OUT = Path("out")  # a pipeline folder's outputs (the stages run there)
-TIMINGS = OUT / "runs" / "timings"  # wall-clock records: no stage declares them (git-ignored)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as sorted, indented JSON (a stable DVC output: same values, same bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass

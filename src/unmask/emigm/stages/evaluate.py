@@ -13,16 +13,9 @@ import numpy as np
 import torch
 
 from unmask.emigm.continuous import load_continuous
+from unmask.emigm.layout import OUT, TIMINGS, Kind, write_json
 from unmask.emigm.params import EMIGMParams
-from unmask.emigm.pipeline import (
-    OUT,
-    TIMINGS,
-    Kind,
-    fid_reference,
-    load_discrete,
-    token_decoder,
-    write_json,
-)
+from unmask.emigm.pipeline import fid_reference, load_discrete, token_decoder
 from unmask.emigm.sample import sample_emigm
 from unmask.metrics import as_mlflow_metrics, compute_fidelity
 from unmask.reporting.images import image_grid, save_png

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from unmask.data import fashion_mnist
+from unmask.emigm.layout import OUT
 from unmask.emigm.params import EMIGMParams
-from unmask.emigm.pipeline import OUT
 from unmask.errors import ConfigError
 from unmask.stages import stage
 

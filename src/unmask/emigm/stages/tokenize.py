@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from unmask.emigm.kl_ae import train_kl_ae
+from unmask.emigm.layout import OUT, Kind, write_json
 from unmask.emigm.params import EMIGMParams
-from unmask.emigm.pipeline import OUT, Kind, write_json
 from unmask.stages import stage
 from unmask.tokenizers.vq import VQTokenizer, evaluate_vq, train_vq
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shutil
 
+from unmask.emigm.layout import OUT, TIMINGS, Kind, write_json
 from unmask.emigm.params import EMIGMParams
-from unmask.emigm.pipeline import OUT, TIMINGS, Kind, train_emigm, write_json
+from unmask.emigm.pipeline import train_emigm
 from unmask.runtime import write_timings
 from unmask.stages import stage
 from unmask.tracking import make_tracker
