@@ -63,3 +63,7 @@ def test_dvc_repro_on_fixture(tmp_path, tiny):
             assert z["images"].shape == (10, 8, 8, 3) and z["tokens"].shape == (10, 8, 24)
     shown = run_dvc(["metrics", "show"], pipe).stdout
     assert "train-linear.json" in shown and "train-cosine.json" in shown
+    # the report stage ran last: tracking is off here, so the writer's page says so, with both grids
+    page = (out / "report" / "index.html").read_text()
+    assert "Tracking is disabled" in page and page.count("<img") == 2
+    assert "schedule linear" in page and "schedule cosine" in page
