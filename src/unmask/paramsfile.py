@@ -64,23 +64,25 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str
 def load(
     path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None,
     schema: type[BaseModel],
+    *,
+    what: str = "params file",
 ) -> Any:
     """Read ``path``, merge ``overrides`` (:func:`parse_overrides`) and validate the result with
     ``schema``. Raises :class:`ConfigError` (one line naming the file or override, and the
-    key)."""
-    raw = read_params_file(path)
+    key); ``what`` names the kind of file in the not-found message."""
+    raw = read_params_file(path, what)
     extra = parse_overrides(overrides)
     return validate(deep_merge(raw, extra), source=str(path), overridden=_dotted(extra),
                     schema=schema)
 
 
-def read_params_file(path: str | Path) -> dict[str, Any]:
+def read_params_file(path: str | Path, what: str = "params file") -> dict[str, Any]:
     """The top-level mapping of a YAML params file; a missing file, invalid YAML (with its line)
     or a non-mapping is one :class:`ConfigError` line naming the file. Every pipeline's params
     loader reads its file through this."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -37,13 +37,14 @@ def test_repo_settings_cover_the_required_axes():
 def test_settings_errors_name_the_key(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text(yaml.safe_dump({"axes": {}, "eval": {"n_per_clas": 3}}))
-    with pytest.raises(SettingsError, match=r"eval\.n_per_clas"):
+    with pytest.raises(SettingsError, match=r"s\.yaml: unknown key 'eval\.n_per_clas' \(did you "
+                                            r"mean 'eval\.n_per_class'\?\)"):
         load_settings(bad)
     with pytest.raises(SettingsError, match="unknown ablation axis 'nfee'.*nfe"):
         load_settings(SETTINGS).axis("nfee")
-    with pytest.raises(SettingsError, match="not found"):
+    with pytest.raises(SettingsError, match="missing.yaml: ablation settings file not found"):
         load_settings(tmp_path / "missing.yaml")
-    with pytest.raises(SettingsError, match=r"ray\.num_workers"):
+    with pytest.raises(SettingsError, match=r"^override: ray\.num_workers must be > 0 \(got 0\)"):
         load_settings(SETTINGS, {"ray": {"num_workers": 0}})
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from unmask.dicts import deep_merge
+from unmask import paramsfile
+from unmask.errors import ConfigError
 
 __all__ = [
     "SettingsError",
@@ -35,7 +35,7 @@ __all__ = [
 DERIVED_KEYS: dict[str, tuple[str, ...]] = {"emigm.t_min": ("train.t_min", "train.t_max")}
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError, ValueError):
     """An invalid settings file or override (one line naming the key)."""
 
 
@@ -127,17 +127,9 @@ class AblationSettings(_Strict):
 
 def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> AblationSettings:
     """Read and validate the settings file; ``overrides`` is a nested dict merged on top
-    (e.g. ``{"eval": {"n_per_class": 2}}``). Raises :class:`SettingsError` (one line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"{path}: ablation settings file not found")
+    (e.g. ``{"eval": {"n_per_class": 2}}``). Raises :class:`SettingsError` (one line naming the
+    file or the override and the key, as every params file: :mod:`unmask.paramsfile`)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SettingsError(f"{path}: invalid YAML: {e}") from None
-    try:
-        return AblationSettings.model_validate(deep_merge(raw, overrides or {}))
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise SettingsError(f"{path}: {key}: {err['msg']}") from None
+        return paramsfile.load(path, overrides, AblationSettings, what="ablation settings file")
+    except ConfigError as e:
+        raise SettingsError(str(e)) from None
