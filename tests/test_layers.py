@@ -327,6 +327,11 @@ def test_lazy_package_exports_count_as_their_submodules(tmp_path):
     assert graph["unmask.stage"] == {"unmask.training", "unmask.training.loop"}
     assert graph["unmask.training"] == {"unmask.runtime", "unmask.training.config"}
     assert cycles(graph) == []
+    # a table the walker cannot read (the name → module direction) is an error, not silently
+    # fewer deps
+    (src / "training" / "__init__.py").write_text('_LAZY = {"train": "unmask.training.loop"}\n')
+    with pytest.raises(ValueError, match=r"training/__init__.py: _LAZY must be a literal"):
+        module_closure(["unmask.stage"], src)
 
 
 def test_reading_params_runs_no_model_training_or_sampler_code():

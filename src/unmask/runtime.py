@@ -234,7 +234,16 @@ def _lazy_table(path: Path, mtime_ns: int) -> dict[str, str]:
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "_LAZY"):
-            table = ast.literal_eval(node.value)
+            try:
+                table = ast.literal_eval(node.value)
+                ok = isinstance(table, dict) and all(
+                    isinstance(m, str) and isinstance(ns, tuple | list)
+                    and all(isinstance(n, str) for n in ns) for m, ns in table.items())
+            except ValueError:
+                ok = False
+            if not ok:  # a table the walker cannot read would drop deps silently
+                raise ValueError(f"{path}: _LAZY must be a literal {{'module': ('name', ...)}} "
+                                 "(see unmask.runtime.lazy_exports)")
             return {name: module for module, names in table.items() for name in names}
     return {}
 
