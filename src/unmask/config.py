@@ -329,19 +329,3 @@ def load_params(
     pipeline's :class:`Params`; every pipeline's params class goes through here). Raises
     :class:`ConfigError` (one line naming the file or override, and the key)."""
     return paramsfile.load(path, overrides, schema or Params)
-
-
-def validate_params(
-    data: Mapping[str, Any],
-    source: str = "params",
-    overridden: set[str] | None = None,
-    *,
-    schema: type[BaseModel] | None = None,
-) -> Any:
-    """Validate an already-parsed params mapping (see :func:`load_params`)."""
-    return paramsfile.validate(data, source, overridden, schema=schema or Params)
-
-
-def _describe(e: Mapping[str, Any], schema: type[BaseModel] | None = None) -> tuple[str, str]:
-    """:func:`unmask.paramsfile.describe_error` with :class:`Params` as the default schema."""
-    return paramsfile.describe_error(e, schema or Params)
