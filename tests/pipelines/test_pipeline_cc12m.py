@@ -30,8 +30,11 @@ def test_real_params():
     assert p.heldout.root not in (None, p.data.root)  # held-out shards kept apart
     assert p.evaluate.fid and p.evaluate.clip_path is None and p.sample.cfg_scale > 0
     dvc = yaml.safe_load((REPO / "pipelines" / EXP / "dvc.yaml").read_text())["stages"]
-    assert list(dvc) == ["tokenize", "train", "sample", "evaluate"]
+    assert list(dvc) == ["tokenize", "train", "sample", "evaluate", "report"]
     assert dvc["evaluate"]["metrics"] == ["out/metrics/evaluate-${name}.json"]  # cached: pushed
+    # the page comes last: it needs the evaluate metrics (and so runs after that stage)
+    assert "out/metrics/evaluate-${name}.json" in dvc["report"]["deps"]
+    assert dvc["report"]["outs"] == ["out/report"]
 
 
 @pytest.mark.slow

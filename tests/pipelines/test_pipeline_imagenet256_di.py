@@ -75,3 +75,5 @@ def test_dvc_repro_on_fixture(tmp_path, tiny_sd_vq, sd_vq_f8, reproduce):
     assert any("train-di-546m.csv" in k for k in plots["data"])
     dag = run_dvc(["dag", "--mermaid", "train"], root / "pipelines" / EXP).stdout
     assert "tokenize" in dag and "train" in dag
+    page = (out / "report" / "index.html").read_text()  # the last stage (tracking off here)
+    assert "Tracking is disabled" in page and page.count("<img") == 1 and "run di-546m" in page
