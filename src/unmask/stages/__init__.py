@@ -19,7 +19,7 @@ Keyword parameters of the function after the params object become options (``ell
 
 The runner (:func:`run`) is the same for all: ``$UNMASK_THREADS`` torch threads (default 1,
 :mod:`unmask.runtime`); params read, overridden and validated by
-:func:`unmask.config.load_params` with the stage's schema; a configured MLflow server must
+:func:`unmask.paramsfile.load` with the stage's schema; a configured MLflow server must
 answer before any work; the stage runs under :func:`unmask.stages.guard.stage_guard`
 (interrupted upstream stages are errors, an interrupted run never passes for complete); a user
 error (:mod:`unmask.errors`) is one ``error:`` line and exit status 2.
@@ -38,7 +38,11 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel
 
+from unmask import paramsfile
 from unmask.errors import ConfigError, user_errors
+from unmask.runtime import configure_threads
+from unmask.stages.guard import stage_guard
+from unmask.tracking import make_tracker
 
 __all__ = ["Stage", "stage", "REGISTRY", "FAMILIES", "DEFAULT", "module_of", "resolve", "run",
            "main"]
@@ -158,9 +162,6 @@ def resolve(name: str) -> Stage:
 def run(name: str, params: BaseModel, **options: Any) -> Any:
     """Run stage ``name`` as its command line does, with already-loaded ``params``: a configured
     MLflow server must answer first, then the stage runs under its guard."""
-    from unmask.stages.guard import stage_guard  # reads dvc.yaml: only when a stage runs
-    from unmask.tracking import make_tracker  # mlflow is slow to import
-
     st = resolve(name)
     tracking = getattr(params, "tracking", None)
     if tracking is not None and getattr(tracking, "enabled", False):
@@ -186,9 +187,6 @@ def _parser(st: Stage) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> Any:
     """``python -m unmask.stages NAME [--params FILE] [--set KEY=VALUE ...] [--OPTION V ...]``;
     ``--list`` prints every registered stage."""
-    from unmask.config import load_params
-    from unmask.runtime import configure_threads
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--list"):
         for module in _family_modules():
@@ -204,5 +202,5 @@ def main(argv: Sequence[str] | None = None) -> Any:
         st = resolve(argv[0])
         args = _parser(st).parse_args(argv[1:])
         configure_threads()  # $UNMASK_THREADS or 1: never the machine's load
-        params = load_params(Path(args.params), args.overrides, schema=st.schema)
+        params = paramsfile.load(Path(args.params), args.overrides, st.schema)
         return run(st.name, params, **{o: getattr(args, o) for o in st.options})

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from unmask.config import Params
 from unmask.data.shards import TokenShards
 from unmask.likelihood import nelbo
+from unmask.metrics.heldout import fid_params, heldout_fidelity
 from unmask.models import ConditionedDenoiser
 from unmask.runtime import git_commit, read_timings
 from unmask.stages import stage
@@ -132,8 +133,6 @@ def fid_scores(
 
     Returns ``(metrics, settings)``: the available numbers, and the settings (MLflow params
     ``fid.*``; ``unavailable_reason`` when the weights are missing)."""
-    from unmask.metrics.heldout import heldout_fidelity
-
     ev = params.evaluate
 
     def reconstruct(n: int) -> np.ndarray:
@@ -197,8 +196,6 @@ def run(params: Params) -> dict[str, Any]:
         tags["unmask.dataset_manifest"] = fid_settings["dataset_manifest_sha256"]
     with tracker.start_run(params.tracking.experiment, "evaluate", params=params.flat(), tags=tags):
         if fid_settings:
-            from unmask.metrics.heldout import fid_params
-
             tracker.log_params(fid_params(fid_settings))
         tracker.log_metrics(metrics, step=ckpt.step)
         # wall clock goes to MLflow only (metrics.json is hashed in dvc.lock)

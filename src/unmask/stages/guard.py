@@ -229,7 +229,7 @@ def _check_upstream(name: str, root: Path, options: dict[str, Any] | None = None
         }.get(status, status)
         raise IncompleteStageError(
             f"stage {other!r} {what}, so its outputs ({', '.join(used)}) may be half-written; "
-            f"rerun it first (`dvc repro {other}` or `unmask stage {other}`) before {name!r}"
+            f"rerun it first (`dvc repro {other}`) before {name!r}"
         )
 
 
