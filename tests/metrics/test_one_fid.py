@@ -66,7 +66,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, metrics_cache: Path,
 def test_trial_and_pipeline_report_the_same_fid(project: dict[str, Any],
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 metrics_cache: Path) -> None:
-    import unmask.stages.sample as sample_stage
+    import unmask.orchestration.evaluation as trial_eval
     from unmask.metrics.fidelity import cached_features, image_features
     from unmask.metrics.frechet import half_sample_indices
     from unmask.orchestration.evaluation import evaluate_checkpoint
@@ -82,7 +82,7 @@ def test_trial_and_pipeline_report_the_same_fid(project: dict[str, Any],
         return {"nfe": 8, "seconds_per_sample": 0.1, "idle_step_ratio": 0.0,
                 "n_samples": len(project["labels"]), "nfe_label": "8"}
 
-    monkeypatch.setattr(sample_stage, "generate", fake_generate)
+    monkeypatch.setattr(trial_eval, "generate", fake_generate)  # the trial's sampling step
     trial = evaluate_checkpoint("unused.pt", params, EvalSettings(metric="fid"),
                                 root / "trial", root / "data" / "tokens")
     with contextlib.chdir(root):
