@@ -27,7 +27,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 #: A package ``unmask`` (shadowing the real one on PYTHONPATH) with: a top-level import, a lazy
 #: import inside a function, a relative import, a TYPE_CHECKING-only import, an
-#: ``importlib.import_module`` literal, package data, and modules nothing imports.
+#: ``importlib.import_module`` literal, package data (read, and not), modules nothing imports.
 _PKG = {
     "src/unmask/__init__.py": "",
     "src/unmask/entry.py": """
@@ -48,8 +48,9 @@ _PKG = {
     "src/unmask/plugin.py": "",
     "src/unmask/unused.py": "",
     "src/unmask/sub/__init__.py": "",
-    "src/unmask/sub/lazy.py": "def f():\n    pass\n",
-    "src/unmask/sub/table.yaml": "a: 1\n",
+    "src/unmask/sub/lazy.py": "def f():\n    return open(__file__[:-7] + 'table.yaml')\n",
+    "src/unmask/sub/table.yaml": "a: 1\n",  # read by lazy.py: a dep
+    "src/unmask/unread.json": "{}\n",  # beside entry.py but named by no module: not a dep
     "src/unmask/other/__init__.py": "",
     "src/unmask/other/x.py": "",
 }

@@ -285,14 +285,16 @@ def module_closure(entries: Iterable[str], src: Path | None = None) -> list[str]
 
 
 def closure_files(entries: Iterable[str], src: Path | None = None) -> list[Path]:
-    """The files of :func:`module_closure` plus the non-Python files beside them (package data
-    such as ``reporting/references.yaml`` that the code may read): what a stage runs or reads,
-    and what ``unmask dvc deps`` declares."""
+    """The files of :func:`module_closure` plus the package data they read — a non-Python file
+    beside a module of the closure whose name that module's source mentions (e.g.
+    ``reporting/references.yaml``, read by ``claims.py``; not by ``images.py`` beside it): what
+    a stage runs or reads, and what ``unmask dvc deps`` declares."""
     modules = [module_file(m, src) for m in module_closure(entries, src)]
     files = {m for m in modules if m is not None}
-    for d in {m.parent for m in files}:
-        files |= {p for p in d.iterdir()
-                  if p.is_file() and p.suffix not in (".py", ".pyc", ".pyo")}
+    for mod in list(files):
+        text = mod.read_text(encoding="utf-8")
+        files |= {p for p in mod.parent.iterdir()
+                  if p.is_file() and p.suffix not in (".py", ".pyc", ".pyo") and p.name in text}
     return sorted(files)
 
 

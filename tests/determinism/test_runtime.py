@@ -74,15 +74,21 @@ def test_fingerprint_sees_edits_to_the_code_a_stage_runs(package_copy):
     model.write_text(model.read_text() + "\nSCALE = 2.0\n")
     changed = runtime.code_fingerprint(entry)
     assert changed != base
-    # package data beside a module of the closure is part of it (the report stage reads
-    # reporting/references.yaml); data beside modules the stage never runs is not
+    # package data a module of the closure names is part of it (claims.py reads
+    # reporting/references.yaml); other files beside it, or beside modules the stage never
+    # runs, are not
     (package_copy / "models" / "table.yaml").write_text("a: 1\n")
+    assert runtime.code_fingerprint(entry) == changed
+    model.write_text(model.read_text() + "\nTABLE = 'table.yaml'\n")
     with_data = runtime.code_fingerprint(entry)
     assert with_data != changed
+    (package_copy / "models" / "table.yaml").write_text("a: 2\n")
+    named = runtime.code_fingerprint(entry)
+    assert named != with_data
     (package_copy / "reporting" / "table.yaml").write_text("a: 1\n")
-    assert runtime.code_fingerprint(entry) == with_data
+    assert runtime.code_fingerprint(entry) == named
     # an independent computation: sha256 over the torch version and the closure's files
-    # (module sources by name, plus every non-Python file in their folders)
+    # (module sources by name, plus the non-Python files in their folders they name)
     import hashlib
 
     paths = set()
@@ -93,12 +99,12 @@ def test_fingerprint_sees_edits_to_the_code_a_stage_runs(package_copy):
             path = package_copy.joinpath(*parts) / "__init__.py"
         paths.add(path)
         paths |= {q for q in path.parent.iterdir() if q.is_file() and q.suffix != ".py"
-                  and q.suffix != ".pyc"}
+                  and q.suffix != ".pyc" and q.name in path.read_text()}
     h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
     for path in sorted(paths):
         h.update(f"{path.relative_to(package_copy).as_posix()}\n".encode() + path.read_bytes()
                  + b"\0")
-    assert with_data == h.hexdigest()
+    assert named == h.hexdigest()
 
 
 def test_run_dir_is_kept_for_the_same_run_and_wiped_for_another(tmp_path, capsys):
