@@ -132,7 +132,8 @@ def test_dmlab_truncated_damaged_and_short_episodes(tmp_path: Path) -> None:
 
 
 def test_dmlab_stage_records_skips_and_errors_when_nothing_is_usable(tmp_path, monkeypatch):
-    from unmask.video.stages import DataSection, load_clips
+    from unmask.video.clips import load_clips
+    from unmask.video.params import DataSection
 
     root = write_dmlab(tmp_path / "dm", "train", episodes=2, frames=8, truncated=1)
     write_dmlab(tmp_path / "dm", "test", episodes=0, short=1, damaged=1)

@@ -1,6 +1,6 @@
 """The joint stages on the one stage framework (``python -m unmask.stages joint.<stage>``):
 bad params are one ``error:`` line naming the key before any work (the checks live in
-:class:`~unmask.joint.stages.JointParams`, read by :func:`unmask.config.load_params`), and an
+:class:`~unmask.joint.params.JointParams`, read by :func:`unmask.config.load_params`), and an
 interrupted ``joint.tokenize`` in a pipeline folder stops ``joint.train`` (the stage guard finds
 the ``dvc.yaml`` stage ``tokenize`` by its command)."""
 

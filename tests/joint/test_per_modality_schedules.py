@@ -252,7 +252,8 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
     import numpy as np
 
     from unmask import pretokenized
-    from unmask.joint import stages
+    from unmask.joint.params import JointParams
+    from unmask.joint.stages.train import run_train
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tokens").mkdir()
@@ -278,7 +279,7 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(pretokenized, "train", spy)
-    p = stages.JointParams.model_validate(
+    p = JointParams.model_validate(
         {
             "model": {"dim": 32, "depth": 1, "heads": 4},
             "train": {
@@ -293,7 +294,7 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
             "tracking": {"enabled": False},
         }
     )
-    out = stages.run_train(p)
+    out = run_train(p)
     assert out["step"] == 2 and math.isfinite(out["loss"])
     (ms,) = seen
     assert [(m, n, s.name) for m, n, s in ms.segments] == [

@@ -1,5 +1,5 @@
 """The video stages on the one stage framework (``python -m unmask.stages video.<stage>``): the
-three video pipelines' params load with :class:`~unmask.video.stages.VideoParams`, and bad
+three video pipelines' params load with :class:`~unmask.video.params.VideoParams`, and bad
 params are one ``error:`` line naming the key before any work."""
 
 from __future__ import annotations

@@ -6,19 +6,20 @@ masking both modalities, is used three ways through :func:`unmask.sampling.sampl
 unmasking) and mask → image. Each modality may have its own training κ schedule
 (:class:`ModalitySchedules`, ``train.schedules`` in params). Its stages (``joint.tokenize``,
 ``joint.train``, ``joint.evaluate``: ``python -m unmask.stages joint.train``,
-:mod:`unmask.joint.stages`) run ``pipelines/seg-default`` and ``pipelines/cityscapes``.
+:mod:`unmask.joint.stages`, params :mod:`unmask.joint.params`) run ``pipelines/seg-default``
+and ``pipelines/cityscapes``.
 """
 
-from unmask.joint.layout import TASKS, JointLayout
-from unmask.joint.sampling import restrict_logits, sample_joint
-from unmask.joint.schedules import JointTrainConfig, ModalitySchedules, train_schedule
+from unmask.runtime import lazy_exports
 
-__all__ = [
-    "JointLayout",
-    "TASKS",
-    "sample_joint",
-    "restrict_logits",
-    "ModalitySchedules",
-    "JointTrainConfig",
-    "train_schedule",
-]
+# loaded on first use, so that a stage importing one joint module (e.g. joint.tokenize → params)
+# does not load — nor, in ``unmask dvc deps``, depend on — the sampler
+_LAZY = {
+    "unmask.joint.layout": ["JointLayout", "TASKS"],
+    "unmask.joint.sampling": ["sample_joint", "restrict_logits"],
+    "unmask.joint.schedules": ["ModalitySchedules", "JointTrainConfig", "train_schedule"],
+    "unmask.joint.params": ["JointParams"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+__all__ = [name for names in _LAZY.values() for name in names]

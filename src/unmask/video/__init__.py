@@ -7,11 +7,18 @@ blocks). Unconditional generation starts from all [MASK]; frame-conditioned pred
 the first k frames through ``x_init`` (:func:`sample_video`). Samples decode back to frames and
 export as GIF / MP4 (:mod:`unmask.video.export`). Its stages (``video.tokenize``,
 ``video.train``, ``video.evaluate``: ``python -m unmask.stages video.train``,
-:mod:`unmask.video.stages`) run ``pipelines/video-default``, ``pipelines/faceforensics`` and
-``pipelines/dmlab``.
+:mod:`unmask.video.stages`, params :mod:`unmask.video.params`) run
+``pipelines/video-default``, ``pipelines/faceforensics`` and ``pipelines/dmlab``.
 """
 
-from unmask.video.export import frames_grid, save_gif, save_mp4
-from unmask.video.sampling import sample_video, video_x_init
+from unmask.runtime import lazy_exports
 
-__all__ = ["sample_video", "video_x_init", "save_gif", "save_mp4", "frames_grid"]
+# loaded on first use, so that a stage importing one video module (e.g. video.tokenize → clips)
+# does not load — nor, in ``unmask dvc deps``, depend on — the sampler and exporters
+_LAZY = {
+    "unmask.video.export": ["frames_grid", "save_gif", "save_mp4"],
+    "unmask.video.sampling": ["sample_video", "video_x_init"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+__all__ = [name for names in _LAZY.values() for name in names]
