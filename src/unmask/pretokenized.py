@@ -1,9 +1,11 @@
 """What the pipelines over pre-extracted image tokens share — the joint image + mask stages
 (``joint.*``, :mod:`unmask.joint.stages`, DI §3.4) and the video stages (``video.*``,
 :mod:`unmask.video.stages`, DI Table 5): their params sections, the image tokenizer (fitted or
-loaded by ``tokenize``), model save / load, and the bodies of ``train`` and of the ends of
-``tokenize`` / ``evaluate``. Running, params loading and tracking checks are the stage
-framework's (``python -m unmask.stages joint.train`` from the pipeline folder).
+loaded by ``tokenize``), model save / load and the end of ``tokenize``; the body of
+``train`` is :mod:`unmask.pretokenized_train`, the end of ``evaluate``
+:mod:`unmask.pretokenized_evaluate` (so ``tokenize`` depends on neither). Running, params
+loading and tracking checks are the stage framework's (``python -m unmask.stages joint.train``
+from the pipeline folder).
 
 The stages read and write :data:`TOKENS`, :data:`MODELS`, :data:`SAMPLES`, :data:`REPORT`,
 :data:`METRICS` (the ``outs`` of ``pipelines/<exp>/dvc.yaml``) and :data:`RUNS` relative to
@@ -13,7 +15,6 @@ the working directory (the pipeline folder).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +27,13 @@ from pydantic import Field, ValidationError, field_validator
 from unmask import schedules
 from unmask.config import ReportConfig, Section, TrackingConfig
 from unmask.errors import ConfigError
-from unmask.metrics import MetricResult, compute_fidelity
-from unmask.metrics.heldout import UNAVAILABLE_REASON, fid_weights_available
 from unmask.models import ModelConfig, Transformer
-from unmask.runtime import git_commit, write_timings
+from unmask.runtime import git_commit
 from unmask.tokenizers.pixel import PixelTokenizer
 from unmask.tokenizers.sd_vq import SDVQTokenizer
 from unmask.tokenizers.vq import VQConfig, VQTokenizer, evaluate_vq, train_vq
 from unmask.tracking import make_tracker
-from unmask.training import TrainConfig, train
+from unmask.training.config import TrainConfig
 
 __all__ = [
     "TokenizerSection",
@@ -48,13 +47,11 @@ __all__ = [
     "load_tokenizer",
     "save_model",
     "load_model",
-    "fid_result",
     "write_json",
+    "start_run",
     "finish_tokenize",
     "load_tokens",
-    "train_stage",
     "load_trained",
-    "finish_evaluate",
     "TOKENS",
     "RUNS",
     "MODELS",
@@ -246,27 +243,13 @@ def load_model(path: Path) -> tuple[Transformer, dict[str, Any]]:
     return model.eval(), state
 
 
-def fid_result(samples: np.ndarray, reference: np.ndarray, key: str, *, enabled: bool = True,
-               batch_size: int = 50, name: str = "fid") -> MetricResult:
-    """FID of ``samples`` against ``reference`` with the standard offline Inception, or an
-    *unavailable* result naming why (weights absent, or disabled in params)."""
-    if not enabled:
-        return MetricResult.unavailable(name, "disabled in params (evaluate.fid: false)")
-    if not fid_weights_available():
-        return MetricResult.unavailable(name, UNAVAILABLE_REASON, num_samples=len(samples))
-    digest = hashlib.sha256(np.ascontiguousarray(reference).tobytes()).hexdigest()[:12]
-    res = compute_fidelity(samples, reference, metrics=("fid",), reference_key=f"{key}-{digest}",
-                           batch_size=batch_size, verbose=False)["fid"]
-    return dataclasses.replace(res, name=name)  # e.g. fid_mask_to_image in MLflow
-
-
 def write_json(path: Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, default=float) + "\n")
     return path
 
 
-def _start_run(p: Any, stage: str, task_tag: dict[str, str]) -> Any:
+def start_run(p: Any, stage: str, task_tag: dict[str, str]) -> Any:
     """The MLflow run of ``stage`` in ``p.tracking.experiment`` with the params ``p``, tagged
     ``{**task_tag, stage, git_commit}`` (a no-op tracker when tracking is disabled)."""
     tags = {**task_tag, "stage": stage, "git_commit": git_commit()}
@@ -282,7 +265,7 @@ def finish_tokenize(p: Any, task_tag: dict[str, str], meta: dict[str, Any],
     TOKENS.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(TOKENS / "tokens.npz", **arrays)
     write_json(TOKENS / "meta.json", meta)
-    with _start_run(p, "tokenize", task_tag) as tr:
+    with start_run(p, "tokenize", task_tag) as tr:
         tr.log_metrics({k: v for k, v in meta["tokenizer"].items() if isinstance(v, float)},
                        step=0)
 
@@ -294,30 +277,6 @@ def load_tokens(*keys: str) -> tuple[dict[str, Any], list[np.ndarray]]:
         return meta, [z[k] for k in keys]
 
 
-def train_stage(p: Any, model: Transformer, x: torch.Tensor, run_dir: Path,
-                meta: dict[str, Any], task_tag: dict[str, str], *, schedule: Any = None,
-                **summary: Any) -> dict[str, Any]:
-    """Train ``model`` on the token sequences ``x`` with ``p.train`` (the masked-CE loop of
-    :func:`unmask.training.train`), logged as the ``train`` MLflow run; save the (EMA)
-    weights with ``meta`` to ``MODELS/model.pt`` and the run summary (plus the ``summary``
-    keywords) to ``MODELS/train.json``; returns the summary. ``schedule`` overrides
-    ``p.train.schedule`` in the loop (per-modality schedules, :mod:`unmask.joint.schedules`)."""
-    with _start_run(p, "train", task_tag) as tracker:
-        res = train(model, x, None, p.train, run_dir, tracker=tracker, resume=False,
-                    schedule=schedule)
-        tracker.log_metrics({"final_loss": res.loss or float("nan"),
-                             "num_params": model.num_params(),
-                             "train_seconds": res.elapsed_s}, step=res.step)
-    weights = res.ema.shadow if res.ema is not None else None
-    save_model(model, weights, MODELS / "model.pt", {"meta": meta, "step": res.step})
-    out = {"step": res.step, "loss": res.loss, "num_params": model.num_params(), **summary}
-    write_json(MODELS / "train.json", out)
-    write_timings(TIMINGS / "train.json", {"elapsed_s": round(res.elapsed_s, 1),
-                                           "tokens_per_s": round(res.tokens_per_s, 1)})
-    print(f"train: {res.step} steps, loss {res.loss:.4f}, {res.elapsed_s:.0f}s → {MODELS}")
-    return out
-
-
 def load_trained() -> tuple[Transformer, dict[str, Any], Any, dict[str, Any]]:
     """What the evaluate stage starts from: the trained model (eval mode), the tokens' meta
     it was trained on, their tokenizer, and the train stage's summary."""
@@ -325,28 +284,3 @@ def load_trained() -> tuple[Transformer, dict[str, Any], Any, dict[str, Any]]:
     meta = state["meta"]
     tok = load_tokenizer(meta["tokenizer"], TOKENS)
     return model, meta, tok, json.loads((MODELS / "train.json").read_text())
-
-
-def finish_evaluate(p: Any, task_tag: dict[str, str], out: dict[str, Any],
-                    metrics: dict[str, Any], reasons: dict[str, str], figures: dict[str, Path],
-                    artifacts: list[Path]) -> Path:
-    """The end of an evaluate stage: write ``out`` to :data:`METRICS`; log the numeric
-    ``metrics`` (others dropped), the ``unavailable.<name>`` reasons as tags and ``artifacts``
-    (under ``samples``) as the ``evaluate`` MLflow run; then write the pipeline's page
-    (:func:`unmask.reporting.build.write_pipeline_report`: the finished runs of
-    ``tracking.experiment``, this one included, with ``figures`` on top) to :data:`REPORT`.
-    Returns the page's path."""
-    from unmask.reporting.build import write_pipeline_report  # pandas, plotly: only here
-
-    write_json(METRICS, out)
-    with _start_run(p, "evaluate", task_tag) as tr:
-        tr.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
-                       step=0)
-        if reasons:
-            tr.set_tags({f"unavailable.{k}": v for k, v in reasons.items()})
-        for a in artifacts:
-            tr.log_artifact(a, "samples")
-    # after the run has ended: the page reads FINISHED runs only
-    return write_pipeline_report(REPORT, title=p.report.title, tracking=p.tracking,
-                                 experiment=p.tracking.experiment, figures=figures,
-                                 notes={"task": task_tag["unmask.task"]})

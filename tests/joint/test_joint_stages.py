@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from unmask import pretokenized, stages
+from unmask import pretokenized, pretokenized_evaluate, stages
 from unmask.config import load_params
 from unmask.data import fashion_mnist
 from unmask.metrics.heldout import UNAVAILABLE_REASON
@@ -116,9 +116,10 @@ def test_interrupted_tokenize_stops_train_in_the_pipeline_folder(tmp_path, monke
 
 def test_fid_without_inception_weights_is_unavailable_with_the_reason(monkeypatch):
     images = np.zeros((4, 8, 8), np.uint8)
-    off = pretokenized.fid_result(images, images, "k", enabled=False, name="fid_mask_to_image")
+    off = pretokenized_evaluate.fid_result(images, images, "k", enabled=False,
+                                           name="fid_mask_to_image")
     assert (off.name, off.value, off.available) == ("fid_mask_to_image", None, False)
     assert "evaluate.fid: false" in off.reason
-    monkeypatch.setattr(pretokenized, "fid_weights_available", lambda: False)
-    res = pretokenized.fid_result(images, images, "k", name="fid_mask_to_image")
+    monkeypatch.setattr(pretokenized_evaluate, "fid_weights_available", lambda: False)
+    res = pretokenized_evaluate.fid_result(images, images, "k", name="fid_mask_to_image")
     assert res.value is None and not res.available and res.reason == UNAVAILABLE_REASON

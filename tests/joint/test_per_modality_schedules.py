@@ -251,7 +251,7 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
 
     import numpy as np
 
-    from unmask import pretokenized
+    from unmask import pretokenized_train
     from unmask.joint.params import JointParams
     from unmask.joint.stages.train import run_train
 
@@ -272,13 +272,13 @@ def test_train_stage_reads_train_schedules(tmp_path, monkeypatch):
         train_mask=g.integers(0, 3, (32, 2, 2)),
     )
     seen = []
-    real = pretokenized.train
+    real = pretokenized_train.train
 
     def spy(*a, **kw):
         seen.append(kw["schedule"])
         return real(*a, **kw)
 
-    monkeypatch.setattr(pretokenized, "train", spy)
+    monkeypatch.setattr(pretokenized_train, "train", spy)
     p = JointParams.model_validate(
         {
             "model": {"dim": 32, "depth": 1, "heads": 4},

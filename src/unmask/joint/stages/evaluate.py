@@ -22,6 +22,7 @@ from unmask.joint.sampling import sample_joint
 from unmask.metrics import as_mlflow_metrics
 from unmask.metrics.segmentation import MeanIoU
 from unmask.models.transformer import Transformer
+from unmask.pretokenized_evaluate import fid_result, finish_evaluate
 from unmask.reporting.images import image_grid, save_png
 from unmask.runtime import write_timings
 from unmask.stages import stage
@@ -116,7 +117,7 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
     figs["mask → image (rows: given mask, generated, real)"] = save_png(
         image_grid(m2i_rows, scale=2), samples / "mask_to_image.png")
 
-    fid = tp.fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
+    fid = fid_result(m2i, te_raw[:n], f"joint-{p.data.kind}-test{n}", enabled=p.evaluate.fid,
                      batch_size=p.evaluate.fid_batch_size, name="fid_mask_to_image")
 
     metrics: dict[str, Any] = {**as_mlflow_metrics([miou_res, fg_res, fid]),
@@ -128,7 +129,7 @@ def run_evaluate(p: JointParams) -> dict[str, Any]:
            "unavailable": reasons, **per_class, "num_eval": n,
            "train_loss": train_info.get("loss"), "train_steps": train_info.get("step")}
     write_timings(tp.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
-    tp.finish_evaluate(p, TASK_TAG, out, {**metrics, **per_class}, reasons, figs,
+    finish_evaluate(p, TASK_TAG, out, {**metrics, **per_class}, reasons, figs,
                     list(figs.values()))
     print(f"evaluate: mIoU(image→mask) = {miou_res.value}, FID(mask→image) = "
           f"{fid.value if fid.available else 'unavailable: ' + str(fid.reason)} "

@@ -14,6 +14,7 @@ from unmask import pretokenized as tp
 from unmask.joint.params import TASK_TAG, JointParams, layout_of, model_config
 from unmask.joint.schedules import train_schedule
 from unmask.models.transformer import Transformer
+from unmask.pretokenized_train import train_stage
 from unmask.runtime import seed_everything
 from unmask.stages import stage
 
@@ -29,6 +30,6 @@ def run_train(p: JointParams) -> dict[str, Any]:
     cfg = model_config(p.model, layout)
     seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
-    return tp.train_stage(p, model, x, tp.RUNS / "joint", meta, TASK_TAG,
+    return train_stage(p, model, x, tp.RUNS / "joint", meta, TASK_TAG,
                               schedule=train_schedule(p.train, layout.modalities()),
                               seq_len=layout.seq_len, vocab_size=layout.vocab_size)

@@ -20,6 +20,7 @@ from unmask.metrics import MetricResult, as_mlflow_metrics
 from unmask.metrics.fvd import compute_fvd, per_frame_fid
 from unmask.metrics.heldout import UNAVAILABLE_REASON, fid_weights_available
 from unmask.models.transformer import Transformer
+from unmask.pretokenized_evaluate import finish_evaluate
 from unmask.runtime import write_timings
 from unmask.stages import stage
 from unmask.video.export import frames_grid, save_gif, save_mp4, tile_clips
@@ -116,7 +117,7 @@ def run_evaluate(p: VideoParams) -> dict[str, Any]:
            "num_uncond": len(unc), "num_cond": n_cond, "train_loss": train_info.get("loss"),
            "train_steps": train_info.get("step")}
     write_timings(tp.TIMINGS / "evaluate.json", {"sample_seconds": round(seconds, 1)})
-    tp.finish_evaluate(p, TASK_TAG, out, metrics, reasons, figs, [samples])
+    finish_evaluate(p, TASK_TAG, out, metrics, reasons, figs, [samples])
     print("evaluate: " + ", ".join(f"{r.name} = {r.value if r.available else 'unavailable'}"
                                     for r in results)
           + f", context kept exactly: {given_exact} ({seconds:.0f}s sampling) → {tp.METRICS}")

@@ -10,6 +10,7 @@ import torch
 
 from unmask import pretokenized as tp
 from unmask.models.transformer import Transformer
+from unmask.pretokenized_train import train_stage
 from unmask.runtime import seed_everything
 from unmask.stages import stage
 from unmask.video.params import TASK_TAG, VideoParams, model_config
@@ -25,5 +26,5 @@ def run_train(p: VideoParams) -> dict[str, Any]:
     cfg = model_config(p.model, meta)
     seed_everything(p.train.seed)  # the initialisation draws from the global RNG
     model = Transformer(cfg)
-    return tp.train_stage(p, model, x, tp.RUNS / "video", meta, TASK_TAG,
+    return train_stage(p, model, x, tp.RUNS / "video", meta, TASK_TAG,
                               seq_len=cfg.length, attention=cfg.attention)
