@@ -1,6 +1,6 @@
 """The default pipeline's tokenizer stages on a small Fashion-MNIST subset: `tokenizer` trains
 (VQ) or records (pixel) the tokenizer and measures it on held-out images; `tokenize` writes
-shards (with flipped training copies) that the one loader, `load_tokenizer`, matches."""
+shards (with flipped training copies) that the one loader, `build_tokenizer`, matches."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from unmask.config import load_params
 from unmask.data import fashion_mnist
 from unmask.data.shards import TokenShards
 from unmask.stages import prepare, tokenize, train_tokenizer
-from unmask.stages.common import load_tokenizer
+from unmask.tokenizers import build_tokenizer
 
 pytestmark = pytest.mark.skipif(
     not fashion_mnist.DEFAULT_ROOT.is_dir(), reason="apt-get install dataset-fashion-mnist"
@@ -46,7 +46,7 @@ def test_tokenizer_and_tokenize_stages(kind, tmp_path, monkeypatch):
     assert (tmp_path / "models/tokenizer.pt").is_file()
     saved = json.loads((tmp_path / "metrics/tokenizer.json").read_text())
     assert saved["kind"] == kind and saved["n_heldout"] == 32 and saved == json.loads(json.dumps(m))
-    tok = load_tokenizer(p)
+    tok = build_tokenizer(p.tokenizer)
     if kind == "vq":
         assert saved["vocab_size"] == 32 and saved["token_grid"] == [7, 7]
         assert saved["train_steps"] == 5 and saved["train_images"] == 128

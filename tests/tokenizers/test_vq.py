@@ -134,11 +134,10 @@ def test_bad_checkpoints_and_config(tmp_path: Path) -> None:
 
 
 def test_pipeline_loads_the_trained_tokenizer_from_params(tmp_path: Path) -> None:
-    """unmask.stages.load_tokenizer: pixel from params; VQ from the trained file, checked
+    """unmask.tokenizers.build_tokenizer: pixel from params; VQ from the trained file, checked
     against the params' architecture; a missing file names the stage to run."""
     from unmask.config import ConfigError, load_params
-    from unmask.stages.common import load_tokenizer
-    from unmask.tokenizers import PixelTokenizer
+    from unmask.tokenizers import PixelTokenizer, build_tokenizer
 
     f = tmp_path / "params.yaml"
     ckpt = tmp_path / "tok.pt"
@@ -151,17 +150,17 @@ def test_pipeline_loads_the_trained_tokenizer_from_params(tmp_path: Path) -> Non
     with pytest.raises(
         FileNotFoundError, match="tok.pt: no trained VQ tokenizer.*'train-tokenizer' stage"
     ):
-        load_tokenizer(p)
+        build_tokenizer(p.tokenizer)
     torch.manual_seed(0)
     model = VQVAE(VQConfig(**p.tokenizer.vq.vq_config()))
     VQTokenizer(model).save(ckpt)
-    tok = load_tokenizer(p)
+    tok = build_tokenizer(p.tokenizer)
     assert isinstance(tok, VQTokenizer) and tok.identity == VQTokenizer(model).identity
     wrong = load_params(f, ["tokenizer.vq.hidden=16"])
     with pytest.raises(ValueError, match="trained with hidden=8 but tokenizer.vq says hidden=16"):
-        load_tokenizer(wrong)
+        build_tokenizer(wrong.tokenizer)
     pix = load_params(f, ["tokenizer.kind=pixel", "tokenizer.levels=4", "tokenizer.size=14"])
-    assert isinstance(load_tokenizer(pix), PixelTokenizer) and pix.model.vocab_size == 4
+    assert isinstance(build_tokenizer(pix.tokenizer), PixelTokenizer) and pix.model.vocab_size == 4
     with pytest.raises(ConfigError, match="tokenizer.vq.codebook_size must be >= 2"):
         load_params(f, ["tokenizer.vq.codebook_size=1"])
 

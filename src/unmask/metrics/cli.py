@@ -45,8 +45,9 @@ from unmask.metrics import (
 )
 from unmask.runtime import git_commit
 from unmask.stages import run
-from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.common import PATHS
 from unmask.stages.evaluate import nelbo_bits
+from unmask.tokenizers import build_tokenizer
 from unmask.tracking import Tracker
 from unmask.training import load_checkpoint
 
@@ -289,7 +290,7 @@ def ppl(
     ]
     with user_errors():
         p = load_params(params, over)
-        ev, tok = p.evaluate, load_tokenizer(p)
+        ev, tok = p.evaluate, build_tokenizer(p.tokenizer)
         held = TokenShards(PATHS.tokens / ev.split, tokenizer_hash=tok.hash)
         n = min(ev.n_sequences, len(held))
         model = load_checkpoint(ckpt, p.model, ema=True).model

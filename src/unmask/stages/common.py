@@ -1,16 +1,13 @@
-"""What the default pipeline's stages share: where each writes (:data:`PATHS`, the ``outs`` of
-the root ``dvc.yaml``, relative to the project root) and the one image tokenizer they decode
-through (:func:`load_tokenizer`)."""
+"""Where the default pipeline's stages write (:data:`PATHS`, the ``outs`` of the root
+``dvc.yaml``, relative to the project root). Every stage gets its image tokenizer from
+:func:`unmask.tokenizers.build_tokenizer` ``(params.tokenizer)``, so samples and held-out data
+are decoded through the same one."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from unmask.config import Params
-from unmask.tokenizers import build_tokenizer
-
-__all__ = ["PATHS", "load_tokenizer"]
+__all__ = ["PATHS"]
 
 
 class _Paths:
@@ -32,13 +29,3 @@ class _Paths:
 
 
 PATHS = _Paths()
-
-
-def load_tokenizer(params: Params) -> Any:
-    """The pipeline's image tokenizer: the per-pixel quantiser (``tokenizer.kind: pixel``) or
-    the VQ-VAE trained by the ``train-tokenizer`` stage, loaded from ``tokenizer.path`` and
-    checked against the ``tokenizer.vq`` section (``kind: vq``). The one place every stage
-    (tokenize, train, sample, evaluate, report) gets it from, so samples and held-out data are
-    decoded through the same tokenizer; its ``hash`` is checked against the token shards'
-    manifests."""
-    return build_tokenizer(params.tokenizer)

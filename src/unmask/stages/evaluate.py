@@ -51,8 +51,9 @@ from unmask.metrics.heldout import fid_params, heldout_fidelity
 from unmask.models import ConditionedDenoiser
 from unmask.runtime import git_commit, read_timings
 from unmask.stages import stage
-from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.common import PATHS
 from unmask.stages.sample import sampling_schedule
+from unmask.tokenizers import build_tokenizer
 from unmask.tracking import make_tracker
 from unmask.training import load_checkpoint
 
@@ -152,7 +153,7 @@ def fid_scores(
 @stage("evaluate", params=Params)
 def run(params: Params) -> dict[str, Any]:
     ev = params.evaluate
-    tok = load_tokenizer(params)
+    tok = build_tokenizer(params.tokenizer)
     held = TokenShards(PATHS.tokens / ev.split, tokenizer_hash=tok.hash)
     n = min(ev.n_sequences, len(held))
     x, y = held.tokens_tensor(slice(0, n), flatten=True), held.labels_tensor(slice(0, n))

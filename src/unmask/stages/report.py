@@ -25,7 +25,8 @@ from unmask.config import Params
 from unmask.reporting.build import build_report
 from unmask.reporting.runs import no_runs
 from unmask.stages import stage
-from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.common import PATHS
+from unmask.tokenizers import build_tokenizer
 from unmask.tracking import tracking_uri
 
 
@@ -58,7 +59,7 @@ def _pipeline_notes(params: Params) -> tuple[dict[str, Any], dict[str, str], dic
         "sampler": f"{info['method']}, {info['steps']} steps, NFE {info['nfe']}, "
         f"cfg {s.cfg_scale} ({s.cfg_schedule}), temperature {s.temperature}, "
         f"top-p {s.top_p}",
-        "tokenizer": load_tokenizer(params).identity,
+        "tokenizer": build_tokenizer(params.tokenizer).identity,
         "FID": fid,
         "held-out NELBO (bits/token)": f"{metrics['nelbo_bpt']:.4f} ± "
         f"{metrics['nelbo_bpt_stderr']:.4f}",

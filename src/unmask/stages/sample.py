@@ -5,7 +5,7 @@ Loads ``models/model.pt`` (EMA weights unless ``sample.checkpoint: raw``), draws
 and writes to ``samples/``:
 
 * ``samples.npz``: ``tokens`` [N, h, w], ``images`` uint8 [N, H, W] (decoded through
-  :func:`unmask.stages.load_tokenizer`: H = h for pixel tokens, 4h for the VQ-VAE), ``labels``;
+  :func:`unmask.tokenizers.build_tokenizer`: H = h for pixel tokens, 4h for the VQ-VAE), ``labels``;
 * ``grid.png``: rows = classes (the first 12 samples of each);
 * ``chain.png``: one unmasking chain per class, left to right;
 * ``info.json``: method, steps, NFE, wall time and seconds per sample.
@@ -27,7 +27,8 @@ from unmask.reporting.images import chain_strip, image_grid, save_png
 from unmask.runtime import git_commit, write_timings
 from unmask.sampling import sample_with_info
 from unmask.stages import stage
-from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.common import PATHS
+from unmask.tokenizers import build_tokenizer
 from unmask.tracking import make_tracker
 from unmask.training import load_checkpoint
 
@@ -54,7 +55,7 @@ def generate(
     s, out_dir = params.sample, Path(out_dir)
     ckpt = load_checkpoint(checkpoint, ema=s.checkpoint == "ema")
     model, cfg = ckpt.model, ckpt.model_config
-    tok = load_tokenizer(params)
+    tok = build_tokenizer(params.tokenizer)
     if tok.vocab_size != cfg.vocab_size or cfg.grid is None:
         raise ValueError(
             f"checkpoint {checkpoint} (vocab {cfg.vocab_size}, grid {cfg.grid}) does "

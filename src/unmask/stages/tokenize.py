@@ -3,7 +3,7 @@
 Reads ``data/prepared/{split}.npz`` and writes one shard per split to ``data/tokens/{split}/``
 (:class:`~unmask.data.shards.ShardWriter`: chunked, memory-flat, atomic, resumable), whose
 manifest records the tokenizer identity/hash and the prepared file's hash. The tokenizer is
-:func:`unmask.stages.load_tokenizer` (the trained VQ-VAE under ``tokenizer.kind: vq``).
+:func:`unmask.tokenizers.build_tokenizer` (the trained VQ-VAE under ``tokenizer.kind: vq``).
 
 With ``tokenizer.flip`` the training shard also holds the tokens of the horizontally flipped
 images (``tokens_flip.npy``; pre-extracted as DI and MAR do, since a learned tokenizer's tokens
@@ -20,14 +20,15 @@ from tqdm.auto import tqdm
 from unmask.config import Params
 from unmask.data.shards import ShardWriter
 from unmask.stages import stage
-from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.common import PATHS
+from unmask.tokenizers import build_tokenizer
 
 CHUNK = 4096
 
 
 @stage("tokenize", params=Params)
 def run(params: Params) -> dict:
-    tok = load_tokenizer(params)
+    tok = build_tokenizer(params.tokenizer)
     prepared = json.loads((PATHS.prepared / "manifest.json").read_text())
     out = {}
     for split, info in prepared["splits"].items():

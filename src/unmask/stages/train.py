@@ -39,7 +39,8 @@ from unmask.runtime import (
     write_timings,
 )
 from unmask.stages import stage
-from unmask.stages.common import PATHS, load_tokenizer
+from unmask.stages.common import PATHS
+from unmask.tokenizers import build_tokenizer
 from unmask.tracking import make_tracker
 from unmask.training import train
 
@@ -85,7 +86,7 @@ def run_key(params: Params, shards: TokenShards) -> dict[str, str]:
 
 @stage("train", params=Params)
 def run(params: Params) -> dict:
-    tok = load_tokenizer(params)
+    tok = build_tokenizer(params.tokenizer)
     shards = TokenShards(PATHS.tokens / "train", tokenizer_hash=tok.hash)
     prepare_run_dir(PATHS.run_dir, run_key(params, shards), label="train")
 
