@@ -286,16 +286,29 @@ def module_closure(entries: Iterable[str], src: Path | None = None) -> list[str]
 
 def closure_files(entries: Iterable[str], src: Path | None = None) -> list[Path]:
     """The files of :func:`module_closure` plus the package data they read — a non-Python file
-    beside a module of the closure whose name that module's source mentions (e.g.
+    beside a module of the closure whose name a string in that module's code contains (e.g.
     ``reporting/references.yaml``, read by ``claims.py``; not by ``images.py`` beside it): what
     a stage runs or reads, and what ``unmask dvc deps`` declares."""
     modules = [module_file(m, src) for m in module_closure(entries, src)]
     files = {m for m in modules if m is not None}
     for mod in list(files):
-        text = mod.read_text(encoding="utf-8")
+        literals = _string_literals(mod)
         files |= {p for p in mod.parent.iterdir()
-                  if p.is_file() and p.suffix not in (".py", ".pyc", ".pyo") and p.name in text}
+                  if p.is_file() and p.suffix not in (".py", ".pyc", ".pyo")
+                  and any(p.name in lit for lit in literals)}
     return sorted(files)
+
+
+def _string_literals(path: Path) -> list[str]:
+    """The string constants of a module's code (docstrings left out: naming a file in prose
+    does not read it)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.body and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
 
 
 @lru_cache(maxsize=64)
