@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unmask.data.fixtures import dvc_bin, run_dvc
+from unmask.scratch import dvc_bin, run_dvc
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = sorted(p.parent for p in (REPO / "pipelines").glob("*/dvc.yaml"))

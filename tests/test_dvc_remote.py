@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from unmask.data import fashion_mnist
-from unmask.data.fixtures import dvc_bin, run_dvc, scratch_pipeline
+from unmask.scratch import dvc_bin, run_dvc, scratch_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SHRINK = [

@@ -1,6 +1,6 @@
 """Shared harness of the pipeline tests: tiny model / training overrides, a random SD-VQ-F8-shaped
 VQModel, a pipeline copied into a scratch git + DVC repo and reproduced there
-(:func:`unmask.data.fixtures.scratch_pipeline` + :func:`~unmask.data.fixtures.run_dvc`), and
+(:func:`unmask.scratch.scratch_pipeline` + :func:`~unmask.scratch.run_dvc`), and
 a pipeline's stage CLI run in a scratch working directory with its own ``params.yaml``."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from unmask.data import fashion_mnist
-from unmask.data.fixtures import dvc_bin, run_dvc, scratch_pipeline, write_random_vqmodel
+from unmask.data.fixtures import write_random_vqmodel
+from unmask.scratch import dvc_bin, run_dvc, scratch_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 

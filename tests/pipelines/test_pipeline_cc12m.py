@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from unmask.config import load_params
-from unmask.data.fixtures import run_dvc, write_cc12m
+from unmask.data.fixtures import write_cc12m
 from unmask.data.shards import TokenShards
+from unmask.scratch import run_dvc
 from unmask.stages.experiment.params import ExperimentParams
 from unmask.tokenizers.text import HashedBagOfWords
 

@@ -11,8 +11,9 @@ import pytest
 
 from unmask.config import load_params
 from unmask.data.cifar10 import CIFAR10
-from unmask.data.fixtures import run_dvc, scratch_pipeline, write_cifar10
+from unmask.data.fixtures import write_cifar10
 from unmask.data.shards import TokenShards
+from unmask.scratch import run_dvc, scratch_pipeline
 from unmask.stages.experiment.params import ExperimentParams
 from unmask.tokenizers import PixelTokenizer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unmask.data.fixtures import dvc_bin, run_dvc, scratch_pipeline
+from unmask.scratch import dvc_bin, run_dvc, scratch_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not dvc_bin().exists(), reason="dvc is not installed")

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from unmask.config import load_params
-from unmask.data.fixtures import WNIDS, run_dvc, write_imagenet
+from unmask.data.fixtures import WNIDS, write_imagenet
 from unmask.data.shards import TokenShards
 from unmask.data.transforms import center_crop_arr
 from unmask.models import Transformer
+from unmask.scratch import run_dvc
 from unmask.stages.experiment.params import ExperimentParams
 
 pytest.importorskip("diffusers")

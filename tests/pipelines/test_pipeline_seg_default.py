@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from unmask.data.fixtures import run_dvc
+from unmask.scratch import run_dvc
 
 NAME = "seg-default"
 SHRINK = {  # on top of the tiny Fashion-MNIST overrides: one block, 16 evaluated pairs

@@ -18,33 +18,21 @@ the fixture), optionally with corrupt files that the loaders must skip by name:
 * :func:`write_owt`: OpenWebText as ``*.txt`` documents plus an ``urlsf_subset*_data.xz`` tar
   of documents, optionally with empty documents and a file that is not UTF-8;
 * :func:`write_random_vqmodel`: a randomly initialised diffusers ``VQModel`` folder with
-  SD-VQ-F8's structure (4 levels → f = 8) at tiny widths (SD-VQ-F8 cannot be downloaded);
-* :func:`scratch_pipeline`: a fresh git + DVC repo holding one ``pipelines/<exp>/`` (or the
-  repo-root pipeline) with its params overridden (point it at a fixture), to ``dvc repro`` end
-  to end with :func:`run_dvc`.
+  SD-VQ-F8's structure (4 levels → f = 8) at tiny widths (SD-VQ-F8 cannot be downloaded).
+
+Running a pipeline on them end to end: :mod:`unmask.scratch`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import shutil
-import subprocess
-import sys
 import tarfile
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
-
-from unmask.config import parse_overrides
-from unmask.dicts import deep_merge
-from unmask.runtime import service_env
 
 __all__ = [
     "write_imagenet",
@@ -55,9 +43,6 @@ __all__ = [
     "write_dmlab",
     "write_owt",
     "write_random_vqmodel",
-    "scratch_pipeline",
-    "dvc_bin",
-    "run_dvc",
     "CORRUPT_JPEG",
     "WNIDS",
     "CIFAR10_NAMES",
@@ -361,71 +346,3 @@ def write_random_vqmodel(path: str | Path, num_codes: int = 16384, seed: int = 0
         model.quantize.embedding.weight.normal_(0, 0.5)
     model.save_pretrained(path)
     return Path(path)
-
-
-def dvc_bin() -> Path:
-    """The ``dvc`` executable of this interpreter's environment (else the one on ``PATH``)."""
-    local = Path(sys.executable).parent / "dvc"
-    return local if local.exists() else Path(shutil.which("dvc") or local)
-
-
-def scratch_pipeline(
-    repo: str | Path,
-    exp: str | None,
-    dest: str | Path,
-    overrides: Iterable[str] | Mapping[str, Any] | None = None,
-) -> Path:
-    """Copy ``pipelines/<exp>/`` (``dvc.yaml``, ``.gitignore``, ``params.yaml`` with
-    ``overrides`` merged in, e.g. the fixture's data path) and ``src/`` of ``repo`` into a fresh
-    git + DVC repository at ``dest`` and return ``dest``; ``pipelines/<exp>`` is its own DVC
-    project there as in the repo, so ``dvc repro`` in it runs the pipeline on the fixture. With
-    ``exp=None`` the repo-root ``dvc.yaml`` + ``params.yaml`` are copied to the root of ``dest``
-    (plain ``dvc repro``). ``overrides`` are ``{"train.steps": 3}`` or ``["train.steps=3"]``."""
-
-
-    repo, dest = Path(repo), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([str(dvc_bin()), "init", "-q"], cwd=dest, check=True)
-    shutil.copytree(repo / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    names: tuple[str, ...] = ("dvc.yaml", ".gitignore")
-    src, out = repo / "pipelines" / str(exp), dest / "pipelines" / str(exp)
-    if exp is None:  # the root .gitignore is the developer's, not the pipeline's
-        src, out, names = repo, dest, ("dvc.yaml",)
-    out.mkdir(parents=True, exist_ok=exp is None)
-    for name in names:
-        if (src / name).is_file():
-            shutil.copy(src / name, out / name)
-    if exp is not None and (src / ".dvc").is_dir():  # its own DVC project, as in the repo
-        subprocess.run([str(dvc_bin()), "init", "-q", "--subdir"], cwd=out, check=True)
-        for name in (".dvc/config", ".dvcignore"):
-            shutil.copy(src / name, out / name)
-    params = deep_merge(yaml.safe_load((src / "params.yaml").read_text()),
-                        parse_overrides(overrides))
-    (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return dest
-
-
-#: Variables a scratch run must not inherit: its MLflow store and weights are its own.
-_HERMETIC_UNSET = ("MLFLOW_TRACKING_URI", "UNMASK_I3D_PATH")
-
-
-def run_dvc(args: list[str], cwd: str | Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``dvc *args`` in ``cwd`` with telemetry off, one OpenMP thread, this environment's
-    executables first on ``PATH`` (the stages' ``python``), and no inherited MLflow tracking
-    URI or I3D weights. Raises ``RuntimeError`` with the tails of stdout and stderr unless it
-    exits 0; returns the completed process (text ``stdout`` / ``stderr``)."""
-    bin_dir = str(Path(sys.executable).parent)
-    env = service_env(
-        {"OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    )
-    for key in _HERMETIC_UNSET:
-        env.pop(key, None)
-    cmd = [str(dvc_bin()), *args]
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise RuntimeError(
-            f"dvc {' '.join(args)} (in {cwd}) exited {out.returncode}:\n"
-            f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-        )
-    return out
