@@ -327,7 +327,7 @@ def test_ddp_on_two_nodes_matches_one_process(cluster, make_job, tmp_path):
 def _slow_evaluation_trial(config, specs):
     """The real trial, with evaluation held back 3 s after a marker naming the node, so the
     test can lose that node while the trial's MLflow run is open."""
-    import unmask.orchestration.evaluation as ev
+    import unmask.orchestration.trials as ev  # where the trial binds evaluate_checkpoint
     from unmask.orchestration.placement import node_tags
     from unmask.orchestration.trials import tune_trainable
 
