@@ -19,6 +19,9 @@ import yaml
 from unmask import pretokenized, pretokenized_evaluate, stages
 from unmask.config import load_params
 from unmask.data import fashion_mnist
+from unmask.joint import JointLayout, restrict_logits
+from unmask.joint.params import SampleSection
+from unmask.joint.stages.evaluate import _sample_batches
 from unmask.metrics.heldout import UNAVAILABLE_REASON
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +55,8 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
      "model: 'attention' = 'factorized' needs 'frames' (video)"),
     ({"tokenizer": {"vq": {"stepz": 10}}}, "tokenizer.vq.stepz: unknown VQ-VAE key; valid: "),
     ({"sample": {"schedule": "cosin"}}, "sample.schedule: unknown schedule 'cosin'; valid: "),
+    ({"sample": {"top_p": 0}}, "sample.top_p must be > 0 (got 0)"),
+    ({"sample": {"top_p": 1.5}}, "sample.top_p must be <= 1 (got 1.5)"),
     ({"data": {"kind": "cityscapes", "root": None}},
      "data.root: set it to the Cityscapes folder (leftImg8bit/, gtFine/)"),
 ])
@@ -70,6 +75,45 @@ def test_the_joint_pipelines_params_load(exp, experiment):
     schema = stages.resolve("joint.train").schema  # what the runner validates them with
     p = load_params(REPO / "pipelines" / exp / "params.yaml", schema=schema)
     assert p.tracking.experiment == experiment and p.model["preset"]
+    assert p.sample.top_p == (0.9 if exp == "cityscapes" else 1.0)  # DI Tab. S7 / off
+
+
+def _nucleus(probs: np.ndarray, p: float) -> set[int]:
+    """Holtzman et al.'s nucleus, computed independently: the most likely tokens, in order,
+    while the mass before a token is still below p."""
+    order = np.argsort(-probs, kind="stable")
+    before = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])
+    return {int(i) for i, b in zip(order, before, strict=True) if b < p}
+
+
+def test_evaluate_samples_every_task_within_the_top_p_nucleus():
+    layout = JointLayout(image_shape=(2, 3), image_vocab=5, mask_shape=(1, 3), num_classes=4)
+    raw = torch.randn(1, layout.seq_len, layout.vocab_size,
+                      generator=torch.Generator().manual_seed(7)) * 1.5
+    logits = restrict_logits(layout, raw)  # position-only logits: each draw's nucleus is known
+    probs = logits[0].double().softmax(-1).numpy()
+    top_p, n = 0.6, 48
+    nuclei = [_nucleus(probs[i], top_p) for i in range(layout.seq_len)]
+
+    def den(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return logits.expand(x.shape[0], -1, -1)
+
+    def outside(img: torch.Tensor, mask: torch.Tensor) -> int:
+        x = layout.combine(img.reshape(len(img), -1), mask.reshape(len(mask), -1))
+        return sum(int(x[b, i]) not in nuclei[i] for b in range(len(x))
+                   for i in range(layout.seq_len))
+
+    kw = dict(method="mdm", steps=4, seg_method="mdm", seg_steps=4, batch_size=16)
+    full = _sample_batches(den, layout, "joint", n, SampleSection(**kw))
+    nuc = _sample_batches(den, layout, "joint", n, SampleSection(**kw, top_p=top_p))
+    assert outside(*full) > 0  # without the filter, tokens outside the nucleus do occur
+    assert outside(*nuc) == 0 and not torch.equal(full[0], nuc[0])
+    image = torch.zeros(n, *layout.image_shape, dtype=torch.long)  # given, kept fixed
+    _, seg = _sample_batches(den, layout, "image_to_mask", n, SampleSection(**kw, top_p=top_p),
+                             seg=True, image=image)
+    ids = seg.reshape(n, -1) + layout.image_vocab  # mask classes → the combined vocabulary
+    assert all(int(ids[b, i]) in nuclei[layout.image_len + i]
+               for b in range(n) for i in range(ids.shape[1]))
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ SETTINGS: dict[str, list[tuple[str, Any, str]]] = {
         ("train.batch_size", 1024, S7), ("train.lr", 2e-4, S7), ("train.weight_decay", 0.0, S7),
         ("train.warmup_steps", 5000, S7), ("sample.steps", 20, S7),
         ("sample.temperature", 1.3, S7), ("sample.cfg_scale", 2.0 - 1.0, S7),
+        ("sample.top_p", 0.9, S7),
     ],
     "coco": [
         *_DI_BASE,
@@ -83,6 +84,7 @@ SETTINGS: dict[str, list[tuple[str, Any, str]]] = {
         ("train.batch_size", 1024, S7), ("train.lr", 2e-4, S7), ("train.weight_decay", 0.0, S7),
         ("train.warmup_steps", 5000, S7), ("sample.steps", 20, S7),
         ("sample.temperature", 0.7, S7), ("sample.cfg_scale", 4.5 - 1.0, S7),
+        ("sample.top_p", 0.9, S7),
         ("heldout.split", "val", "DI App. C.2"), ("evaluate.fid", True, "DI Tab. 2"),
     ],
     "cc12m": [
@@ -109,6 +111,7 @@ SETTINGS: dict[str, list[tuple[str, Any, str]]] = {
         ("sample.schedule", "linear", DI41), ("sample.temperature", 1.0, S7),
         ("sample.choice_temperature", 4.5, S7), ("sample.seg_method", "euler", "DI §3.3 Alg. 1"),
         ("sample.seg_steps", 20, S7), ("sample.seg_temperature", 1.0, S7),
+        ("sample.top_p", 0.9, S7),
         ("evaluate.fid", True, "DI Tab. 6"),
     ],
     "owt": [
@@ -292,6 +295,7 @@ def test_tab_s7_column_from_the_paper(pipeline: str, column: str) -> None:
     itm, etm = (_num(x) for x in s7["Sampling steps-ITM/ETM"].split("/"))
     assert p.sample.steps == (itm if p.model["timestep"] == "implicit" else etm)
     assert p.sample.temperature == _num(s7["Softmax temperature"])
+    assert p.sample.top_p == _num(s7["top-p"])
     if pipeline == "cityscapes":  # CFG on the other modality is a TODO(issue 18) of the yaml
         assert p.sample.choice_temperature == _num(s7["Gumbel noise temperature"])
         assert p.sample.seg_temperature == _num(s7["Softmax temperature"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,14 @@ import torch
 import yaml
 
 import unmask.stages
+from unmask import schedules
 from unmask.config import load_params
 from unmask.data.cifar10 import CIFAR10
 from unmask.data.fixtures import write_cifar10
 from unmask.data.shards import TokenShards
 from unmask.errors import ConfigError
-from unmask.stages.experiment.params import ExperimentParams
+from unmask.stages.experiment.params import ExperimentParams, ExpSample
+from unmask.stages.experiment.sample import draw
 
 REPO = Path(__file__).resolve().parents[2]
 S8 = REPO / "pipelines" / "cifar10-s8" / "params.yaml"
@@ -107,7 +110,56 @@ def test_tokenize_train_sample_in_process(tmp_path, monkeypatch, tiny):
     assert ckpt["model_config"]["grid"] == [8, 24] and ckpt["model_config"]["num_classes"] == 10
 
     info = unmask.stages.run("experiment.sample", p, schedule="cosine")
-    assert info["n_samples"] == 4 and info["steps"] == 4
+    assert info["n_samples"] == 4 and info["steps"] == 4 and info["top_p"] == 1.0
     with np.load("out/samples/cosine/samples.npz") as z:
         assert z["images"].shape == (4, 8, 8, 3) and z["labels"].tolist() == [0, 0, 3, 3]
     assert Path("out/samples/cosine/grid.png").is_file()
+
+
+def test_top_p_is_validated_with_the_key():
+    for bad in (0, 1.5):
+        msg = _error({"sample.top_p": bad})
+        assert "sample.top_p must be" in msg, msg
+    assert load_params(S8, schema=ExperimentParams).sample.top_p == 1.0  # default: off
+
+
+class _FixedLogits(torch.nn.Module):
+    """``model(x, t, y)`` with logits that depend on the position only, so the nucleus of
+    every draw is known in advance."""
+
+    null_class = None
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1, -1)
+
+
+def _nucleus(probs: np.ndarray, p: float) -> set[int]:
+    """Holtzman et al.'s nucleus, computed independently: the most likely tokens, in order,
+    while the mass before a token is still below p."""
+    order = np.argsort(-probs, kind="stable")
+    before = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])
+    return {int(i) for i, b in zip(order, before, strict=True) if b < p}
+
+
+def test_draw_passes_top_p_and_every_token_lies_in_its_nucleus():
+    length, vocab, top_p = 12, 6, 0.6
+    logits = torch.randn(1, length, vocab, generator=torch.Generator().manual_seed(3)) * 1.5
+    probs = logits[0].softmax(-1).numpy().astype(np.float64)
+    nuclei = [_nucleus(probs[i], top_p) for i in range(length)]
+    assert all(len(n) < vocab for n in nuclei)  # the filter removes something everywhere
+    cfg = SimpleNamespace(length=length, mask_id=vocab)
+    model, y = _FixedLogits(logits), torch.zeros(64, dtype=torch.long)
+    kappa = schedules.get("linear")
+    # "mdm": each token is drawn once, from the filtered distribution of its reveal step
+    full = draw(model, y, cfg, ExpSample(method="mdm", steps=8, seed=5), kappa).tokens
+    nuc = draw(model, y, cfg, ExpSample(method="mdm", steps=8, seed=5, top_p=top_p),
+               kappa).tokens
+    assert not torch.equal(full, nuc)
+    outside = lambda x: sum(int(x[b, i]) not in nuclei[i]  # noqa: E731
+                            for b in range(len(y)) for i in range(length))
+    assert outside(nuc) == 0
+    assert outside(full) > 0  # without the filter, tokens outside the nucleus do occur

@@ -50,7 +50,7 @@ def sample_joint(
     mask classes (B, h_m, w_m))`` — the given modality is returned unchanged.
 
     ``sample_kwargs`` go to :func:`unmask.sampling.sample` (method, steps, schedule,
-    temperature, generator, ...). Sampling uses that one ``schedule`` for the whole sequence,
+    temperature, top_p, generator, ...). Sampling uses that one ``schedule`` for the whole sequence,
     also for a model trained with per-modality schedules (:mod:`unmask.joint.schedules`).
     """
     x0 = layout.x_init(task, batch_size=batch_size, image=image, mask=mask)

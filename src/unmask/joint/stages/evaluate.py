@@ -62,7 +62,7 @@ def _sample_batches(model: Transformer, layout: JointLayout, task: str, n: int, 
             im, mk = sample_joint(
                 model, layout, task, batch_size=b, method=s.seg_method if seg else s.method,
                 steps=s.seg_steps if seg else s.steps, schedule=s.schedule,
-                temperature=s.seg_temperature if seg else s.temperature,
+                temperature=s.seg_temperature if seg else s.temperature, top_p=s.top_p,
                 choice_temperature=s.choice_temperature, generator=g, **kw)
         imgs.append(im)
         masks.append(mk)

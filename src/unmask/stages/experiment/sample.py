@@ -44,7 +44,8 @@ def draw(
     device: Any = None,
 ) -> Any:
     """:func:`unmask.sampling.sample_with_info` of ``model`` conditioned on labels ``y`` with
-    CFG ``(1 + w)·cond − w·uncond`` (the unconditional branch: the model's null label)."""
+    CFG ``(1 + w)·cond − w·uncond`` (the unconditional branch: the model's null label), then
+    ``s.temperature`` and nucleus ``s.top_p`` on the guided logits of every draw."""
     with torch.no_grad():
         return sample_with_info(
             ConditionedDenoiser(model, y),
@@ -55,6 +56,7 @@ def draw(
             steps=s.steps,
             schedule=kappa,
             temperature=s.temperature,
+            top_p=s.top_p,
             generator=torch.Generator(device or "cpu").manual_seed(
                 s.seed if seed is None else seed
             ),
@@ -102,6 +104,8 @@ def run(p: ExperimentParams, schedule: str | None = None) -> dict[str, Any]:
         "method": s.method,
         "steps": res.steps,
         "nfe": res.nfe,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
         "cfg_scale": s.cfg_scale,
         "n_samples": len(y),
         "checkpoint_step": ckpt.step,
@@ -174,6 +178,8 @@ def sample_text(p: ExperimentParams, ckpt: Any, name: str) -> dict[str, Any]:
         "method": s.method,
         "steps": draws[0].steps,
         "nfe": nfe,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
         "cfg_scale": s.cfg_scale,
         "cfg_schedule": s.cfg_schedule,
         "null_condition": "learned null vector (label M = number of captions)",
