@@ -120,6 +120,7 @@ SETTINGS: dict[str, list[tuple[str, Any, str]]] = {
         ("model.preset", "mdlm-small", A43), ("model.dropout", 0.1, A43),
         ("model.timestep", "implicit", "MDM-Prime App. A.5.3"),
         ("prime.ells", [1, 2, 3, 4, 6, 8], "MDM-Prime Tab. 2"), ("train.steps", 1_000_000, A43),
+        ("prime.carry_over", True, "MDM-Prime Tab. A2"),
         ("train.batch_size", 128, A43), ("train.lr", 3e-4, A43),
         ("train.betas", (0.9, 0.999), A43), ("train.lr_schedule", "constant", A43),
         ("train.schedule", "linear", A43), ("train.weighting", "elbo", "MDM-Prime §4.1"),

@@ -2,6 +2,8 @@
 (MDM-Prime eq. 7), marginals are normalised, and the foundation training loop, sampler, CFG
 and model files work with it."""
 
+import math
+
 import pytest
 import torch
 
@@ -116,3 +118,70 @@ def test_trains_with_foundation_loop_and_round_trips(tmp_path):
                            cfg_scale=1.0, generator=torch.Generator().manual_seed(0))
     assert out.tokens.shape == (8, 6) and int(out.tokens.max()) < 11
     assert (out.tokens == base.repeat(4, 1)).float().mean() > 0.8  # learned the two rows
+
+
+def _digit_marginals(probs: list[float], base: int, ell: int) -> list[list[float]]:
+    """p(y^j = v) = Σ_{c : digit j of c = v} p(c), by integer arithmetic (independent of
+    the codec's digit-grid reduction); digit 0 is the most significant."""
+    out = [[0.0] * base for _ in range(ell)]
+    for c, pc in enumerate(probs):
+        for j in range(ell):
+            out[j][(c // base ** (ell - 1 - j)) % base] += pc
+    return out
+
+
+@pytest.mark.parametrize("ell", [2, 3])
+def test_carry_over_switch_against_an_exact_computation(ell):
+    """MDM-Prime §3.2 eq. 6 / Prop. A.4: with carry-over an observed sub-token's marginal is
+    its point mass and masked digits are marginals of the joint restricted to consistent ids;
+    without (Tab. A2) both are marginals of the plain softmax over the C ids."""
+    on = PrimeTransformer({"model": CFG, "ell": ell})
+    _randomize(on, 10 + ell)
+    with torch.no_grad():  # logits of std ~1, so no marginal is 1 by accident
+        for w in on.trunk.final.head.parameters():
+            w.mul_(0.2)
+    off = PrimeTransformer({"model": CFG, "ell": ell, "carry_over": False})
+    off.load_state_dict(on.state_dict())
+    codec, C = on.codec, CFG["vocab_size"]
+    b = codec.base
+    g = torch.Generator().manual_seed(4)
+    y0 = codec.encode(torch.randint(0, C, (3, 6), generator=g))
+    keep = torch.rand(y0.shape, generator=g) < 0.5
+    keep[0, 0] = True  # at least one fully observed position and one partly observed one
+    keep[0, 1] = torch.tensor([True] + [False] * (ell - 1))
+    y_t = torch.where(keep, y0, codec.mask_id)
+    t = torch.rand(3, generator=g)
+    with torch.no_grad():
+        raw = off.joint(y_t, t).double()  # the head's logits, nothing filtered
+        m_on = on(y_t.reshape(3, -1), t).reshape(3, 6, ell, b).double().exp()
+        m_off = off(y_t.reshape(3, -1), t).reshape(3, 6, ell, b).double().exp()
+    digits = [[(c // b ** (ell - 1 - j)) % b for j in range(ell)] for c in range(C)]
+    for r in range(3):
+        for i in range(6):
+            obs = y_t[r, i].tolist()
+            lg = raw[r, i].tolist()
+            z = sum(math.exp(v) for v in lg)
+            want_off = _digit_marginals([math.exp(v) / z for v in lg], b, ell)
+            ok = [all(o in (codec.mask_id, d) for o, d in zip(obs, digits[c], strict=True))
+                  for c in range(C)]
+            zc = sum(math.exp(v) for v, k in zip(lg, ok, strict=True) if k)
+            want_on = _digit_marginals([math.exp(v) / zc if k else 0.0
+                                        for v, k in zip(lg, ok, strict=True)], b, ell)
+            torch.testing.assert_close(m_off[r, i], torch.tensor(want_off, dtype=torch.float64),
+                                       atol=1e-5, rtol=0)
+            for j in range(ell):
+                if obs[j] != codec.mask_id:  # carried over with it on, not forced without
+                    assert m_on[r, i, j, obs[j]] == pytest.approx(1.0, abs=1e-6)
+                    assert m_off[r, i, j, obs[j]] < 1 - 1e-3
+                elif not all(o == codec.mask_id for o in obs):  # partly observed position
+                    torch.testing.assert_close(
+                        m_on[r, i, j], torch.tensor(want_on[j], dtype=torch.float64),
+                        atol=1e-5, rtol=0)
+    # where nothing is observed the two agree (the filter only removes ids ≥ C there)
+    blank = (y_t == codec.mask_id).all(-1)
+    torch.testing.assert_close(m_on[blank], m_off[blank], atol=1e-5, rtol=0)
+    # the sampler keeps carry-over at inference (MDM-Prime Tab. A5): draws stay decodable
+    with torch.no_grad():
+        out = sample_prime(ConditionedDenoiser(JointView(off)), codec=codec, batch_size=4,
+                           seq_len=6, steps=8, generator=torch.Generator().manual_seed(0))
+    assert int(out.tokens.max()) < C

@@ -11,7 +11,7 @@ import yaml
 
 from unmask.config import load_params
 from unmask.prime.config import PrimeParams
-from unmask.prime.pipeline import ESTIMATOR
+from unmask.prime.pipeline import ESTIMATOR, model_config, run_key
 from unmask.stages import main
 
 FORTUNES = "\n%\n".join(
@@ -124,6 +124,20 @@ def test_config_errors_are_one_line(tmp_path, monkeypatch, capsys):
         ["prime.report", "--set", "prime.ells=[0, 2]"], capsys)
     p = load_params(tmp_path / "params.yaml", ["train.steps=7"], schema=PrimeParams)
     assert isinstance(p, PrimeParams) and p.train.steps == 7
+    assert "prime.carry_over" in _one_line_error(
+        ["prime.report", "--set", "prime.carry_over=sometimes"], capsys)
+
+
+def test_carry_over_reaches_the_model_and_its_run_key():
+    owt = Path(__file__).resolve().parents[2] / "pipelines" / "owt" / "params.yaml"
+    meta = {"vocab_size": 50257, "shape": [16], "counts": {}, "data": {}}
+    on = load_params(owt, schema=PrimeParams)
+    off = load_params(owt, ["prime.carry_over=false"], schema=PrimeParams)
+    assert on.prime.carry_over is True  # the paper's final model (MDM-Prime App. A.4.3)
+    cfg_on, cfg_off = model_config(on, meta, 2), model_config(off, meta, 2)
+    assert cfg_on.carry_over is True and cfg_off.carry_over is False
+    # a run trained one way is never resumed the other way
+    assert run_key(cfg_on, on, meta) != run_key(cfg_off, off, meta)
 
 
 @pytest.mark.slow

@@ -66,9 +66,12 @@ class DataSection(Section):
 
 
 class PrimeSection(Section):
-    """ℓ values trained and compared (1 = plain MDM)."""
+    """ℓ values trained and compared (1 = plain MDM); ``carry_over`` (MDM-Prime §3.2 eq. 6,
+    Tab. A2): ``false`` trains and scores the unfiltered joint
+    (:attr:`~unmask.prime.model.PrimeConfig.carry_over`)."""
 
     ells: list[int] = Field(default_factory=lambda: [1, 2])
+    carry_over: bool = True
 
     @field_validator("ells")
     @classmethod

@@ -26,6 +26,12 @@ Interfaces:
 * ``model.joint(y_t, t, y)`` with y_t (B, L, ℓ) → filtered joint logits (B, L, C), what the
   sampler (:mod:`unmask.prime.sampling`) draws full tokens from; :class:`JointView` exposes it
   as a module for :class:`~unmask.models.ConditionedDenoiser` (labels, CFG).
+
+``carry_over: false`` (MDM-Prime Tab. A2's runs without it) drops the eq. 7 consistency filter
+from ``joint`` and ``forward``: the joint is the plain softmax over the C ids and every sub-token,
+observed or not, gets that joint's marginal, so training and the ELBO no longer force observed
+digits to carry over. The sampler still filters the draws (a state must stay decodable), which
+is carry-over at inference only (MDM-Prime §A.5.3 / Tab. A5).
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class PrimeConfig(BaseModel):
         rotary: rotary position embeddings in every attention layer instead of the trunk's
             learned position table (MDLM's choice; :mod:`unmask.prime.rotary`). Accepted
             inside the ``model`` dict too (``model: {preset: mdlm-small}`` sets it).
+        carry_over: the carry-over parameterisation (MDM-Prime §3.2 eq. 6 via the eq. 7
+            filter, Prop. A.4); ``False``: the unfiltered joint (Tab. A2's runs without it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -90,6 +98,7 @@ class PrimeConfig(BaseModel):
     model: ModelConfig
     ell: int = Field(default=1, ge=1, le=32)
     rotary: bool = False
+    carry_over: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -235,9 +244,11 @@ class PrimeTransformer(nn.Module):
 
     def joint(self, y_t: Tensor, t: Tensor | None, y: Tensor | None = None) -> Tensor:
         """Filtered joint logits over the C full-token classes, (B, L, C) (MDM-Prime eq. 7;
-        filtered entries hold the finite :data:`FILL`)."""
+        filtered entries hold the finite :data:`FILL`); unfiltered without carry-over."""
         yg = self._grouped(y_t)
         logits = self.trunk.final.head(self._features(yg, t, y))  # (B, L, C)
+        if not self.prime_cfg.carry_over:
+            return logits
         return logits.masked_fill(~self.codec.valid_mask(yg), FILL)
 
     def forward(self, y_t: Tensor, t: Tensor | None, y: Tensor | None = None) -> Tensor:
@@ -245,9 +256,13 @@ class PrimeTransformer(nn.Module):
 
         The C-way head runs only at positions with a masked sub-token; a fully observed
         position's marginals are its digits' point masses (log 1 = 0, elsewhere log(tiny)),
-        exactly what the filtered joint gives there, and are never scored by the ELBO."""
+        exactly what the filtered joint gives there, and are never scored by the ELBO.
+        Without carry-over every position gets the unfiltered joint's marginals."""
         yg = self._grouped(y_t)
+        carry = self.prime_cfg.carry_over
         need = (yg == self.codec.mask_id).any(-1)  # (B, L)
+        if not carry:  # observed digits get the head's marginals too (nothing forced)
+            need = torch.ones_like(need)
         feats = self._features(yg, t, y)
         b = self.codec.base
         dig = yg.clamp(max=b - 1)
@@ -256,7 +271,8 @@ class PrimeTransformer(nn.Module):
         out = out.scatter(-1, dig[..., None], 0.0)
         if bool(need.any()):
             logits = self.trunk.final.head(feats[need])  # (n, C)
-            logits = logits.masked_fill(~self.codec.valid_mask(yg[need]), FILL)
+            if carry:
+                logits = logits.masked_fill(~self.codec.valid_mask(yg[need]), FILL)
             out = out.index_put((need,), self.codec.log_marginals(logits).to(out.dtype))
         return out.reshape(*y_t.shape, b)
 

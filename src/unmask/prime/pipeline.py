@@ -62,7 +62,8 @@ def check_ell(params: PrimeParams, ell: int) -> None:
 
 
 def model_config(params: PrimeParams, meta: dict, ell: int) -> PrimeConfig:
-    """The token-level trunk config: params.model plus the shape of the prepared data."""
+    """The token-level trunk config: params.model plus the shape of the prepared data, and
+    ``prime.carry_over``."""
     m = dict(params.model)
     m["vocab_size"] = meta["vocab_size"]
     m["num_classes"] = 0  # unconditional, as MDM-Prime's text and pixel experiments
@@ -72,7 +73,7 @@ def model_config(params: PrimeParams, meta: dict, ell: int) -> PrimeConfig:
     else:
         m["grid"] = tuple(shape)
         m.setdefault("pos", "learned2d")
-    return PrimeConfig(model=m, ell=ell)
+    return PrimeConfig(model=m, ell=ell, carry_over=params.prime.carry_over)
 
 
 def run_key(cfg: PrimeConfig, params: PrimeParams, meta: dict) -> dict[str, str]:
